@@ -1,0 +1,4 @@
+"""The built-in differentiators. Importing this package registers them."""
+
+from diffkit.differentiators.jax_ad import JaxForward as JaxForward
+from diffkit.differentiators.jax_ad import JaxReverse as JaxReverse

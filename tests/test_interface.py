@@ -19,6 +19,16 @@ from diffkit.examples import TINY_NAMES, tiny_network
 ALL = dk.names()
 JAX = ["jax-fwd", "jax-rev"]
 
+
+def tol(name: str, dtype: str) -> float:
+    """Tolerance on rho against an exact reference: AD is exact to rounding; finite
+    differences carry their truncation and rounding error."""
+    numerical = dk.get(name).mode == "numerical"
+    if dtype == "float64":
+        return 1e-8 if numerical else 1e-12
+    return 1e-3 if numerical else 1e-5
+
+
 # The worked example's gradients, to four digits (from the issue text, not from our code).
 GOLDEN_4 = dict(
     zip(
@@ -52,8 +62,8 @@ def analytic_tiny_gradient() -> dict[str, float]:
 def test_tiny_network_golden_float32(name: str) -> None:
     ex = tiny_network()
     got = ex.names(dk.get(name).grad(ex.fun)(*ex.args))
-    for p in TINY_NAMES:
-        assert got[p] == pytest.approx(GOLDEN_4[p], abs=6e-5), p
+    for p in TINY_NAMES:  # four printed digits: +-5e-5, plus the method's own float32 error
+        assert got[p] == pytest.approx(GOLDEN_4[p], abs=5e-5 + tol(name, "float32")), p
 
 
 @pytest.mark.parametrize("name", ALL)
@@ -62,7 +72,7 @@ def test_tiny_network_float64_matches_analytic(name: str, x64: None) -> None:
     assert float(ex.fun(*ex.args)) == pytest.approx(0.46285625, abs=1e-7)
     got = ex.names(dk.get(name).grad(ex.fun)(*ex.args))
     want = analytic_tiny_gradient()
-    assert rho([got[p] for p in TINY_NAMES], [want[p] for p in TINY_NAMES]) <= 1e-12
+    assert rho([got[p] for p in TINY_NAMES], [want[p] for p in TINY_NAMES]) <= tol(name, "float64")
 
 
 def mlp_loss(params, x, y):
@@ -89,10 +99,9 @@ def test_pytree_gradient_matches_jax_grad(name: str, dtype: str) -> None:
     y = jnp.sin(x[:, 0])
     value, grads = dk.get(name).value_and_grad(mlp_loss)(params, x, y)
     want_value, want = jax.value_and_grad(mlp_loss)(params, x, y)
-    tol = 1e-12 if dtype == "float64" else 1e-5
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(want)
-    assert rho(value, want_value) <= tol
-    assert rho_tree(grads, want) <= tol
+    assert rho(value, want_value) <= tol("jax-rev", dtype)
+    assert rho_tree(grads, want) <= tol(name, dtype)
     assert all(
         g.dtype == w.dtype
         for g, w in zip(jax.tree.leaves(grads), jax.tree.leaves(want), strict=True)

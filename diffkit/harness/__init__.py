@@ -27,5 +27,6 @@ from diffkit.harness.problems import register_problem as register_problem
 from diffkit.harness.problems import user_problem as user_problem
 from diffkit.harness.results import Results as Results
 from diffkit.harness.results import load as load
+from diffkit.harness.sweep import QUICK as QUICK
 from diffkit.harness.sweep import compare as compare
 from diffkit.harness.sweep import sweep as sweep

@@ -87,7 +87,7 @@ class Problem:
             >>> import diffkit as dk
             >>> inst = dk.harness.get_problem("mlp").build(1000)
             >>> inst.n, inst.quantity
-            (1029, 'grad')
+            (981, 'grad')
         """
         size = int(self.sizes[0] if size is None else size)
         if size < 1:

@@ -254,7 +254,8 @@ class Results:
             fit["slope_ratio"] = _slope(xs, [r["ratio"] for r in used]) if ok else None
             passes = [r.get("passes") for r in used]
             good = ok and all(p for p in passes)
-            fit["expected_ratio"] = _slope(xs, passes) if good else None  # type: ignore[arg-type]
+            expected = round(_slope(xs, passes), 3) if good else None  # type: ignore[arg-type]
+            fit["expected_ratio"] = expected + 0.0 if expected is not None else None  # no -0.0
             fits.append(fit)
         return fits
 

@@ -30,9 +30,18 @@ from diffkit.harness.measure import finish_record, new_record, resolve_method, r
 from diffkit.harness.problems import Problem, get_problem
 from diffkit.harness.results import Results, read_records
 
-__all__ = ["compare", "sweep"]
+__all__ = ["QUICK", "compare", "sweep"]
 
 Progress = Callable[[dict[str, Any], int, int], None]
+
+#: A quick default sweep (for ``diffkit compare`` without arguments): ``sweep(**QUICK)``.
+QUICK: dict[str, Any] = {
+    "problems": ["mlp"],
+    "sizes": [10, 100, 1000],
+    "dtypes": ["float32"],
+    "min_time": 0.05,
+    "budget": 20.0,
+}
 
 #: Seconds a fresh worker may take to import JAX and diffkit.
 STARTUP_TIMEOUT = 120.0

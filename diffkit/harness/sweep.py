@@ -1,11 +1,12 @@
 """Sweeps: many cases, each isolated in a worker process under a time and memory budget,
 stored one JSON line per case as it finishes.
 
-Cases of one (problem, dtype) run in one worker process, size by size, every method at each
-size (so the float64 reference is computed once per size). A case that exceeds its time
-budget or the memory limit, or that kills its process, is recorded (timeout, out-of-memory,
-error) and the worker is restarted for the remaining cases; once a method times out or runs
-out of memory at some size, its larger sizes of that problem are recorded as skipped.
+Cases run in one worker process, problem by problem, size by size, every method at each
+size (so the float64 reference and the compiled primal are made once per size). A case that
+exceeds its time budget or the memory limit, or that kills its process, is recorded
+(timeout, out-of-memory, error) and a fresh worker takes the remaining cases; once a method
+times out or runs out of memory at some size, its larger sizes of that problem are recorded
+as skipped.
 Each record is appended with flush + fsync, so an interrupted sweep keeps every finished case
 and ``resume=True`` skips them; a half-written last line is ignored on reading.
 """
@@ -197,7 +198,7 @@ def _plan(
     dtypes: list[str],
     seed: int,
 ) -> Iterator[tuple[Problem, str, list[dict[str, Any]]]]:
-    """Groups of cases that share a worker: (problem, dtype), sizes ascending."""
+    """Cases grouped by (problem, dtype), sizes ascending, every method at each size."""
     for prob in problems:
         chosen = sizes.get(prob.name) if isinstance(sizes, dict) else sizes
         chosen = sorted({int(s) for s in (chosen or prob.sizes)})
@@ -278,40 +279,39 @@ def sweep(
     stopped: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
     writer = _Appender(path)
+    worker: _Worker | None = None
+    shared: dict[str, Any] = {}  # in-process runs: what the methods of one size share
     try:
         for prob, dtype, cases in groups:
-            worker: _Worker | None = None
-            try:
-                for case in cases:
-                    rec = finish_record(dict(case), "error")
-                    series = (rec["problem"], json.dumps(rec["problem_options"]), case["method"])
-                    series += (dtype,)
-                    if rec["key"] in done:
-                        rec = done[rec["key"]]
+            for case in cases:
+                rec = finish_record(dict(case), "error")
+                series = (rec["problem"], json.dumps(rec["problem_options"]), case["method"])
+                series += (dtype,)
+                if rec["key"] in done:
+                    rec = done[rec["key"]]
+                else:
+                    if series in stopped:
+                        rec = _skipped(case, stopped[series])
+                    elif isolate:
+                        worker = worker or _Worker()
+                        rec = _isolated(worker, case, budget, memory_limit, min_time, accuracy)
+                        if worker.proc.poll() is not None:  # killed or died: restart
+                            worker.close()
+                            worker = None
                     else:
-                        if series in stopped:
-                            rec = _skipped(case, stopped[series])
-                        elif isolate:
-                            worker = worker or _Worker()
-                            rec = _isolated(worker, case, budget, memory_limit, min_time, accuracy)
-                            if worker.proc.poll() is not None:  # killed or died: restart
-                                worker.close()
-                                worker = None
-                        else:
-                            rec = run_case(
-                                prob, case["size"], case["method"], dtype, seed=seed,
-                                min_time=min_time, accuracy=accuracy,
-                            )  # fmt: skip
-                        writer.append(rec)
-                    if rec["outcome"] in ("timeout", "out-of-memory"):
-                        stopped.setdefault(series, rec)
-                    records.append(rec)
-                    if progress is not None:
-                        progress(rec, len(records), total)
-            finally:
-                if worker is not None:
-                    worker.close()
+                        rec = run_case(
+                            prob, case["size"], case["method"], dtype, seed=seed,
+                            min_time=min_time, accuracy=accuracy, reference_cache=shared,
+                        )  # fmt: skip
+                    writer.append(rec)
+                if rec["outcome"] in ("timeout", "out-of-memory"):
+                    stopped.setdefault(series, rec)
+                records.append(rec)
+                if progress is not None:
+                    progress(rec, len(records), total)
     finally:
+        if worker is not None:
+            worker.close()
         writer.close()
     return Results(records, path=path)
 

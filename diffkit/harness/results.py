@@ -224,7 +224,8 @@ class Results:
         primal's, ``slope_ratio`` that of derivative/primal, next to ``expected_ratio``: the
         exponent of the method's declared passes (n for forward-mode gradients and finite
         differences, 1 for reverse mode). ``against`` is "n", "m", "size" or "auto" (the one
-        that varies: n, else m, else size). A series with too few such sizes gets None.
+        that varies: n, else m, else size). When only the largest size leaves the floor, the
+        ``min_points`` largest are used; a series that never leaves it gets None.
         """
         fits = []
         for (problem, _, method, dtype, backend), recs in sorted(self._series().items()):
@@ -236,8 +237,8 @@ class Results:
                 )
             floor = min(r["time_median"] for r in recs)
             used = [r for r in recs if r["time_median"] >= floor_factor * floor and r.get(axis)]
-            if len(used) < min_points and len(recs) >= min_points:  # a series that never
-                used = []  # leaves the floor has no compute-dominated sizes to fit
+            if used and len(used) < min_points:  # only the largest size left the floor: take
+                used = recs[-min_points:]  # the sizes just below it too
             fit: dict[str, Any] = {
                 "problem": problem,
                 "method": method,

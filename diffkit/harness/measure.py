@@ -335,7 +335,8 @@ def run_case(
 ) -> dict[str, Any]:
     """Measure one case in this process and return its record (a JSON-able dict). Errors of
     the differentiator become ``outcome`` and ``message``; nothing is raised. ``on_start``
-    is called with the record once n and m are known.
+    is called with the record (n and m known) when the work shared by every method of this
+    size (instance, compiled primal, float64 reference) is done and the method's begins.
 
     Example:
         >>> import diffkit as dk
@@ -367,20 +368,35 @@ def _measure(
     on_start: Callable[[dict[str, Any]], None] | None,
 ) -> None:
     # What does not depend on the method (the instance, its compiled primal, the reference)
-    # is kept in ``cache`` for the next case of the same problem, size, dtype and seed.
+    # is made first and kept in ``cache`` for the next case of the same problem, size, dtype
+    # and seed; ``on_start`` marks where the method's own work begins.
     key = json.dumps([rec[k] for k in ("problem", "problem_options", "size", "dtype", "seed")])
     shared = cache if cache is not None and cache.get("key") == key else {"key": key}
     if cache is not None and shared is not cache:
         cache.clear()
         cache.update(shared)
         shared = cache
+    d = resolve_method(rec["method"], **rec["method_options"])
     if "inst" not in shared:
         shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
     inst: Instance = shared["inst"]
-    d = resolve_method(rec["method"], **rec["method_options"])
     rec.update(n=inst.n, m=inst.m, quantity=inst.quantity, mode=d.mode)
+    if "primal" not in shared:
+        t0 = time.perf_counter()
+        shared["primal"] = jax.jit(inst.fun).lower(*inst.args).compile()
+        jax.block_until_ready(shared["primal"](*inst.args))
+        shared["primal_prepare_s"] = time.perf_counter() - t0
+    primal = shared["primal"]
+    rec["primal_prepare_s"] = shared["primal_prepare_s"]
+    rec["primal_xla_bytes"] = _xla_memory(primal)["total"]
+    if accuracy and "reference" not in shared:
+        t0 = time.perf_counter()
+        shared["reference"] = reference(inst)
+        shared["reference_s"] = time.perf_counter() - t0
+    rec["reference_s"] = shared.get("reference_s")
     if on_start is not None:
         on_start(rec)
+
     rec["passes"] = d.passes(inst.quantity, inst.n, inst.m)
     evaluations = getattr(d, "evaluations", None)
     try:
@@ -402,21 +418,8 @@ def _measure(
     mem = _xla_memory(compiled)
     rec.update(xla_temp_bytes=mem["temp"], xla_bytes=mem["total"])
 
-    if "primal" not in shared:
-        t0 = time.perf_counter()
-        shared["primal"] = jax.jit(inst.fun).lower(*inst.args).compile()
-        jax.block_until_ready(shared["primal"](*inst.args))
-        shared["primal_prepare_s"] = time.perf_counter() - t0
-    primal = shared["primal"]
-    rec["primal_prepare_s"] = shared["primal_prepare_s"]
-    rec["primal_xla_bytes"] = _xla_memory(primal)["total"]
-
     if accuracy:
-        t0 = time.perf_counter()
-        if "reference" not in shared:
-            shared["reference"] = reference(inst)
         ref_grad, crosscheck = shared["reference"]
-        rec["reference_s"] = time.perf_counter() - t0  # ~0 when an earlier case computed it
         got = _flat64(result)
         if got.shape != ref_grad.shape:
             raise DiffkitError(f"derivative has {got.size} numbers, the reference {ref_grad.size}")

@@ -44,6 +44,10 @@ QUICK: dict[str, Any] = {
     "budget": 20.0,
 }
 
+#: Seconds the work shared by the methods of one size (compiling the primal, computing the
+#: float64 reference) may take, apart from each method's budget.
+SHARED_TIMEOUT = 300.0
+
 #: Seconds a fresh worker may take to import JAX and diffkit.
 STARTUP_TIMEOUT = 120.0
 
@@ -122,11 +126,16 @@ class _Worker:
         assert self.proc.stdin is not None
         self.proc.stdin.write(json.dumps(case) + "\n")
         self.proc.stdin.flush()
-        deadline = time.perf_counter() + budget
+        # The shared work of a size (primal, reference) gets its own deadline; the budget
+        # clock starts when the worker reports the method's own work has begun.
+        deadline = time.perf_counter() + max(SHARED_TIMEOUT, budget)
         start: dict[str, Any] = {}
         while True:
             msg = self._next(deadline, memory_limit)
             if msg == "timeout":
+                if not start:
+                    what = "the primal and float64 reference of this size"
+                    return None, "timeout", f"{what} took over {SHARED_TIMEOUT:g} s", start
                 return None, "timeout", f"exceeded the budget of {budget:g} s", start
             if msg == "out-of-memory":
                 limit = f"{memory_limit / 2**30:.1f} GiB" if memory_limit else "?"
@@ -138,6 +147,7 @@ class _Worker:
             assert isinstance(msg, dict)
             if msg.get("event") == "start":
                 start = msg
+                deadline = time.perf_counter() + budget
             elif msg.get("event") == "result":
                 return msg["record"], msg["record"]["outcome"], msg["record"]["message"], start
 
@@ -236,7 +246,8 @@ def sweep(
       (default: every registered differentiator); ``dtypes``: "float32" and/or "float64".
     * ``out``: the JSON-lines file (default: a new temporary file); ``resume``: skip the
       cases already stored there (False: start the file afresh).
-    * ``budget``: seconds per case (prepare, run and reference together); ``memory_limit``:
+    * ``budget``: seconds per case for the method's own work (trace, compile, first call,
+      timing; the primal and reference shared by a size are timed apart); ``memory_limit``:
       bytes of resident memory per worker (default 75% of physical memory; None: no limit).
     * ``progress(record, index, total)`` is called after each case.
     * ``isolate=False`` runs the cases in this process (no time or memory budget).

@@ -21,5 +21,7 @@ from diffkit._interface import names as names
 from diffkit._interface import options as options
 from diffkit._interface import register as register
 from diffkit._interface import unregister as unregister
+from diffkit.harness import compare as compare
+from diffkit.harness import sweep as sweep
 
 __version__ = "0.1.0"

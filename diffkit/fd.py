@@ -186,17 +186,14 @@ def check_analytic(fun: Callable[..., Any], *args: Any, who: str = "fd") -> None
             f"{who} (scheme='complex'): the function does not accept complex inputs "
             f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); use scheme='central'"
         ) from None
-    for eqn in _equations(closed.jaxpr):
-        name = eqn.primitive.name
-        complex_in = any(_is_complex(v) for v in eqn.invars)
-        dropped = name == "convert_element_type" and complex_in and not _is_complex(eqn.outvars[0])
-        if (name in NON_ANALYTIC and complex_in) or dropped:
-            why = "drops the imaginary part" if dropped else "is not complex-analytic"
-            raise DiffkitError(
-                f"{who} (scheme='complex'): the function applies {name!r} (from "
-                f"{source_line(eqn)}), which {why}, so the complex step would give a wrong "
-                "derivative; use scheme='central' or 'richardson'"
-            )
+    bad = [e for e in _equations(closed.jaxpr) if _non_analytic(e)]
+    if bad:
+        names = ", ".join(dict.fromkeys(repr(e.primitive.name) for e in bad))
+        raise DiffkitError(
+            f"{who} (scheme='complex'): the function applies {names} (first from "
+            f"{source_line(bad[0])}): not complex-analytic or dropping the imaginary part, so "
+            "the complex step would give a wrong derivative; use scheme='central' or 'richardson'"
+        )
     outs = [v for v in closed.jaxpr.outvars if not _is_complex(v)]
     if outs:
         raise DiffkitError(
@@ -209,10 +206,34 @@ def _is_complex(v: Any) -> bool:
     return jnp.issubdtype(getattr(v.aval, "dtype", np.float32), jnp.complexfloating)
 
 
+def _non_analytic(eqn: Any) -> bool:
+    name = eqn.primitive.name
+    if name == "convert_element_type":
+        return eqn.tainted and not _is_complex(eqn.outvars[0])
+    return eqn.tainted and name in NON_ANALYTIC
+
+
+@dataclass(frozen=True)
+class _Eqn:
+    """An equation, and whether an input depends on the (complex) inputs of its jaxpr."""
+
+    primitive: Any
+    invars: Any
+    outvars: Any
+    source_info: Any
+    tainted: bool
+
+
 def _equations(jaxpr: Any):
-    """Every equation of ``jaxpr`` and of the sub-jaxprs its parameters hold, depth first."""
+    """Every equation of ``jaxpr`` and of the sub-jaxprs its parameters hold, depth first,
+    marked ``tainted`` when an input depends on the jaxpr's complex inputs (so a comparison of
+    ``x.real`` counts, a comparison of constants does not)."""
+    tainted = {v for v in jaxpr.invars if _is_complex(v)}
     for eqn in jaxpr.eqns:
-        yield eqn
+        hit = any(v in tainted for v in eqn.invars if not hasattr(v, "val"))
+        if hit:
+            tainted.update(eqn.outvars)
+        yield _Eqn(eqn.primitive, eqn.invars, eqn.outvars, eqn.source_info, hit)
         for value in eqn.params.values():
             for sub in value if isinstance(value, tuple | list) else (value,):
                 inner = getattr(sub, "jaxpr", sub)
@@ -230,8 +251,9 @@ class FDResult:
     ``error`` bounds ``|grad - true gradient|`` per coordinate (same pytree as ``grad``):
     twice the change when the step is doubled, ``2|D(h) - D(2h)|`` (the truncation error of
     ``D(h)`` is ``|D(h) - D(2h)| / (2^p - 1)`` to leading order), plus the rounding
-    ``S * 4eps * (|f(x)|/h + r|D|)`` of the rule's weights ``S = sum |w_j|`` and reach
-    ``r = max |o_j|``, taking each evaluation of ``f`` as correct to 4 ulps. ``evaluations``
+    ``S * 4eps * (max(1, |f(x)|)/h + r|D|)`` of the rule's weights ``S = sum |w_j|`` and reach
+    ``r = max |o_j|``, taking each evaluation of ``f`` as correct to 4 ulps of
+    ``max(1, |f|)`` (``f`` may be a small sum of large terms). ``evaluations``
     counts calls of ``f`` (both steps and ``f(x)`` once); ``step`` the step per coordinate.
     """
 

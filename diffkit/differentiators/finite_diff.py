@@ -119,8 +119,9 @@ class FiniteDifferences(Differentiator):
         with self._precision():
             x, f_flat = self._flat(fun, primals)
             h = self._steps(x)
-            if self.scheme != "complex":  # a step whose x + h is exact: (x + h) - x
-                h = (x + h) - x
+            if self.scheme != "complex":  # a step whose x +- h is exact: (x +- h) - x
+                sign = -1.0 if max(self.stencil.offsets) <= 0 else 1.0
+                h = sign * ((x + sign * h) - x)
                 if not isinstance(h, jax.core.Tracer) and not bool(jnp.all(h > 0)):
                     i = int(jnp.argmin(h))
                     raise DiffkitError(
@@ -164,7 +165,7 @@ class FiniteDifferences(Differentiator):
                 x, _ = self._flat(fun, x_leaves)
                 h, eps = self._steps(x), float(jnp.finfo(x.dtype).eps)
                 d = jnp.concatenate([jnp.ravel(a) for a in grads]).astype(x.dtype)
-                f0 = jnp.abs(outs[0]).astype(x.dtype)
+                f0 = jnp.maximum(1.0, jnp.abs(outs[0]).astype(x.dtype))  # f may cancel
                 c = ROUNDING_ULPS * eps
                 if self.scheme == "complex":
                     rounding = c * (jnp.abs(d) + f0 / jnp.maximum(1.0, jnp.abs(x)))
@@ -182,7 +183,7 @@ class FiniteDifferences(Differentiator):
                 value=store.unflatten(outs),
                 grad=unpack(jax.tree_util.tree_unflatten(in_tree, list(grads))),
                 error=tree(error),
-                evaluations=2 * self.evaluations("grad", n) - self.stencil.uses_center,
+                evaluations=2 * n * self.stencil.per_direction + 1,
                 step=tree(h),
                 scheme=self.scheme,
                 order=self.order,

@@ -148,7 +148,7 @@ class FiniteDifferences(Differentiator):
             >>> import diffkit as dk, jax.numpy as jnp
             >>> r = dk.get("fd").gradient(lambda x: jnp.sum(jnp.sin(x)))(jnp.array([0.0, 1.0]))
             >>> r.evaluations, bool(abs(r.grad[0] - 1.0) <= r.error[0] < 1e-3)
-            (8, True)
+            (9, True)
         """
         where = f"{self.name}.gradient"
 

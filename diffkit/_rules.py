@@ -373,7 +373,6 @@ RULES: dict[str, Rule] = {
     "ceil": zero(),
     "round": zero(),
     "stop_gradient": zero(),
-    "nextafter": zero(),
     # reductions
     "reduce_sum": linear(lambda i, ct, x, *, axes, **_: _sum_to(ct, x, axes)),
     "reduce_max": _chooser_rule(),
@@ -384,8 +383,7 @@ RULES: dict[str, Rule] = {
     # type and copies
     "convert_element_type": linear(lambda i, ct, x, **_: ct.astype(jnp.result_type(x))),
     "copy": linear(lambda i, ct, x: ct),
-    "copy_p": linear(lambda i, ct, x: ct),
-    "reduce_precision": linear(lambda i, ct, x, **_: ct),
+    "reduce_precision": linear(lambda i, ct, x, **p: lax.reduce_precision(ct, **p)),
     # shape
     "broadcast_in_dim": linear(_broadcast_t),
     "reshape": linear(lambda i, ct, x, *dyn, **_: ct.reshape(jnp.shape(x))),

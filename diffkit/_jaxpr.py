@@ -206,10 +206,17 @@ def source_line(eqn: Any) -> str:
         return "<unknown location>"
 
 
-def unsupported(who: str, eqn: Any, supported: Iterable[str]) -> UnsupportedPrimitiveError:
-    """The error for a primitive without a rule (returned, for the caller to raise)."""
+def unsupported(
+    who: str, eqn: Any, supported: Iterable[str], site: Any = None
+) -> UnsupportedPrimitiveError:
+    """The error for a primitive without a rule (returned, for the caller to raise).
+
+    ``site`` is the user's call equation an inlined call came from: library functions
+    (``jnp.sort``) trace their bodies where no user source line is visible.
+    """
     names = ", ".join(sorted(supported))
+    where = source_line(eqn) or (site is not None and source_line(site)) or "<unknown location>"
     return UnsupportedPrimitiveError(
-        f"{who}: no rule for primitive '{eqn.primitive.name}' (from {source_line(eqn)}); "
+        f"{who}: no rule for primitive '{eqn.primitive.name}' (from {where}); "
         f"use jax-fwd/jax-rev for this function, or add a rule. Supported: {names}"
     )

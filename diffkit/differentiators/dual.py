@@ -14,6 +14,7 @@ Control flow: ``cond`` (a switch over the branches' dual evaluations), ``scan`` 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -164,13 +165,13 @@ def _active(values: Sequence[Any]) -> list[bool]:
     return [isinstance(v, Dual) for v in values]
 
 
-def _handle(eqn: Any, invals: list[Any]) -> list[Any]:
-    """Evaluate one equation on dual numbers."""
+def _handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
+    """Evaluate one equation on dual numbers (``site``: the call an inlined body came from)."""
     if not any(isinstance(v, Dual) for v in invals):
         return evaluate(eqn, invals)
     inner = inner_jaxpr(eqn)
     if inner is not None:
-        return interpret(inner, invals, _handle)
+        return interpret(inner, invals, functools.partial(_handle, site=site or eqn))
     name = eqn.primitive.name
     if name in _CONTROL:
         return _CONTROL[name](eqn, invals)
@@ -179,7 +180,7 @@ def _handle(eqn: Any, invals: list[Any]) -> list[Any]:
         return evaluate(eqn, xs)  # comparisons, argmax, ...: nothing to differentiate
     rule = RULES.get(name)
     if rule is None:
-        raise unsupported("dual", eqn, [*RULES, *_CONTROL, *CALL_PARAMS])
+        raise unsupported("dual", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
     ys = evaluate(eqn, xs)
     x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
     y_dots = rule.jvp(eqn.primitive, xs, x_dots, ys, eqn.params)

@@ -17,6 +17,7 @@ Control flow: ``cond`` (the taken branch is recorded again and swept back inside
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -184,12 +185,12 @@ def _recorder(nodes: list[Node], counter: itertools.count) -> Callable:
     """The forward sweep's handler: evaluate one equation, recording a node if it depends on
     the inputs. It closes over the node list, not the tape (no reference cycle)."""
 
-    def handle(eqn: Any, invals: list[Any]) -> list[Any]:
+    def handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
         if not any(isinstance(v, Tracked) for v in invals):
             return evaluate(eqn, invals)
         inner = inner_jaxpr(eqn)
         if inner is not None:
-            return interpret(inner, invals, handle)
+            return interpret(inner, invals, functools.partial(handle, site=site or eqn))
         xs = [_value(v) for v in invals]
         out_float = [is_float(v.aval) for v in eqn.outvars]
         name = eqn.primitive.name
@@ -201,7 +202,7 @@ def _recorder(nodes: list[Node], counter: itertools.count) -> Callable:
         else:
             rule = RULES.get(name)
             if rule is None:
-                raise unsupported("tape", eqn, [*RULES, *_CONTROL, *CALL_PARAMS])
+                raise unsupported("tape", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
             ys = evaluate(eqn, xs)
             if rule.kind == "zero":
                 return ys

@@ -131,7 +131,7 @@ class Tape:
         if keep:
             self.adjoints.update((k, bars[k]) for k in self.in_keys if k in bars)
         return [
-            None if k is None else bars.get(k, jnp.zeros_like(_value(x)))
+            None if k is None else bars[k] if k in bars else jnp.zeros_like(_value(x))
             for k, x in zip(self.in_keys, self.inputs, strict=True)
         ]
 

@@ -64,7 +64,7 @@ def first_call(fn, args) -> tuple[float, jax.Array]:
     return time.perf_counter() - t, out
 
 
-def steady(fns, args, min_time: float = 1.5, max_rounds: int = 500) -> list[float]:
+def steady(fns, args, min_time: float = 2.5, max_rounds: int = 500) -> list[float]:
     """Median time of each function, interleaved round by round, the order flipped every
     round (load on a shared machine then hits every function alike)."""
     times: list[list[float]] = [[] for _ in fns]

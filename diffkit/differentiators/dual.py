@@ -20,6 +20,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from diffkit._interface import Differentiator, register
@@ -47,9 +48,8 @@ class Dual:
 
     Example:
         >>> from diffkit import Dual
-        >>> y = Dual(2.0, 1.0) ** 3
-        >>> float(y.primal), float(y.tangent)
-        (8.0, 12.0)
+        >>> Dual(2.0, 1.0) ** 3
+        Dual(primal=8.0, tangent=12.0)
         >>> z = (Dual(0.5, 1.0) * 4.0).sin()
         >>> round(float(z.tangent), 4)  # d/dx sin(4x) = 4 cos(4x) at x = 0.5
         -1.6646
@@ -64,7 +64,13 @@ class Dual:
         self.tangent = tangent
 
     def __repr__(self) -> str:
-        return f"Dual(primal={self.primal!r}, tangent={self.tangent!r})"
+        def show(x: Any) -> str:
+            try:
+                return repr(np.asarray(x).tolist())
+            except Exception:  # a tracer
+                return repr(x)
+
+        return f"Dual(primal={show(self.primal)}, tangent={show(self.tangent)})"
 
     def apply(self, f: Callable[..., Any], *others: Any) -> Dual:
         """``f(self, *others)`` for a jax.numpy function ``f``, on dual numbers.

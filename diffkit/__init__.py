@@ -10,8 +10,8 @@ Example:
 from diffkit import accuracy as accuracy
 from diffkit import differentiators as differentiators  # registers the built-in ones
 from diffkit import examples as examples
-from diffkit import harness as harness
 from diffkit import fd as fd
+from diffkit import harness as harness
 from diffkit._errors import DiffkitError as DiffkitError
 from diffkit._errors import InputTypeError as InputTypeError
 from diffkit._errors import UnknownDifferentiatorError as UnknownDifferentiatorError
@@ -22,6 +22,7 @@ from diffkit._interface import names as names
 from diffkit._interface import options as options
 from diffkit._interface import register as register
 from diffkit._interface import unregister as unregister
+from diffkit.differentiators.dual import Dual as Dual
 from diffkit.harness import compare as compare
 from diffkit.harness import sweep as sweep
 

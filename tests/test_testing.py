@@ -124,7 +124,17 @@ def test_integer_argument_is_refused() -> None:
         check_grads(jnp.sin, (jnp.arange(3),))
 
 
-def test_pytest_plugin_fixture_marker_and_ini(pytester: pytest.Pytester) -> None:
+def test_pytest_plugin_is_declared_as_an_entry_point() -> None:
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["pytest11"] == {"diffkit": "diffkit.pytest_plugin"}
+
+
+def test_pytest_plugin_fixture_marker_and_ini(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest
+) -> None:
     pytester.makeini("[pytest]\ndiffkit_gradcheck_rtol = 1e-7\ndiffkit_gradcheck_modes = fwd\n")
     pytester.makepyfile(
         """
@@ -148,6 +158,8 @@ def test_pytest_plugin_fixture_marker_and_ini(pytester: pytest.Pytester) -> None
                 gradcheck(f, (jnp.ones(3),))
         """
     )
-    result = pytester.runpytest("-q")
+    # installed (pip install -e .) the entry point loads it; from a bare checkout, load it by name
+    installed = request.config.pluginmanager.has_plugin("diffkit")
+    result = pytester.runpytest("-q", *([] if installed else ["-p", "diffkit.pytest_plugin"]))
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*test_catches_wrong_rule*", "*GradCheckError*J v (forward*"])

@@ -1,0 +1,61 @@
+"""diffkit's pytest plugin (registered through the ``pytest11`` entry point).
+
+* the ``gradcheck`` fixture: :func:`diffkit.testing.check_grads` with project-wide defaults;
+* ini options ``diffkit_gradcheck_rtol``, ``diffkit_gradcheck_atol``,
+  ``diffkit_gradcheck_modes``, ``diffkit_gradcheck_directions`` (in ``pytest.ini`` or
+  ``[tool.pytest.ini_options]``);
+* the marker ``@pytest.mark.gradcheck(rtol=..., modes=..., ...)`` to override them per test.
+
+Example (in a test file)::
+
+    @pytest.mark.gradcheck(rtol=1e-5)
+    def test_my_rule(gradcheck):
+        gradcheck(my_function, (x,))
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from diffkit.testing import check_grads
+
+_INI = {
+    "rtol": ("diffkit_gradcheck_rtol", float, "per-element tolerance of check_grads (rho)"),
+    "atol": ("diffkit_gradcheck_atol", float, "absolute per-element tolerance of check_grads"),
+    "modes": (
+        "diffkit_gradcheck_modes",
+        lambda s: tuple(s.replace(",", " ").split()),
+        "modes checked by default: fwd, rev or both",
+    ),
+    "directions": ("diffkit_gradcheck_directions", int, "random directions per check"),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    for ini_name, _, help_text in _INI.values():
+        parser.addini(ini_name, help_text, default=None)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "gradcheck(**options): options for the gradcheck fixture in this test "
+        "(rtol, atol, modes, order, methods, reference, directions, seed)",
+    )
+
+
+@pytest.fixture
+def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``gradcheck(f, args, **options)``: check_grads with the project's and marker's options."""
+    options: dict[str, Any] = {}
+    for key, (ini_name, convert, _) in _INI.items():
+        value = request.config.getini(ini_name)
+        if value not in (None, "", []):
+            options[key] = convert(value)
+    for marker in reversed(list(request.node.iter_markers("gradcheck"))):
+        options.update(marker.kwargs)
+    return functools.partial(check_grads, **options)

@@ -176,7 +176,7 @@ def _first_order(f, args, v, key, modes, engine: _Engine, tol: _Tol, k: int, wha
     """
     low = [leaf.dtype for leaf in jax.tree_util.tree_leaves(args) if leaf.dtype != jnp.float64]
     with jax.enable_x64(True):
-        d = jax.jit(functools.partial(_derivatives, f, modes, engine))(_to64(args), _to64(v), key)
+        d = _compiled(f, tuple(modes), engine, True)(_to64(args), _to64(v), key)
         d = _to_np(d)
     _kink_guard(d["forward"], d["backward"])
     if "fwd" in modes:
@@ -195,14 +195,18 @@ def _first_order(f, args, v, key, modes, engine: _Engine, tol: _Tol, k: int, wha
     if not low:
         return
     # a float32 (or lower) function: its own derivatives vs the same derivatives in float64
-    own = jax.jit(functools.partial(_derivatives, f, modes, engine, reference=False))(
-        args, v, key, d.get("u")
-    )
+    own = _compiled(f, tuple(modes), engine, False)(args, v, key, d.get("u"))
     own = _to_np(own)
     where = f"{what} in {low[0]} vs the same derivative in float64 ({engine.label})"
     for name in ("y_dot", "x_bar"):
         if name in own:
             _compare(d[name], own[name], None, _Tol(RTOL_FLOAT32, 0.0), where, k, "float64")
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled(f: Callable, modes: tuple[str, ...], engine: _Engine, reference: bool) -> Callable:
+    """One jit-compiled :func:`_derivatives` per function, reused for every direction."""
+    return jax.jit(functools.partial(_derivatives, f, modes, engine, reference=reference))
 
 
 def _derivatives(f, modes, engine: _Engine, args, v, key, u=None, reference: bool = True) -> dict:

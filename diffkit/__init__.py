@@ -10,6 +10,7 @@ Example:
 from diffkit import accuracy as accuracy
 from diffkit import differentiators as differentiators  # registers the built-in ones
 from diffkit import examples as examples
+from diffkit import fd as fd
 from diffkit import harness as harness
 from diffkit._errors import DiffkitError as DiffkitError
 from diffkit._errors import InputTypeError as InputTypeError

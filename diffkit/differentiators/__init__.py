@@ -1,4 +1,5 @@
 """The built-in differentiators. Importing this package registers them."""
 
+from diffkit.differentiators.finite_diff import FiniteDifferences as FiniteDifferences
 from diffkit.differentiators.jax_ad import JaxForward as JaxForward
 from diffkit.differentiators.jax_ad import JaxReverse as JaxReverse

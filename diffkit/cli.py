@@ -40,6 +40,14 @@ class CLIError(Exception):
     """A bad command line: printed as one line, exit code 2."""
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors."""
+
+    def error(self, message: str) -> Any:
+        print(f"diffkit: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
 # ------------------------------------------------------------------------ helpers
 
 
@@ -297,14 +305,10 @@ def _compare(args: argparse.Namespace) -> int:
     if args.format == "table":
         con = _console()
         fits = [f for f in res.fit_exponents() if f["slope_time"] is not None]
+        fits = [f for f in fits if f["problem"] == "mlp"] or fits
         if fits:
-            con.print(
-                "Fitted slopes of time vs n (log-log, compute-bound sizes): "
-                + ", ".join(
-                    f"{f['method']} {f['slope_time']:.2f}" for f in fits if f["problem"] == "mlp"
-                )
-                or ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
-            )
+            slopes = ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
+            con.print(f"Fitted slopes of time vs n (log-log, compute-bound sizes): {slopes}")
         con.print(verdict(res.records))
         con.print(f"Wrote {', '.join(str(f) for f in files)}")
     return 0
@@ -726,15 +730,15 @@ _COMPARE_EXAMPLES = """examples:
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
     fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="diffkit",
         description="Differentiate one JAX function six ways and compare cost and accuracy.",
         epilog="examples:\n  diffkit compare\n  diffkit list\n  diffkit explain\n"
-        "  diffkit steps --problem rosenbrock\n  diffkit swell --sizes 1..13\n"
+        "  diffkit steps --problem lse\n  diffkit swell --sizes 1..13\n"
         "  diffkit plot results/\nRun 'diffkit COMMAND --help' for each command's options.",
         formatter_class=fmt,
     )
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
     common.add_argument(
         "--backend", choices=list(_PLATFORMS), help="the JAX platform to run on (default: JAX's)"
@@ -784,7 +788,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  diffkit steps --rules forward,central,central:4,complex",
         _steps,
     )
-    p.add_argument("--problem", default="rosenbrock")
+    p.add_argument("--problem", default="lse")
     p.add_argument("--size", type=int, default=10, help="problem size (default 10)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument(

@@ -32,6 +32,9 @@ QUICK_SUITE: dict[str, list[int]] = {
     "mlp": [10, 1000, 10_000],
     "wide-output": [4, 1024],
 }
+#: Methods the quick suite runs at its smallest sizes only (symbolic work swells with n).
+SMALL_ONLY = {"symbolic"}
+QUICK_SMALL: dict[str, list[int]] = {"tiny-net": [9], "mlp": [10], "wide-output": [4]}
 RESULTS_FILE = "results.jsonl"
 _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 
@@ -266,40 +269,47 @@ def _compare(args: argparse.Namespace) -> int:
     methods = _split(args.methods) or dk.names()
     for m in methods:
         dk.get(m)  # fail early, naming the valid choices
+    runs = [(methods, sizes)]
+    if sizes is QUICK_SUITE and SMALL_ONLY & set(methods):  # slow methods: small sizes only
+        small = sorted(SMALL_ONLY & set(methods))
+        runs = [([m for m in methods if m not in small], sizes), (small, QUICK_SMALL)]
     out = Path(args.out)
     path = out / RESULTS_FILE
     err = _console(stderr=True)
     err.print(f"diffkit compare: {_header()}, {args.dtype}; results in {out}/")
     progress = _progress("measuring")
-    records: list[dict[str, Any]] = []
+    done = [0, 0]  # cases finished in earlier runs, and in all runs
 
     def step(rec: dict[str, Any], index: int, total: int) -> None:
-        progress.update(task, total=total, completed=index)
+        done[1] = done[0] + index
+        progress.update(task, total=done[0] + total, completed=done[1])
         progress.update(task, description=f"{rec['problem']} n={rec.get('n')} {rec['method']}")
-        records.append(rec)
 
     try:
         with progress:
             task = progress.add_task("", total=None)
-            res = dk.harness.sweep(
-                problems,
-                sizes,
-                methods,
-                args.dtype,
-                out=path,
-                budget=args.budget,
-                resume=args.resume,
-                progress=step,
-                min_time=args.min_time,
-            )
+            for i, (run_methods, run_sizes) in enumerate(runs):
+                dk.harness.sweep(
+                    problems,
+                    run_sizes,
+                    run_methods,
+                    args.dtype,
+                    out=path,
+                    budget=args.budget,
+                    resume=args.resume or i > 0,
+                    progress=step,
+                    min_time=args.min_time,
+                )
+                done[0] = done[1]
     except KeyboardInterrupt:
         _write_outputs(dk.harness.load(path) if path.exists() else dk.harness.Results([]), out)
         print(
-            f"diffkit: interrupted; {len(records)} finished case(s) kept in {path}; "
+            f"diffkit: interrupted; {done[1]} finished case(s) kept in {path}; "
             "run the same command with --resume to continue",
             file=sys.stderr,
         )
         return 130
+    res = dk.harness.load(path)
     files = _write_outputs(res, out)
     _show(res, args.format, f"diffkit compare ({_header()}, {args.dtype})")
     if args.format == "table":
@@ -362,6 +372,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _swell(args: argparse.Namespace) -> int:
+    import jax
+
     import diffkit as dk
 
     if "symbolic" not in dk.names():
@@ -380,7 +392,8 @@ def _swell(args: argparse.Namespace) -> int:
             progress.update(task, description=f"{args.problem} size {size}")
             inst = prob.build(size, args.dtype)
             try:
-                reports.append((size, d.swell(inst.fun, *inst.args)))
+                with jax.enable_x64(args.dtype == "float64"):
+                    reports.append((size, d.swell(inst.fun, *inst.args)))
             except dk.DiffkitError as exc:
                 if "budget" not in type(exc).__name__.lower():
                     raise
@@ -417,14 +430,14 @@ def _swell(args: argparse.Namespace) -> int:
     con.print(
         _table(f"Expression swell: {prob.name} ({prob.size_means}), {args.dtype}", headers, rows)
     )
-    if len(reports) >= 2:
-        (s0, r0), (s1, r1) = reports[0], reports[-1]
+    if len(reports) >= 3:
+        (s0, r0), (s1, r1) = reports[1], reports[-1]  # from the second size: the first is tiny
         per = (r1.derivative.tree_ops / max(r0.derivative.tree_ops, 1)) ** (1 / max(s1 - s0, 1))
         con.print(
-            f"The derivative written out as a tree grows {per:.2f}x per step on average "
-            f"({r0.derivative.tree_ops:,} -> {r1.derivative.tree_ops:,} operations from size "
-            f"{s0} to {s1}); after CSE it has {r1.derivative.cse_ops or 0:,} operations, and "
-            f"the jaxpr {r1.jaxpr_eqns} equations."
+            f"Written out as a tree, the derivative grows {per:.2f}x per step from size {s0} to "
+            f"{s1} ({r0.derivative.tree_ops:,} -> {r1.derivative.tree_ops:,} operations; "
+            f"{rows[-1][4]} at the last step); after CSE it has {r1.derivative.cse_ops or 0:,} "
+            f"operations and the function's jaxpr {r1.jaxpr_eqns} equations."
         )
     if reports:
         out = Path(args.out)

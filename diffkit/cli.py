@@ -283,7 +283,10 @@ def _compare(args: argparse.Namespace) -> int:
     def step(rec: dict[str, Any], index: int, total: int) -> None:
         done[1] = done[0] + index
         progress.update(task, total=done[0] + total, completed=done[1])
-        progress.update(task, description=f"{rec['problem']} n={rec.get('n')} {rec['method']}")
+        what = f"{rec['problem']} n={rec.get('n')} {rec['method']}"
+        progress.update(task, description=what)
+        if not err.is_terminal:  # a log: one line per case instead of a live bar
+            err.print(f"[{done[1]}/{done[0] + total}] {what}: {rec['outcome']}")
 
     try:
         with progress:

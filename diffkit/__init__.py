@@ -20,5 +20,6 @@ from diffkit._interface import names as names
 from diffkit._interface import options as options
 from diffkit._interface import register as register
 from diffkit._interface import unregister as unregister
+from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
 
 __version__ = "0.1.0"

@@ -2,3 +2,4 @@
 
 from diffkit.differentiators.jax_ad import JaxForward as JaxForward
 from diffkit.differentiators.jax_ad import JaxReverse as JaxReverse
+from diffkit.differentiators.symbolic import Symbolic as Symbolic

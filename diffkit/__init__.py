@@ -23,5 +23,6 @@ from diffkit._interface import options as options
 from diffkit._interface import register as register
 from diffkit._interface import unregister as unregister
 from diffkit.differentiators.dual import Dual as Dual
+from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
 
 __version__ = "0.1.0"

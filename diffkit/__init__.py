@@ -23,6 +23,7 @@ from diffkit._interface import options as options
 from diffkit._interface import register as register
 from diffkit._interface import unregister as unregister
 from diffkit.differentiators.dual import Dual as Dual
+from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
 from diffkit.harness import compare as compare
 from diffkit.harness import sweep as sweep
 

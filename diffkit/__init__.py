@@ -10,6 +10,8 @@ Example:
 from diffkit import accuracy as accuracy
 from diffkit import differentiators as differentiators  # registers the built-in ones
 from diffkit import examples as examples
+from diffkit import fd as fd
+from diffkit import harness as harness
 from diffkit._errors import DiffkitError as DiffkitError
 from diffkit._errors import InputTypeError as InputTypeError
 from diffkit._errors import UnknownDifferentiatorError as UnknownDifferentiatorError
@@ -20,5 +22,6 @@ from diffkit._interface import names as names
 from diffkit._interface import options as options
 from diffkit._interface import register as register
 from diffkit._interface import unregister as unregister
+from diffkit.differentiators.dual import Dual as Dual
 
 __version__ = "0.1.0"

@@ -21,11 +21,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax.extend import core as jex_core
 
 from diffkit._errors import UnsupportedPrimitiveError
 
-__all__ = ["Traced", "inner_jaxpr", "interpret", "source_line", "trace", "unsupported"]
+__all__ = [
+    "Traced",
+    "carry_mask",
+    "depends",
+    "evaluate",
+    "inner_jaxpr",
+    "interpret",
+    "is_float",
+    "source_line",
+    "trace",
+    "unsupported",
+]
 
 Handler = Callable[[Any, list[Any]], Sequence[Any]]
 
@@ -107,6 +119,66 @@ def interpret(closed: Any, args: Sequence[Any], handle: Handler) -> list[Any]:
 def _as_list(eqn: Any, result: Any) -> list[Any]:
     """``primitive.bind`` returns a list for multiple-result primitives, else one value."""
     return list(result) if eqn.primitive.multiple_results else [result]
+
+
+def evaluate(eqn: Any, invals: Sequence[Any]) -> list[Any]:
+    """Evaluate one equation on ordinary values (arrays or tracers), as a list of outputs.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> eqn = jax.make_jaxpr(jnp.sin)(0.0).jaxpr.eqns[0]
+        >>> [float(v) for v in evaluate(eqn, [0.0])]
+        [0.0]
+    """
+    params = eqn.primitive.get_bind_params(eqn.params)
+    return _as_list(eqn, eqn.primitive.bind(*invals, **params))
+
+
+def is_float(x: Any) -> bool:
+    """Whether a value (or an abstract value) is floating point: what carries derivatives."""
+    dtype = getattr(x, "dtype", None)
+    return jnp.issubdtype(dtype if dtype is not None else jnp.result_type(x), jnp.inexact)
+
+
+def depends(jaxpr: Any, mask: Sequence[bool]) -> list[bool]:
+    """Which outputs of ``jaxpr`` depend on the inputs flagged in ``mask`` (conservatively:
+    an equation's outputs depend on its inputs), and are floating point.
+
+    Example:
+        >>> import jax
+        >>> j = jax.make_jaxpr(lambda a, b: (a * 2.0, b + 1.0, a > 0))(1.0, 2.0).jaxpr
+        >>> depends(j, [True, False])
+        [True, False, False]
+    """
+    dep = {v for v, m in zip(jaxpr.invars, mask, strict=True) if m}
+    for eqn in jaxpr.eqns:
+        if any(not isinstance(v, jex_core.Literal) and v in dep for v in eqn.invars):
+            dep.update(eqn.outvars)
+    return [
+        not isinstance(v, jex_core.Literal) and v in dep and is_float(v.aval) for v in jaxpr.outvars
+    ]
+
+
+def carry_mask(
+    body: Any, consts: Sequence[bool], carry: Sequence[bool], xs: Sequence[bool] = ()
+) -> list[bool]:
+    """Which loop carries carry derivatives: a fixed point of :func:`depends` over the body
+    ``(consts, carry, xs) -> (carry, ...)`` (a carry becomes active once an active value
+    flows into it).
+
+    Example:
+        >>> import jax
+        >>> body = jax.make_jaxpr(lambda w, a, b: (a, b * w))(1.0, 1.0, 1.0).jaxpr
+        >>> carry_mask(body, [True], [False, False])
+        [False, True]
+    """
+    mask = [bool(m) for m in carry]
+    while True:
+        out = depends(body, [*consts, *mask, *xs])[: len(mask)]
+        new = [a or b for a, b in zip(mask, out, strict=True)]
+        if new == mask:
+            return mask
+        mask = new
 
 
 def inner_jaxpr(eqn: Any) -> Any | None:

@@ -1,4 +1,7 @@
 """The built-in differentiators. Importing this package registers them."""
 
+from diffkit.differentiators.dual import DualNumbers as DualNumbers
+from diffkit.differentiators.finite_diff import FiniteDifferences as FiniteDifferences
 from diffkit.differentiators.jax_ad import JaxForward as JaxForward
 from diffkit.differentiators.jax_ad import JaxReverse as JaxReverse
+from diffkit.differentiators.tape import TapeReverse as TapeReverse

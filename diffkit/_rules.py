@@ -1,0 +1,409 @@
+"""The one table of derivative rules, keyed by jaxpr primitive name.
+
+Both hand-written differentiators read this table: ``dual`` calls a row's ``jvp`` (push a
+tangent forward), ``tape`` calls its ``vjp`` (pull a cotangent back). Rows come in three kinds,
+each built by one constructor that writes its chain rule once:
+
+* :func:`elementwise` -- the local partial derivatives ``p_i = d out / d x_i``, as functions of
+  ``(out, *xs)``. Forward: ``out_dot = sum_i p_i * x_dot_i``; reverse: ``x_bar_i = p_i * y_bar``
+  (summed back to the shape of ``x_i`` where a scalar was broadcast).
+* :func:`linear` -- for primitives linear in their floating-point arguments (jointly, or in each
+  one separately when ``multilinear``, like ``dot_general``): the tangent action is the primitive
+  itself applied to the tangents, and one transpose function gives each argument's cotangent.
+* :func:`zero` -- piecewise-constant primitives and ``stop_gradient``: no derivative flows.
+
+Every rule is written with ``jax.numpy`` / ``lax``, so what the differentiators emit is itself a
+JAX program: it can be jit-compiled, vmapped and differentiated again. An equation whose inputs
+carry no derivative, or whose outputs are all integer or boolean (comparisons, ``argmax``,
+``iota``), needs no row: the interpreters evaluate it as it is.
+
+Example:
+    >>> import jax.numpy as jnp
+    >>> from jax import lax
+    >>> x, x_dot = jnp.array(2.0), jnp.array(1.0)
+    >>> y = lax.integer_pow(x, 3)
+    >>> [float(t) for t in RULES["integer_pow"].jvp(lax.integer_pow_p, [x], [x_dot], [y], {"y": 3})]
+    [12.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = ["RULES", "Rule", "elementwise", "linear", "zero"]
+
+Array = Any
+#: ``jvp(prim, xs, x_dots, ys, params) -> y_dots``; a ``None`` tangent is a zero tangent.
+JvpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], dict], list]
+#: ``vjp(prim, xs, ys, y_bars, needs, params) -> x_bars``; only inputs with ``needs[i]``.
+VjpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], Sequence[bool], dict], list]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the table: how a primitive pushes tangents and pulls cotangents."""
+
+    kind: str  # "elementwise", "linear" or "zero" (for documentation and printing)
+    jvp: JvpFn
+    vjp: VjpFn
+
+
+def _scale(p: Any, t: Array) -> Array:
+    """``p * t``, skipping the multiplication for the constant partials +1 and -1."""
+    if isinstance(p, int) and p in (1, -1):
+        return t if p == 1 else -t
+    return p * t
+
+
+def _unbroadcast(ct: Array, x: Any) -> Array:
+    """Sum a cotangent back to the shape of ``x``, which the primitive broadcast."""
+    shape = jnp.shape(x)
+    if jnp.shape(ct) == shape:
+        return ct
+    lead = jnp.ndim(ct) - len(shape)
+    ones = [lead + d for d, n in enumerate(shape) if n == 1 and jnp.shape(ct)[lead + d] != 1]
+    return jnp.sum(ct, axis=(*range(lead), *ones)).reshape(shape)
+
+
+def elementwise(*partials: Callable[..., Array] | int, params: bool = False) -> Rule:
+    """A row from the partial derivatives ``p_i(out, *xs)`` of an elementwise primitive
+    (an ``int`` stands for a constant partial; ``params=True`` passes the equation's params).
+    """
+
+    def partial(i: int, xs: Sequence[Any], y: Array, prm: dict) -> Any:
+        p = partials[i]
+        return p if isinstance(p, int) else p(y, *xs, **(prm if params else {}))
+
+    def jvp(prim, xs, x_dots, ys, prm):
+        terms = [
+            _scale(partial(i, xs, ys[0], prm), t) for i, t in enumerate(x_dots) if t is not None
+        ]
+        y_dot = sum(terms[1:], terms[0])
+        return [jnp.broadcast_to(y_dot, jnp.shape(ys[0])).astype(ys[0].dtype)]
+
+    def vjp(prim, xs, ys, y_bars, needs, prm):
+        return [
+            _unbroadcast(_scale(partial(i, xs, ys[0], prm), y_bars[0]), x) if need else None
+            for i, (x, need) in enumerate(zip(xs, needs, strict=True))
+        ]
+
+    return Rule("elementwise", jvp, vjp)
+
+
+def linear(transpose: Callable[..., Array], multilinear: bool = False, tangent=None) -> Rule:
+    """A row for a primitive linear in its floating-point arguments.
+
+    ``transpose(i, ct, *xs, **params)`` is the cotangent of argument ``i`` given the output's
+    cotangent ``ct``. Jointly linear primitives (``concatenate``, ``pad``, ``select_n``) act on
+    the tangents with zeros for the missing ones; ``multilinear`` ones (``dot_general``) sum one
+    term per tangent with the other arguments at their primal values. ``tangent(*args,
+    **params)`` overrides the tangent action (default: the primitive itself).
+    """
+
+    def act(prim, args, prm):
+        return tangent(*args, **prm) if tangent else prim.bind(*args, **prm)
+
+    def jvp(prim, xs, x_dots, ys, prm):
+        if multilinear:
+            terms = [
+                act(prim, [*xs[:i], t, *xs[i + 1 :]], prm)
+                for i, t in enumerate(x_dots)
+                if t is not None
+            ]
+            return [sum(terms[1:], terms[0])]
+        args = [
+            x if t is None and not _is_float(x) else (jnp.zeros_like(x) if t is None else t)
+            for x, t in zip(xs, x_dots, strict=True)
+        ]
+        out = act(prim, args, prm)
+        return list(out) if prim.multiple_results else [out]
+
+    def vjp(prim, xs, ys, y_bars, needs, prm):
+        ct = y_bars if prim.multiple_results else y_bars[0]
+        return [transpose(i, ct, *xs, **prm) if need else None for i, need in enumerate(needs)]
+
+    return Rule("linear", jvp, vjp)
+
+
+def zero() -> Rule:
+    """A row for a primitive through which no derivative flows."""
+    return Rule("zero", lambda prim, xs, x_dots, ys, prm: [None] * len(ys), _no_cotangents)
+
+
+def _no_cotangents(prim, xs, ys, y_bars, needs, prm):
+    return [None] * len(xs)
+
+
+def _is_float(x: Any) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+# ------------------------------------------------------------ transposes
+
+
+def _sum_to(ct: Array, x: Array, axes: Sequence[int]) -> Array:
+    """Broadcast a reduced cotangent back over the reduced ``axes`` of ``x``."""
+    return jnp.broadcast_to(jnp.expand_dims(ct, tuple(axes)), jnp.shape(x))
+
+
+def _broadcast_t(i, ct, x, *dyn, shape, broadcast_dimensions, **_):
+    new = [d for d in range(len(shape)) if d not in broadcast_dimensions]
+    ones = [
+        d for src, d in enumerate(broadcast_dimensions) if jnp.shape(x)[src] == 1 and shape[d] != 1
+    ]
+    return jnp.sum(ct, axis=tuple(new + ones)).reshape(jnp.shape(x))
+
+
+def _dot_t(i, ct, x, y, *, dimension_numbers, precision, preferred_element_type, **_):
+    """Cotangent of ``dot_general``'s argument ``i``: contract ``ct`` with the other argument
+    over the other argument's free dimensions, then put the axes back in ``i``'s order."""
+    (xc, yc), (xb, yb) = dimension_numbers
+    me, other = (x, y) if i == 0 else (y, x)
+    mc, oc, mb, ob = (xc, yc, xb, yb) if i == 0 else (yc, xc, yb, xb)
+    m_free = [d for d in range(jnp.ndim(me)) if d not in mc and d not in mb]
+    o_free = [d for d in range(jnp.ndim(other)) if d not in oc and d not in ob]
+    # ct's axes: batch, x's free, y's free
+    nb, nxf = len(xb), jnp.ndim(x) - len(xc) - len(xb)
+    ct_m = list(range(nb, nb + len(m_free))) if i == 0 else list(range(nb + nxf, jnp.ndim(ct)))
+    ct_o = list(range(nb + nxf, jnp.ndim(ct))) if i == 0 else list(range(nb, nb + nxf))
+    dims = ((ct_o, o_free), (list(range(nb)), list(ob)))
+    out = lax.dot_general(ct, other, dims, precision=precision)  # batch, ct_m, oc order
+    mc_by_oc = [mc[k] for k in np.argsort(oc)]  # me's contracting dims in `other`'s order
+    axes_now = [*mb, *m_free, *[mc_by_oc[k] for k in range(len(oc))]]
+    del ct_m, preferred_element_type
+    return jnp.transpose(out, np.argsort(axes_now)).astype(me.dtype)
+
+
+def _pad_t(i, ct, x, pv, *, padding_config):
+    lo, hi, interior = zip(*padding_config, strict=True) if padding_config else ((), (), ())
+    unpadded = lax.pad(
+        ct, jnp.zeros((), ct.dtype), [(-a, -b, 0) for a, b in zip(lo, hi, strict=True)]
+    )
+    t_x = lax.slice(unpadded, [0] * ct.ndim, unpadded.shape, [k + 1 for k in interior])
+    return t_x if i == 0 else jnp.sum(ct) - jnp.sum(t_x)
+
+
+def _slice_t(i, ct, x, *, start_indices, limit_indices, strides):
+    strides = strides or (1,) * len(start_indices)
+    real = [
+        s + (0 if n == 0 else (n - 1) * k + 1)
+        for s, n, k in zip(start_indices, ct.shape, strides, strict=True)
+    ]
+    config = [
+        (s, d - r, k - 1)
+        for s, d, r, k in zip(start_indices, jnp.shape(x), real, strides, strict=True)
+    ]
+    return lax.pad(ct, jnp.zeros((), ct.dtype), config)
+
+
+def _concat_t(i, ct, *xs, dimension):
+    start = sum(jnp.shape(x)[dimension] for x in xs[:i])
+    return lax.slice_in_dim(ct, start, start + jnp.shape(xs[i])[dimension], axis=dimension)
+
+
+def _select_t(i, ct, pred, *cases):
+    zeros = jnp.zeros_like(ct)
+    return lax.select_n(pred, *[ct if k == i - 1 else zeros for k in range(len(cases))])
+
+
+def _dus_t(i, ct, x, update, *idx):
+    if i == 0:
+        return lax.dynamic_update_slice(ct, jnp.zeros_like(update), idx)
+    return lax.dynamic_slice(ct, idx, jnp.shape(update))
+
+
+def _gather_t(
+    i, ct, x, indices, *, dimension_numbers, mode, unique_indices, indices_are_sorted, **_
+):
+    dn = dimension_numbers
+    scatter_dn = lax.ScatterDimensionNumbers(
+        update_window_dims=dn.offset_dims,
+        inserted_window_dims=dn.collapsed_slice_dims,
+        scatter_dims_to_operand_dims=dn.start_index_map,
+        operand_batching_dims=dn.operand_batching_dims,
+        scatter_indices_batching_dims=dn.start_indices_batching_dims,
+    )
+    return lax.scatter_add(
+        jnp.zeros(jnp.shape(x), ct.dtype),
+        indices,
+        ct,
+        scatter_dn,
+        indices_are_sorted=indices_are_sorted,
+        unique_indices=unique_indices,
+        mode=mode,
+    )
+
+
+def _scatter_add_t(
+    i, ct, x, indices, updates, *, dimension_numbers, mode, indices_are_sorted, unique_indices, **_
+):
+    if i == 0:
+        return ct
+    dn = dimension_numbers
+    gather_dn = lax.GatherDimensionNumbers(
+        offset_dims=dn.update_window_dims,
+        collapsed_slice_dims=dn.inserted_window_dims,
+        start_index_map=dn.scatter_dims_to_operand_dims,
+        operand_batching_dims=dn.operand_batching_dims,
+        start_indices_batching_dims=dn.scatter_indices_batching_dims,
+    )
+    window = iter(dn.update_window_dims)
+    slice_sizes = [
+        1
+        if d in dn.inserted_window_dims or d in dn.operand_batching_dims
+        else jnp.shape(updates)[next(window)]
+        for d in range(ct.ndim)
+    ]
+    return lax.gather(
+        ct,
+        indices,
+        gather_dn,
+        slice_sizes,
+        mode=mode,
+        indices_are_sorted=indices_are_sorted,
+        unique_indices=unique_indices,
+    )
+
+
+def _gather_tangent(t, indices, **prm):
+    return lax.gather_p.bind(t, indices, **{**prm, "fill_value": 0})
+
+
+# --------------------------------------------------- non-elementwise extras
+
+
+def _chooser(prim, xs, ys, axes):
+    """Where ``reduce_max`` / ``reduce_min`` picked their value, split evenly among ties."""
+    hit = (xs[0] == _sum_to(ys[0], xs[0], axes)).astype(ys[0].dtype)
+    return hit / _sum_to(jnp.sum(hit, axis=axes), xs[0], axes)
+
+
+def _chooser_rule() -> Rule:
+    def jvp(prim, xs, x_dots, ys, prm):
+        return [jnp.sum(_chooser(prim, xs, ys, prm["axes"]) * x_dots[0], axis=prm["axes"])]
+
+    def vjp(prim, xs, ys, y_bars, needs, prm):
+        w = _chooser(prim, xs, ys, prm["axes"])
+        return [w * _sum_to(y_bars[0], xs[0], prm["axes"])]
+
+    return Rule("linear", jvp, vjp)
+
+
+def _split_t(i, cts, x, *, sizes, axis):
+    return lax.concatenate(list(cts), axis)
+
+
+def _ties(a: Array, b: Array, dtype: Any) -> Array:
+    """d max(a, b) / d a: 1 where a wins, 0 where it loses, 1/2 at a tie (as JAX does)."""
+    return jnp.where(a > b, 1.0, jnp.where(a == b, 0.5, 0.0)).astype(dtype)
+
+
+def _ipow(out, x, *, y):
+    return jnp.zeros_like(x) if y == 0 else y * lax.integer_pow(x, y - 1)
+
+
+_SQRT_PI = float(np.sqrt(np.pi))
+
+#: The rule table. Adding a primitive is one row here and one row in tests/test_rules.py.
+RULES: dict[str, Rule] = {
+    # arithmetic
+    "add": elementwise(1, 1),
+    "add_any": elementwise(1, 1),
+    "sub": elementwise(1, -1),
+    "neg": elementwise(-1),
+    "mul": elementwise(lambda out, x, y: y, lambda out, x, y: x),
+    "div": elementwise(lambda out, x, y: 1 / y, lambda out, x, y: -out / y),
+    "rem": elementwise(1, lambda out, x, y: -jnp.trunc(x / y)),
+    "pow": elementwise(lambda out, x, y: y * lax.pow(x, y - 1), lambda out, x, y: out * jnp.log(x)),
+    "integer_pow": elementwise(_ipow, params=True),
+    "square": elementwise(lambda out, x: 2 * x),
+    "sqrt": elementwise(lambda out, x: 0.5 / out),
+    "rsqrt": elementwise(lambda out, x: -0.5 * out / x),
+    "cbrt": elementwise(lambda out, x: 1 / (3 * out * out)),
+    "abs": elementwise(lambda out, x: jnp.sign(x)),
+    "max": elementwise(
+        lambda out, x, y: _ties(x, y, out.dtype), lambda out, x, y: _ties(y, x, out.dtype)
+    ),
+    "min": elementwise(
+        lambda out, x, y: _ties(y, x, out.dtype), lambda out, x, y: _ties(x, y, out.dtype)
+    ),
+    "clamp": elementwise(
+        lambda out, lo, x, hi: ((lo > x) & (lo < hi)).astype(out.dtype),
+        lambda out, lo, x, hi: ((x > lo) & (x < hi)).astype(out.dtype),
+        lambda out, lo, x, hi: (hi < x).astype(out.dtype),
+    ),
+    # exponentials and logarithms
+    "exp": elementwise(lambda out, x: out),
+    "exp2": elementwise(lambda out, x: out * np.log(2.0)),
+    "expm1": elementwise(lambda out, x: out + 1),
+    "log": elementwise(lambda out, x: 1 / x),
+    "log1p": elementwise(lambda out, x: 1 / (1 + x)),
+    "logistic": elementwise(lambda out, x: out * (1 - out)),
+    # trigonometric and hyperbolic
+    "sin": elementwise(lambda out, x: jnp.cos(x)),
+    "cos": elementwise(lambda out, x: -jnp.sin(x)),
+    "tan": elementwise(lambda out, x: 1 + out * out),
+    "asin": elementwise(lambda out, x: lax.rsqrt(1 - x * x)),
+    "acos": elementwise(lambda out, x: -lax.rsqrt(1 - x * x)),
+    "atan": elementwise(lambda out, x: 1 / (1 + x * x)),
+    "atan2": elementwise(
+        lambda out, x, y: y / (x * x + y * y), lambda out, x, y: -x / (x * x + y * y)
+    ),
+    "sinh": elementwise(lambda out, x: jnp.cosh(x)),
+    "cosh": elementwise(lambda out, x: jnp.sinh(x)),
+    "tanh": elementwise(lambda out, x: 1 - out * out),
+    "asinh": elementwise(lambda out, x: lax.rsqrt(x * x + 1)),
+    "acosh": elementwise(lambda out, x: lax.rsqrt((x - 1) * (x + 1))),
+    "atanh": elementwise(lambda out, x: 1 / (1 - x * x)),
+    # special functions
+    "erf": elementwise(lambda out, x: 2 / _SQRT_PI * jnp.exp(-x * x)),
+    "erfc": elementwise(lambda out, x: -2 / _SQRT_PI * jnp.exp(-x * x)),
+    "erf_inv": elementwise(lambda out, x: _SQRT_PI / 2 * jnp.exp(out * out)),
+    "lgamma": elementwise(lambda out, x: lax.digamma(x)),
+    "digamma": elementwise(lambda out, x: lax.polygamma(jnp.ones_like(x), x)),
+    # no derivative
+    "sign": zero(),
+    "floor": zero(),
+    "ceil": zero(),
+    "round": zero(),
+    "stop_gradient": zero(),
+    # reductions
+    "reduce_sum": linear(lambda i, ct, x, *, axes, **_: _sum_to(ct, x, axes)),
+    "reduce_max": _chooser_rule(),
+    "reduce_min": _chooser_rule(),
+    "cumsum": linear(lambda i, ct, x, *, axis, reverse: lax.cumsum(ct, axis, not reverse)),
+    # contraction
+    "dot_general": linear(_dot_t, multilinear=True),
+    # type and copies
+    "convert_element_type": linear(lambda i, ct, x, **_: ct.astype(jnp.result_type(x))),
+    "copy": linear(lambda i, ct, x: ct),
+    "reduce_precision": linear(lambda i, ct, x, **p: lax.reduce_precision(ct, **p)),
+    # shape
+    "broadcast_in_dim": linear(_broadcast_t),
+    "reshape": linear(lambda i, ct, x, *dyn, **_: ct.reshape(jnp.shape(x))),
+    "squeeze": linear(lambda i, ct, x, *, dimensions: ct.reshape(jnp.shape(x))),
+    "transpose": linear(
+        lambda i, ct, x, *, permutation: jnp.transpose(ct, np.argsort(permutation))
+    ),
+    "rev": linear(lambda i, ct, x, *, dimensions: lax.rev(ct, dimensions)),
+    "concatenate": linear(_concat_t),
+    "split": linear(_split_t),
+    "pad": linear(_pad_t),
+    # slicing and indexing
+    "slice": linear(_slice_t),
+    "dynamic_slice": linear(
+        lambda i, ct, x, *idx, slice_sizes: lax.dynamic_update_slice(
+            jnp.zeros(jnp.shape(x), ct.dtype), ct, idx
+        )
+    ),
+    "dynamic_update_slice": linear(_dus_t),
+    "gather": linear(_gather_t, tangent=_gather_tangent),
+    "scatter-add": linear(_scatter_add_t),
+    "select_n": linear(_select_t),
+}

@@ -1,0 +1,361 @@
+"""Finite differences, the parts users reach as ``dk.fd``: stencils, steps, results, sweeps.
+
+* :func:`stencil` -- the points and weights of a rule, solved exactly (rational arithmetic) from
+  the Vandermonde system for the requested accuracy order; zero-weight points are dropped;
+* :func:`default_step` -- ``h_i = eps^(1/(p+1)) * max(1, |x_i|)`` for an order-``p`` rule, a
+  tiny non-underflowing step for the complex step;
+* :class:`FDResult` -- a gradient with its error estimate and evaluation count (returned by
+  ``dk.get("fd").gradient(f)(x)``);
+* :func:`step_sweep` -- error against a reference for each step: the U-shaped curve.
+
+Example:
+    >>> import diffkit as dk
+    >>> s = dk.fd.stencil("central", 4)
+    >>> s.offsets, [str(w) for w in s.exact_weights]
+    ((-2.0, -1.0, 1.0, 2.0), ['1/12', '-2/3', '2/3', '-1/12'])
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from diffkit._errors import DiffkitError
+from diffkit._jaxpr import source_line
+from diffkit.accuracy import rho
+
+__all__ = [
+    "NON_ANALYTIC",
+    "SCHEMES",
+    "FDResult",
+    "Stencil",
+    "StepSweep",
+    "check_analytic",
+    "default_step",
+    "stencil",
+    "step_sweep",
+    "weights",
+]
+
+#: The schemes ``dk.get("fd", scheme=...)`` accepts, and the default accuracy order of each.
+SCHEMES = {"forward": 1, "backward": 1, "central": 2, "complex": 2, "richardson": 6}
+MAX_ORDER = 12
+
+#: Primitives whose complex extension is not the analytic one: a complex step through them
+#: returns a wrong derivative, so :func:`check_analytic` refuses them.
+NON_ANALYTIC = frozenset(
+    "abs sign max min lt le gt ge eq ne select_n clamp floor ceil round argmax argmin "
+    "reduce_max reduce_min real imag conj sort cummax cummin rem is_finite nextafter".split()
+)
+
+
+def weights(offsets: Sequence[float | Fraction], derivative: int = 1) -> tuple[Fraction, ...]:
+    """Exact weights ``w`` with ``sum_j w_j o_j^k / k! = [k == derivative]`` for every
+    ``k < len(offsets)``: the rule ``sum_j w_j f(x + o_j h) / h^d`` is then exact for
+    polynomials of degree ``len(offsets) - 1`` (Gaussian elimination over the rationals).
+
+    Example:
+        >>> [str(w) for w in weights([0, 1, 2])]
+        ['-3/2', '2', '-1/2']
+    """
+    pts = [Fraction(o) for o in offsets]
+    k = len(pts)
+    if len(set(pts)) != k or not 0 <= derivative < k:
+        raise DiffkitError(
+            f"fd.weights: need distinct offsets, more of them than the derivative order "
+            f"{derivative}; got {list(offsets)}"
+        )
+    rows = [[p**i / math.factorial(i) for p in pts] + [Fraction(i == derivative)] for i in range(k)]
+    for c in range(k):  # Gauss-Jordan; the Vandermonde matrix of distinct points is regular
+        pivot = next(r for r in range(c, k) if rows[r][c] != 0)
+        rows[c], rows[pivot] = rows[pivot], rows[c]
+        rows[c] = [v / rows[c][c] for v in rows[c]]
+        for r in range(k):
+            if r != c and rows[r][c] != 0:
+                rows[r] = [a - rows[r][c] * b for a, b in zip(rows[r], rows[c], strict=True)]
+    return tuple(row[-1] for row in rows)
+
+
+@dataclass(frozen=True)
+class Stencil:
+    """A first-derivative rule ``f'(x) ~ sum_j w_j f(x + o_j h) / h`` (for ``complex``:
+    ``Im f(x + i h) / h``). Only points with a non-zero weight are kept."""
+
+    scheme: str
+    order: int
+    offsets: tuple[float, ...]
+    exact_weights: tuple[Fraction, ...]
+
+    @property
+    def weights(self) -> tuple[float, ...]:
+        return tuple(float(w) for w in self.exact_weights)
+
+    @property
+    def uses_center(self) -> bool:
+        """Whether ``f(x)`` itself has a weight (one-sided rules share it across inputs)."""
+        return 0.0 in self.offsets
+
+    @property
+    def per_direction(self) -> int:
+        """Evaluations of ``f`` per direction, not counting a shared ``f(x)``."""
+        return len(self.offsets) - self.uses_center
+
+
+def stencil(scheme: str = "central", order: int | None = None) -> Stencil:
+    """The rule of ``scheme`` with accuracy ``order`` (truncation error ``O(h^order)``).
+
+    forward/backward: points ``0..order`` (or ``0..-order``); central: ``-order/2..order/2``
+    (order even); richardson: central differences at ``h, h/2, ..., h/2^(L-1)`` with ``L =
+    order/2``, extrapolated (its weights solve the same system); complex: order 2.
+
+    Example:
+        >>> import diffkit as dk
+        >>> s = dk.fd.stencil("forward")
+        >>> s.offsets, s.weights, s.per_direction, s.uses_center
+        ((0.0, 1.0), (-1.0, 1.0), 1, True)
+    """
+    if scheme not in SCHEMES:
+        raise DiffkitError(f"fd: scheme must be one of {', '.join(SCHEMES)}; got {scheme!r}")
+    order = SCHEMES[scheme] if order is None else order
+    if not isinstance(order, int) or isinstance(order, bool) or not 1 <= order <= MAX_ORDER:
+        raise DiffkitError(f"fd: order must be an int from 1 to {MAX_ORDER}, got {order!r}")
+    if scheme == "complex":
+        if order != 2:
+            raise DiffkitError(f"fd: the complex step has order 2 only, got order={order}")
+        return Stencil(scheme, 2, (1.0,), (Fraction(1),))
+    if scheme in ("central", "richardson") and order % 2:
+        raise DiffkitError(
+            f"fd: {scheme} differences have even orders (2, 4, ...); got order={order}; "
+            "use scheme='forward' for odd orders"
+        )
+    if scheme == "forward":
+        pts = [Fraction(j) for j in range(order + 1)]
+    elif scheme == "backward":
+        pts = [Fraction(-j) for j in range(order + 1)]
+    elif scheme == "central":
+        pts = [Fraction(j) for j in range(-order // 2, order // 2 + 1)]
+    else:
+        levels = [Fraction(1, 2**k) for k in range(order // 2)]
+        pts = [Fraction(0), *levels, *(-p for p in levels)]
+    kept = sorted((p, w) for p, w in zip(pts, weights(pts), strict=True) if w != 0)
+    return Stencil(scheme, order, tuple(float(p) for p, _ in kept), tuple(w for _, w in kept))
+
+
+def default_step(x: Any, rule: Stencil) -> jax.Array:
+    """Per-coordinate steps: ``eps^(1/(p+1)) * max(1, |x_i|)`` for an order-``p`` rule (the
+    balance of truncation ``h^p`` and rounding ``eps/h``); for the complex step, which does
+    not cancel, ``eps^2 * max(1, |x_i|)``: tiny, yet far from underflow in float32 and float64.
+
+    Example:
+        >>> import diffkit as dk, jax.numpy as jnp
+        >>> h = dk.fd.default_step(jnp.array([0.5, 100.0]), dk.fd.stencil("central"))
+        >>> [f"{v:.2e}" for v in h.tolist()]
+        ['4.93e-03', '4.93e-01']
+    """
+    x = jnp.asarray(x)
+    eps = float(jnp.finfo(x.dtype).eps)
+    base = eps**2 if rule.scheme == "complex" else eps ** (1.0 / (rule.order + 1))
+    return base * jnp.maximum(1.0, jnp.abs(x))
+
+
+def check_analytic(fun: Callable[..., Any], *args: Any, who: str = "fd") -> None:
+    """Raise if ``fun`` cannot take a complex step: it rejects complex inputs, drops their
+    imaginary part, or applies a non-analytic primitive (abs, max, comparisons, where, ...)
+    to a complex value. Sub-jaxprs (jit, custom_jvp, cond, scan, ...) are searched too.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> check_analytic(jnp.sin, 1.0)  # fine
+        >>> check_analytic(lambda x: jnp.abs(x) ** 3, 1.0)
+        Traceback (most recent call last):
+        ...
+        diffkit._errors.DiffkitError: fd (scheme='complex'): the function applies 'abs' ...
+    """
+    zs = [jnp.asarray(a) + 0j for a in args]
+    try:
+        closed = jax.make_jaxpr(fun)(*zs)
+    except Exception as e:
+        raise DiffkitError(
+            f"{who} (scheme='complex'): the function does not accept complex inputs "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:120]}); use scheme='central'"
+        ) from None
+    for eqn in _equations(closed.jaxpr):
+        name = eqn.primitive.name
+        complex_in = any(_is_complex(v) for v in eqn.invars)
+        dropped = name == "convert_element_type" and complex_in and not _is_complex(eqn.outvars[0])
+        if (name in NON_ANALYTIC and complex_in) or dropped:
+            why = "drops the imaginary part" if dropped else "is not complex-analytic"
+            raise DiffkitError(
+                f"{who} (scheme='complex'): the function applies {name!r} (from "
+                f"{source_line(eqn)}), which {why}, so the complex step would give a wrong "
+                "derivative; use scheme='central' or 'richardson'"
+            )
+    outs = [v for v in closed.jaxpr.outvars if not _is_complex(v)]
+    if outs:
+        raise DiffkitError(
+            f"{who} (scheme='complex'): the function returns a real {outs[0].aval.dtype} "
+            "value for complex inputs, so the imaginary part is lost; use scheme='central'"
+        )
+
+
+def _is_complex(v: Any) -> bool:
+    return jnp.issubdtype(getattr(v.aval, "dtype", np.float32), jnp.complexfloating)
+
+
+def _equations(jaxpr: Any):
+    """Every equation of ``jaxpr`` and of the sub-jaxprs its parameters hold, depth first."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, tuple | list) else (value,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    yield from _equations(inner)
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class FDResult:
+    """A finite-difference gradient with what it cost and how far off it may be.
+
+    ``error`` bounds ``|grad - true gradient|`` per coordinate (same pytree as ``grad``):
+    twice the change when the step is doubled, ``2|D(h) - D(2h)|`` (the truncation error of
+    ``D(h)`` is ``|D(h) - D(2h)| / (2^p - 1)`` to leading order), plus the rounding
+    ``S * 4eps * (|f(x)|/h + r|D|)`` of the rule's weights ``S = sum |w_j|`` and reach
+    ``r = max |o_j|``, taking each evaluation of ``f`` as correct to 4 ulps. ``evaluations``
+    counts calls of ``f`` (both steps and ``f(x)`` once); ``step`` the step per coordinate.
+    """
+
+    value: Any
+    grad: Any
+    error: Any
+    evaluations: int
+    step: Any
+    scheme: str
+    order: int
+
+    @property
+    def max_error(self) -> float:
+        """The largest error estimate over all coordinates."""
+        return max(float(jnp.max(e)) for e in jax.tree_util.tree_leaves(self.error))
+
+    def __repr__(self) -> str:
+        return (
+            f"FDResult(scheme={self.scheme!r}, order={self.order}, value={float(self.value):.6g}, "
+            f"evaluations={self.evaluations}, max_error={self.max_error:.2e}, "
+            f"grad={self.grad!r})"
+        )
+
+
+@dataclass(frozen=True)
+class StepSweep:
+    """Error of a rule against a reference for each step: falls like ``h^order`` (truncation)
+    until rounding (``eps/h``) takes over. ``errors[k]`` is rho (max over coordinates) at
+    ``steps[k]``; ``default_error`` is the error with the default per-coordinate step."""
+
+    steps: np.ndarray
+    errors: np.ndarray
+    scheme: str
+    order: int
+    dtype: str
+    default_error: float
+
+    @property
+    def optimal_step(self) -> float:
+        """The swept step with the smallest error."""
+        return float(self.steps[np.nanargmin(self.errors)])
+
+    @property
+    def optimal_error(self) -> float:
+        return float(np.nanmin(self.errors))
+
+    def _title(self) -> str:
+        return f"step sweep: {self.scheme} order {self.order}, {self.dtype}"
+
+    def _summary(self) -> str:
+        return (
+            f"optimal step {self.optimal_step:.1e} (error {self.optimal_error:.1e}); "
+            f"default step rule: error {self.default_error:.1e}"
+        )
+
+    def __repr__(self) -> str:
+        best = np.nanargmin(self.errors)
+        rows = [
+            f"  {h:9.1e}  {e:9.1e}{'  <- optimal' if k == best else ''}"
+            for k, (h, e) in enumerate(zip(self.steps, self.errors, strict=True))
+        ]
+        return "\n".join([self._title(), "       step      error", *rows, self._summary()])
+
+    def _repr_html_(self) -> str:
+        """A log-log SVG plot of the U-shaped curve, for notebooks."""
+        ok = np.isfinite(self.errors) & (self.errors > 0)
+        if not ok.any():
+            return f"<pre>{self!r}</pre>"
+        lx, ly = np.log10(self.steps[ok]), np.log10(self.errors[ok])
+        sx = lambda v: 40 + 340 * (v - lx.min()) / max(np.ptp(lx), 1e-9)  # noqa: E731
+        sy = lambda v: 10 + 180 * (ly.max() - v) / max(np.ptp(ly), 1e-9)  # noqa: E731
+        pts = " ".join(f"{sx(a):.1f},{sy(b):.1f}" for a, b in zip(lx, ly, strict=True))
+        o = (np.log10(self.optimal_step), np.log10(self.optimal_error))
+        return (
+            f"<div><b>{self._title()}</b><br>"
+            '<svg width="400" height="230" style="font:10px sans-serif">'
+            f'<polyline points="{pts}" fill="none" stroke="steelblue" stroke-width="2"/>'
+            f'<circle cx="{sx(o[0]):.1f}" cy="{sy(o[1]):.1f}" r="4" fill="crimson"/>'
+            f'<text x="40" y="215">step 1e{lx.min():.0f}</text>'
+            f'<text x="330" y="215">1e{lx.max():.0f}</text>'
+            f'<text x="2" y="15">1e{ly.max():.0f}</text><text x="2" y="190">1e{ly.min():.0f}</text>'
+            f"</svg><br>{self._summary()}</div>"
+        )
+
+
+def step_sweep(
+    f: Callable[..., Any],
+    x: Any,
+    steps: Sequence[float] | np.ndarray | None = None,
+    *,
+    scheme: str = "central",
+    order: int | None = None,
+    reference: Any = None,
+) -> StepSweep:
+    """The error of ``dk.get("fd", scheme=scheme, order=order, step=h).grad(f)(x)`` for each
+    ``h`` in ``steps`` (default: 1 down to eps/10, or eps^3 for the complex step), against
+    ``reference`` (default: :func:`jax.grad` in float64). One compilation serves every step.
+
+    Example:
+        >>> import diffkit as dk, jax.numpy as jnp
+        >>> s = dk.fd.step_sweep(lambda x: jnp.sum(jnp.exp(x)), jnp.ones(3), steps=[1e-1, 1e-3])
+        >>> s.optimal_step, s.errors[0] > s.errors[1]
+        (0.001, True)
+    """
+    from diffkit._interface import get  # the registry; the fd differentiator registers there
+
+    rule = stencil(scheme, order)
+    x = jax.tree_util.tree_map(jnp.asarray, x)
+    dtype = jnp.result_type(*jax.tree_util.tree_leaves(x))
+    eps = float(jnp.finfo(dtype).eps)
+    if steps is None:
+        low = 3 * np.log10(eps) if scheme == "complex" else np.log10(eps) - 1
+        steps = np.logspace(0, low, int(-low * (1 if scheme == "complex" else 3)) + 1)
+    steps = np.asarray(steps, dtype=np.float64)
+    if steps.ndim != 1 or not steps.size or not np.all(steps > 0):
+        raise DiffkitError("fd.step_sweep: steps must be a non-empty 1-d list of positive numbers")
+    if reference is None:
+        with jax.enable_x64(True):
+            x64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), x)
+            reference = jax.grad(f)(x64)
+    want = np.concatenate([np.ravel(r) for r in jax.tree_util.tree_leaves(reference)])
+    flat = lambda g: np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(g)])  # noqa: E731
+    at_step = jax.jit(lambda h: get("fd", scheme=scheme, order=rule.order, step=h).grad(f)(x))
+    with np.errstate(invalid="ignore"):
+        errors = np.array([rho(flat(at_step(jnp.asarray(h, dtype))), want) for h in steps])
+    default = rho(flat(get("fd", scheme=scheme, order=rule.order).grad(f)(x)), want)
+    return StepSweep(steps, errors, scheme, rule.order, str(dtype), default)

@@ -1,0 +1,444 @@
+"""Measuring one case: problem x size x differentiator x dtype, on the present backend.
+
+:func:`run_case` separates *prepare* (trace, compile, first call) from *run* (steady state:
+warm-up, ``jax.block_until_ready`` before the clock stops, samples until a minimum measuring
+time, min / median / IQR), times the primal the same way and interleaved with the derivative
+(so the derivative/primal ratio is measured side by side), reads XLA's compiled memory
+analysis and the process's peak resident memory, and compares the result with a float64
+reference (``jax.grad`` / ``jax.jacrev`` under ``jax.enable_x64(True)``, cross-checked with
+``jax.jacfwd`` where that is cheap). Failures become an ``outcome`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import importlib
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from diffkit._errors import DiffkitError
+from diffkit._interface import Differentiator, get, register
+from diffkit.harness.problems import Instance, Problem, get_problem
+
+Array = jax.Array
+
+__all__ = ["OUTCOMES", "TOLERANCE", "classify", "metadata", "resolve_method", "run_case"]
+
+#: Every outcome a case can have.
+OUTCOMES = ("ok", "timeout", "out-of-memory", "unsupported", "error", "skipped")
+
+#: Tolerance on rho against the float64 reference, by dtype and kind of method: AD and
+#: symbolic methods are exact up to rounding; finite differences carry truncation error.
+TOLERANCE = {
+    ("float64", "exact"): 1e-12,
+    ("float64", "numerical"): 1e-6,
+    ("float32", "exact"): 1e-4,
+    ("float32", "numerical"): 1e-2,
+}
+
+
+def tolerance(mode: str, dtype: str) -> float:
+    """The pass/fail tolerance on rho for a method of this ``mode`` in ``dtype``.
+
+    Example:
+        >>> from diffkit.harness.measure import tolerance
+        >>> tolerance("reverse", "float64"), tolerance("numerical", "float32")
+        (1e-12, 0.01)
+    """
+    return TOLERANCE[(dtype, "numerical" if mode == "numerical" else "exact")]
+
+
+def resolve_method(spec: str, **options: Any) -> Differentiator:
+    """A differentiator from a registered name or a ``"module:Class"`` import path (the
+    module is imported, which registers the class; an unregistered class is registered under
+    ``spec``), so a worker process can load a differentiator defined outside diffkit.
+
+    Example:
+        >>> from diffkit.harness.measure import resolve_method
+        >>> resolve_method("diffkit.differentiators.jax_ad:JaxReverse").name
+        'jax-rev'
+    """
+    if ":" not in spec:
+        return get(spec, **options)
+    module, _, attr = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise DiffkitError(f"method {spec!r}: cannot import it: {exc}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Differentiator)):
+        raise DiffkitError(f"method {spec!r} is not a Differentiator subclass")
+    if cls.name == "?":
+        register(spec)(cls)
+    return get(cls.name, **options)
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """An exception as ``(outcome, one-line message)``. An exception class may declare its
+    outcome with an ``outcome`` attribute; otherwise NotImplementedError is "unsupported",
+    MemoryError or XLA's RESOURCE_EXHAUSTED "out-of-memory", TimeoutError or an error whose
+    class name mentions a budget "timeout", anything else "error".
+
+    Example:
+        >>> from diffkit.harness.measure import classify
+        >>> classify(NotImplementedError("no rule for cumsum\\nmore"))
+        ('unsupported', 'NotImplementedError: no rule for cumsum')
+    """
+    text = str(exc).strip().splitlines()
+    message = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    declared = getattr(exc, "outcome", None)
+    if declared in OUTCOMES:
+        return declared, message
+    if isinstance(exc, NotImplementedError):
+        return "unsupported", message
+    if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
+        return "out-of-memory", message
+    if isinstance(exc, TimeoutError) or "budget" in type(exc).__name__.lower():
+        return "timeout", message
+    return "error", message
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def metadata() -> dict[str, Any]:
+    """Backend, device and versions of the running process.
+
+    Example:
+        >>> from diffkit.harness.measure import metadata
+        >>> sorted(metadata())[:3]
+        ['backend', 'cpu_count', 'device_count']
+    """
+    from diffkit import __version__
+
+    device = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "device_count": jax.device_count(),
+        "device_kind": device.device_kind,
+        "diffkit": __version__,
+        "jax": jax.__version__,
+        "jaxlib": _version("jaxlib"),
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "sympy": _version("sympy"),
+    }
+
+
+# ------------------------------------------------------------------------- timing
+
+
+def _stats(samples: list[float]) -> dict[str, float | int]:
+    s = np.asarray(samples)
+    q1, med, q3 = np.percentile(s, [25, 50, 75])
+    return {"min": float(s.min()), "median": float(med), "iqr": float(q3 - q1), "n": len(s)}
+
+
+def time_interleaved(
+    fns: dict[str, Callable[[], Any]],
+    min_time: float = 0.2,
+    max_time: float | None = None,
+    warm_up: bool = True,
+) -> dict[str, dict[str, float | int]]:
+    """Steady-state timings of several thunks, measured in alternating bursts so that drift
+    of a shared machine hits them alike. Each call is synchronised with
+    ``jax.block_until_ready``; a thunk is done once it has ``min_time`` seconds of samples and
+    at least 3 of them, or ``max_time`` (default ``max(2, 10 * min_time)``) seconds.
+    ``warm_up=False`` skips the warm-up call (for thunks that have just run).
+
+    Example:
+        >>> from diffkit.harness.measure import time_interleaved
+        >>> t = time_interleaved({"noop": lambda: None}, min_time=0.01)
+        >>> t["noop"]["n"] >= 3 and t["noop"]["min"] <= t["noop"]["median"]
+        True
+    """
+    max_time = max(2.0, 10 * min_time) if max_time is None else max_time
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for f in fns.values() if warm_up else ():
+        jax.block_until_ready(f())
+    burst = min_time / 5
+    while True:
+        pending = [
+            k
+            for k in fns
+            if not (sum(samples[k]) >= min_time and len(samples[k]) >= 3)
+            and sum(samples[k]) < max_time
+        ]
+        if not pending:
+            return {k: _stats(v) for k, v in samples.items()}
+        for k in pending:
+            start = time.perf_counter()
+            while True:
+                t0 = time.perf_counter()
+                jax.block_until_ready(fns[k]())
+                samples[k].append(time.perf_counter() - t0)
+                if time.perf_counter() - start >= burst or len(samples[k]) >= 100_000:
+                    break
+
+
+# ------------------------------------------------------------------------- memory
+
+
+def _reset_peak_rss() -> None:
+    try:  # Linux: writing 5 resets VmHWM, the peak resident set size
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (since the last reset, on Linux)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale
+
+
+def _xla_memory(compiled: Any) -> dict[str, int | None]:
+    try:
+        mem = compiled.memory_analysis()
+    except Exception:  # not every backend implements it
+        mem = None
+    if mem is None:
+        return {"temp": None, "total": None}
+    total = (
+        mem.argument_size_in_bytes
+        + mem.output_size_in_bytes
+        + mem.temp_size_in_bytes
+        - mem.alias_size_in_bytes
+    )
+    peak = getattr(mem, "peak_memory_in_bytes", 0) or 0
+    return {"temp": int(mem.temp_size_in_bytes), "total": int(max(total, peak))}
+
+
+# ---------------------------------------------------------------------- accuracy
+
+
+def _flat64(tree: Any) -> np.ndarray:
+    return np.asarray(ravel_pytree(tree)[0], dtype=np.float64)
+
+
+def reference(inst: Instance) -> tuple[np.ndarray, float]:
+    """The float64 derivative of ``inst`` at its own inputs (``jax.grad`` or
+    ``jax.jacrev``), flattened, and a cross-check by forward mode: rho between ``J v`` from
+    one ``jax.jvp`` along a random direction ``v`` and the reference contracted with ``v``."""
+    with jax.enable_x64(True):
+        args = jax.tree_util.tree_map(
+            lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+            inst.args,
+        )
+        rev = jax.grad if inst.quantity == "grad" else jax.jacrev
+        x, unravel = ravel_pytree(args[0])
+        v = jnp.asarray(np.random.default_rng(1).standard_normal(x.size))
+
+        def both(args: tuple[Any, ...], v: Array) -> tuple[Any, Any]:  # one compilation
+            fun = lambda x: inst.fun(unravel(x), *args[1:])  # noqa: E731
+            return rev(inst.fun)(*args), jax.jvp(fun, (ravel_pytree(args[0])[0],), (v,))[1]
+
+        ref_tree, jv = jax.jit(both)(args, v)
+        ref = _flat64(ref_tree)
+        check = _rho(_flat64(jv), ref.reshape(-1, x.size) @ np.asarray(v))[0]
+    return ref, check
+
+
+def _rho(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    r = np.abs(x - y) / np.maximum(1.0, np.abs(x) + np.abs(y))
+    r = np.where(np.isnan(r), np.inf, r)
+    return (float(r.max()), float(r.mean())) if r.size else (0.0, 0.0)
+
+
+# --------------------------------------------------------------------------- cases
+
+
+def case_key(rec: dict[str, Any]) -> str:
+    """The identity of a case: a resumed sweep skips cases whose key is already stored."""
+    fields = ("problem", "problem_options", "size", "method", "method_options", "dtype", "seed")
+    return json.dumps([rec.get(f) for f in fields] + [rec.get("meta", {}).get("backend")])
+
+
+def _finite(x: float | None) -> float | None:
+    return x if x is None or np.isfinite(x) else None
+
+
+def new_record(
+    problem: Problem,
+    size: int | None,
+    method: str,
+    dtype: str,
+    seed: int = 0,
+    method_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The fields that name a case, before it is measured."""
+    return {
+        "problem": problem.name,
+        "problem_options": _jsonable(problem.options),
+        "size": int(size if size is not None else problem.sizes[0]),
+        "method": method,
+        "method_options": method_options or {},
+        "dtype": dtype,
+        "seed": seed,
+        "n": None,
+        "m": None,
+        "outcome": "error",
+        "message": "",
+    }
+
+
+def finish_record(rec: dict[str, Any], outcome: str, message: str = "") -> dict[str, Any]:
+    """Stamp a record with its outcome, the date, the metadata and its key."""
+    rec.update(outcome=outcome, message=message)
+    rec["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    rec["meta"] = dict(metadata())
+    rec["key"] = case_key(rec)
+    return rec
+
+
+def run_case(
+    problem: str | Problem,
+    size: int | None = None,
+    method: str = "jax-rev",
+    dtype: str = "float32",
+    *,
+    seed: int = 0,
+    min_time: float = 0.2,
+    method_options: dict[str, Any] | None = None,
+    problem_options: dict[str, Any] | None = None,
+    accuracy: bool = True,
+    reference_cache: dict[Any, Any] | None = None,
+    on_start: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Measure one case in this process and return its record (a JSON-able dict). Errors of
+    the differentiator become ``outcome`` and ``message``; nothing is raised. ``on_start``
+    is called with the record once n and m are known.
+
+    Example:
+        >>> import diffkit as dk
+        >>> rec = dk.harness.run_case("rosenbrock", 10, "jax-rev", min_time=0.01)
+        >>> rec["outcome"], rec["n"], rec["accurate"]
+        ('ok', 10, True)
+    """
+    started = time.perf_counter()
+    _reset_peak_rss()
+    prob = get_problem(problem, **(problem_options or {}))
+    rec = new_record(prob, size, method, dtype, seed, method_options)
+    outcome, message = "ok", ""
+    try:
+        with jax.enable_x64(dtype == "float64"):
+            _measure(rec, prob, min_time, accuracy, reference_cache, on_start)
+    except Exception as exc:
+        outcome, message = classify(exc)
+    rec["rss_peak_bytes"] = peak_rss_bytes()
+    rec["case_s"] = time.perf_counter() - started
+    return finish_record(rec, outcome, message)
+
+
+def _measure(
+    rec: dict[str, Any],
+    prob: Problem,
+    min_time: float,
+    accuracy: bool,
+    cache: dict[str, Any] | None,
+    on_start: Callable[[dict[str, Any]], None] | None,
+) -> None:
+    # What does not depend on the method (the instance, its compiled primal, the reference)
+    # is kept in ``cache`` for the next case of the same problem, size, dtype and seed.
+    key = json.dumps([rec[k] for k in ("problem", "problem_options", "size", "dtype", "seed")])
+    shared = cache if cache is not None and cache.get("key") == key else {"key": key}
+    if cache is not None and shared is not cache:
+        cache.clear()
+        cache.update(shared)
+        shared = cache
+    if "inst" not in shared:
+        shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
+    inst: Instance = shared["inst"]
+    d = resolve_method(rec["method"], **rec["method_options"])
+    rec.update(n=inst.n, m=inst.m, quantity=inst.quantity, mode=d.mode)
+    if on_start is not None:
+        on_start(rec)
+    rec["passes"] = d.passes(inst.quantity, inst.n, inst.m)
+    evaluations = getattr(d, "evaluations", None)
+    try:
+        rec["evaluations"] = (
+            int(evaluations(inst.quantity, inst.n, inst.m)) if evaluations else None
+        )
+    except Exception:
+        rec["evaluations"] = None
+    derivative = d.grad(inst.fun) if inst.quantity == "grad" else d.jacobian(inst.fun)
+
+    t0 = time.perf_counter()
+    lowered = jax.jit(derivative).lower(*inst.args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    result = jax.block_until_ready(compiled(*inst.args))
+    t3 = time.perf_counter()
+    rec.update(trace_s=t1 - t0, compile_s=t2 - t1, first_call_s=t3 - t2)
+    mem = _xla_memory(compiled)
+    rec.update(xla_temp_bytes=mem["temp"], xla_bytes=mem["total"])
+
+    if "primal" not in shared:
+        t0 = time.perf_counter()
+        shared["primal"] = jax.jit(inst.fun).lower(*inst.args).compile()
+        jax.block_until_ready(shared["primal"](*inst.args))
+        shared["primal_prepare_s"] = time.perf_counter() - t0
+    primal = shared["primal"]
+    rec["primal_prepare_s"] = shared["primal_prepare_s"]
+    rec["primal_xla_bytes"] = _xla_memory(primal)["total"]
+
+    if accuracy:
+        t0 = time.perf_counter()
+        if "reference" not in shared:
+            shared["reference"] = reference(inst)
+        ref_grad, crosscheck = shared["reference"]
+        rec["reference_s"] = time.perf_counter() - t0  # ~0 when an earlier case computed it
+        got = _flat64(result)
+        if got.shape != ref_grad.shape:
+            raise DiffkitError(f"derivative has {got.size} numbers, the reference {ref_grad.size}")
+        rho_max, rho_mean = _rho(got, ref_grad)
+        rec.update(rho_max=_finite(rho_max), rho_mean=_finite(rho_mean))
+        rec.update(reference_crosscheck=crosscheck, tolerance=tolerance(d.mode, rec["dtype"]))
+        rec["accurate"] = bool(rho_max <= rec["tolerance"])
+
+    args = inst.args
+    fns = {"primal": lambda: primal(*args), "derivative": lambda: compiled(*args)}
+    t = time_interleaved(fns, min_time, warm_up=rec["first_call_s"] < 1.0)  # a slow first
+    # call has warmed up already; another would only cost time
+    rec.update({f"time_{k}": v for k, v in t["derivative"].items()})
+    rec.update({f"primal_{k}": v for k, v in t["primal"].items()})
+    rec["ratio"] = rec["time_median"] / rec["primal_median"]
+
+
+def _jsonable(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as JSON values (a function given as a user target becomes its name)."""
+    out = {}
+    for k, v in options.items():
+        if callable(v):
+            v = f"{getattr(v, '__module__', '?')}:{getattr(v, '__qualname__', repr(v))}"
+        out[k] = v
+    return out

@@ -1,0 +1,393 @@
+"""Sweeps: many cases, each isolated in a worker process under a time and memory budget,
+stored one JSON line per case as it finishes.
+
+Cases run in one worker process, problem by problem, size by size, every method at each
+size (so the float64 reference and the compiled primal are made once per size). A case that
+exceeds its time budget or the memory limit, or that kills its process, is recorded
+(timeout, out-of-memory, error) and a fresh worker takes the remaining cases; once a method
+times out or runs out of memory at some size, its larger sizes of that problem are recorded
+as skipped.
+Each record is appended with flush + fsync, so an interrupted sweep keeps every finished case
+and ``resume=True`` skips them; a half-written last line is ignored on reading.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from diffkit._errors import DiffkitError
+from diffkit._interface import names
+from diffkit.harness.measure import finish_record, new_record, resolve_method, run_case
+from diffkit.harness.problems import Problem, get_problem
+from diffkit.harness.results import Results, read_records
+
+__all__ = ["QUICK", "compare", "sweep"]
+
+Progress = Callable[[dict[str, Any], int, int], None]
+
+#: A quick default sweep (for ``diffkit compare`` without arguments): ``sweep(**QUICK)``.
+QUICK: dict[str, Any] = {
+    "problems": ["mlp"],
+    "sizes": [10, 100, 1000],
+    "dtypes": ["float32"],
+    "min_time": 0.05,
+    "budget": 20.0,
+}
+
+#: Seconds a fresh worker may take to import JAX and diffkit.
+STARTUP_TIMEOUT = 120.0
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _default_memory_limit() -> float | None:
+    try:
+        return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+class _Worker:
+    """One ``python -m diffkit.harness._worker`` process and a thread reading its answers."""
+
+    def __init__(self) -> None:
+        started = time.perf_counter()
+        paths = [p or os.getcwd() for p in sys.path]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+        self.errors: IO[str] = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "diffkit.harness._worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+            env=env,
+        )
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        ready = self._next(time.perf_counter() + STARTUP_TIMEOUT, None)
+        if not isinstance(ready, dict) or ready.get("event") != "ready":
+            self.close()
+            raise DiffkitError(f"the sweep's worker process failed to start: {self._last_error()}")
+        self.startup_s = time.perf_counter() - started
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.messages.put(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        self.messages.put(None)
+
+    def _next(self, deadline: float, memory_limit: float | None) -> dict[str, Any] | str | None:
+        """The next message; "timeout" or "out-of-memory" (after killing the process); or
+        None when the process has died."""
+        while True:
+            try:
+                return self.messages.get(timeout=0.05)
+            except queue.Empty:
+                pass
+            if time.perf_counter() > deadline:
+                self.kill()
+                return "timeout"
+            rss = _rss_bytes(self.proc.pid) if memory_limit else None
+            if rss is not None and memory_limit is not None and rss > memory_limit:
+                self.kill()
+                return "out-of-memory"
+
+    def run(
+        self, case: dict[str, Any], budget: float, memory_limit: float | None
+    ) -> tuple[dict[str, Any] | None, str, str, dict[str, Any]]:
+        """Run one case: ``(record or None, outcome, message, start message)``."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(case) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.perf_counter() + budget
+        start: dict[str, Any] = {}
+        while True:
+            msg = self._next(deadline, memory_limit)
+            if msg == "timeout":
+                return None, "timeout", f"exceeded the budget of {budget:g} s", start
+            if msg == "out-of-memory":
+                limit = f"{memory_limit / 2**30:.1f} GiB" if memory_limit else "?"
+                return None, "out-of-memory", f"resident memory passed {limit}", start
+            if msg is None:
+                code = self.proc.wait()
+                outcome = "out-of-memory" if code == -9 else "error"
+                return None, outcome, f"worker died (exit {code}): {self._last_error()}", start
+            assert isinstance(msg, dict)
+            if msg.get("event") == "start":
+                start = msg
+            elif msg.get("event") == "result":
+                return msg["record"], msg["record"]["outcome"], msg["record"]["message"], start
+
+    def _last_error(self) -> str:
+        self.errors.seek(0)
+        lines = [ln.strip() for ln in self.errors.read().splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else "no message"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.errors.close()
+
+
+class _Appender:
+    """Appends records as JSON lines, each flushed and fsynced; repairs a torn last line."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(path, "a+b")
+        self.file.seek(0, os.SEEK_END)
+        if self.file.tell() > 0:
+            self.file.seek(-1, os.SEEK_END)
+            if self.file.read(1) != b"\n":
+                self.file.write(b"\n")
+
+    def append(self, rec: dict[str, Any]) -> None:
+        self.file.write((json.dumps(rec) + "\n").encode())
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _as_problems(problems: str | Problem | Iterable[str | Problem]) -> list[Problem]:
+    if isinstance(problems, str | Problem):
+        problems = [problems]
+    return [get_problem(p) for p in problems]
+
+
+def _plan(
+    problems: list[Problem],
+    sizes: Sequence[int] | dict[str, Sequence[int]] | None,
+    methods: list[str],
+    dtypes: list[str],
+    seed: int,
+) -> Iterator[tuple[Problem, str, list[dict[str, Any]]]]:
+    """Cases grouped by (problem, dtype), sizes ascending, every method at each size."""
+    for prob in problems:
+        chosen = sizes.get(prob.name) if isinstance(sizes, dict) else sizes
+        chosen = sorted({int(s) for s in (chosen or prob.sizes)})
+        if len(prob.sizes) == 1:  # a fixed-size problem: one case per method
+            chosen = [prob.sizes[0]]
+        for dtype in dtypes:
+            yield (
+                prob,
+                dtype,
+                [new_record(prob, s, m, dtype, seed) for s in chosen for m in methods],
+            )
+
+
+def sweep(
+    problems: str | Problem | Iterable[str | Problem],
+    sizes: Sequence[int] | dict[str, Sequence[int]] | None = None,
+    methods: Sequence[str] | None = None,
+    dtypes: str | Sequence[str] = "float32",
+    *,
+    out: str | os.PathLike[str] | None = None,
+    budget: float = 60.0,
+    resume: bool = True,
+    progress: Progress | None = None,
+    min_time: float = 0.2,
+    seed: int = 0,
+    accuracy: bool = True,
+    memory_limit: float | None = -1,
+    isolate: bool = True,
+) -> Results:
+    """Measure every (problem, size, method, dtype) case and return the :class:`Results`.
+
+    * ``problems``: names, or :class:`Problem` objects from ``get_problem`` (with options);
+      ``sizes``: one list for every problem, a dict by problem name, or None for each
+      problem's default sizes; ``methods``: registered names or ``"module:Class"`` paths
+      (default: every registered differentiator); ``dtypes``: "float32" and/or "float64".
+    * ``out``: the JSON-lines file (default: a new temporary file); ``resume``: skip the
+      cases already stored there (False: start the file afresh).
+    * ``budget``: seconds per case (prepare, run and reference together); ``memory_limit``:
+      bytes of resident memory per worker (default 75% of physical memory; None: no limit).
+    * ``progress(record, index, total)`` is called after each case.
+    * ``isolate=False`` runs the cases in this process (no time or memory budget).
+
+    Example:
+        >>> import diffkit as dk
+        >>> res = dk.harness.sweep("rosenbrock", [10, 100], ["jax-rev"], min_time=0.01,
+        ...                        isolate=False)
+        >>> [(r["n"], r["outcome"]) for r in res]
+        [(10, 'ok'), (100, 'ok')]
+    """
+    probs = _as_problems(problems)
+    methods = list(methods) if methods is not None else names()
+    for method in methods:
+        resolve_method(method)  # fail early on an unknown name
+    dtypes = [dtypes] if isinstance(dtypes, str) else list(dtypes)
+    for dtype in dtypes:
+        if dtype not in ("float32", "float64"):
+            raise DiffkitError(f"sweep: dtype must be float32 or float64, got {dtype!r}")
+    if isolate:
+        for prob in probs:
+            if get_problem(prob.name).builder is not prob.builder or any(
+                callable(v) for v in prob.options.values()
+            ):
+                raise DiffkitError(
+                    f"sweep: problem {prob.name!r} cannot be rebuilt in a worker process; "
+                    "register it (or give the user function as 'module:function'), or pass "
+                    "isolate=False"
+                )
+    memory_limit = _default_memory_limit() if memory_limit == -1 else memory_limit
+    if out is None:
+        fd, out = tempfile.mkstemp(prefix="diffkit-sweep-", suffix=".jsonl")
+        os.close(fd)
+    path = Path(out)
+    if not resume and path.exists():
+        path.unlink()
+    done = {r["key"]: r for r in read_records(path)} if path.exists() else {}
+    groups = list(_plan(probs, sizes, methods, dtypes, seed))
+    total = sum(len(cases) for *_, cases in groups)
+    stopped: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    records: list[dict[str, Any]] = []
+    writer = _Appender(path)
+    worker: _Worker | None = None
+    shared: dict[str, Any] = {}  # in-process runs: what the methods of one size share
+    try:
+        for prob, dtype, cases in groups:
+            for case in cases:
+                rec = finish_record(dict(case), "error")
+                series = (rec["problem"], json.dumps(rec["problem_options"]), case["method"])
+                series += (dtype,)
+                if rec["key"] in done:
+                    rec = done[rec["key"]]
+                else:
+                    if series in stopped:
+                        rec = _skipped(case, stopped[series])
+                    elif isolate:
+                        worker = worker or _Worker()
+                        rec = _isolated(worker, case, budget, memory_limit, min_time, accuracy)
+                        if worker.proc.poll() is not None:  # killed or died: restart
+                            worker.close()
+                            worker = None
+                    else:
+                        rec = run_case(
+                            prob, case["size"], case["method"], dtype, seed=seed,
+                            min_time=min_time, accuracy=accuracy, reference_cache=shared,
+                        )  # fmt: skip
+                    writer.append(rec)
+                if rec["outcome"] in ("timeout", "out-of-memory"):
+                    stopped.setdefault(series, rec)
+                records.append(rec)
+                if progress is not None:
+                    progress(rec, len(records), total)
+    finally:
+        if worker is not None:
+            worker.close()
+        writer.close()
+    return Results(records, path=path)
+
+
+def _isolated(
+    worker: _Worker,
+    case: dict[str, Any],
+    budget: float,
+    memory_limit: float | None,
+    min_time: float,
+    accuracy: bool,
+) -> dict[str, Any]:
+    """Run a case in the worker; a record from the parent when the worker could not answer."""
+    fresh = not getattr(worker, "used", False)
+    worker.used = True  # type: ignore[attr-defined]
+    request = {
+        "id": 0,
+        "problem": case["problem"],
+        "problem_options": case["problem_options"],
+        "size": case["size"],
+        "method": case["method"],
+        "dtype": case["dtype"],
+        "seed": case["seed"],
+        "min_time": min_time,
+        "accuracy": accuracy,
+    }
+    started = time.perf_counter()
+    rec, outcome, message, start = worker.run(request, budget, memory_limit)
+    if rec is None:
+        rec = dict(case, n=start.get("n"), m=start.get("m"), case_s=time.perf_counter() - started)
+        rec = finish_record(rec, outcome, message)
+        rec["outcome_by"] = "harness"
+        worker.kill()
+    rec["wall_s"] = time.perf_counter() - started
+    rec["worker_start_s"] = worker.startup_s if fresh else None
+    return rec
+
+
+def _skipped(case: dict[str, Any], cause: dict[str, Any]) -> dict[str, Any]:
+    message = f"skipped: {cause['outcome']} at size {cause['size']}"
+    return finish_record(dict(case), "skipped", message)
+
+
+def compare(
+    f: Callable[..., Any],
+    *args: Any,
+    methods: Sequence[str] | None = None,
+    min_time: float = 0.1,
+    accuracy: bool = True,
+    name: str | None = None,
+) -> Results:
+    """Every method on the user's own ``f`` at ``args`` (derivatives for ``args[0]``:
+    the gradient of a scalar output, else the Jacobian), measured in this process.
+
+    No time budget applies here: use :func:`sweep` with a ``"module:function"`` user
+    problem to isolate cases that may hang.
+
+    Example:
+        >>> import diffkit as dk, jax.numpy as jnp
+        >>> res = dk.harness.compare(jnp.sin, jnp.ones(3), methods=["jax-fwd"], min_time=0.01)
+        >>> res[0]["quantity"], res[0]["accurate"]
+        ('jacobian', True)
+    """
+    import jax.numpy as jnp
+    from jax.tree_util import tree_leaves
+
+    floats = [jnp.asarray(a).dtype for a in tree_leaves(args)]
+    dtype = "float64" if any(d == jnp.float64 for d in floats) else "float32"
+    label = name or getattr(f, "__name__", "function")
+    prob = Problem(label, f"the user's function {label}", "fixed", (1,), lambda s, d, r: (f, args))
+    methods = list(methods) if methods is not None else names()
+    shared: dict[str, Any] = {}  # the reference and the compiled primal, for every method
+    records = [
+        run_case(
+            prob, 1, method, dtype, min_time=min_time, accuracy=accuracy, reference_cache=shared
+        )
+        for method in methods
+    ]
+    return Results(records)

@@ -1,0 +1,355 @@
+"""The spec table: every row of the rule table checked against JAX's own derivatives.
+
+One row per primitive (several for primitives with many forms, such as ``dot_general`` and
+``gather``): a function that uses it, the domain of each input, and the float32 tolerance.
+Each row runs in float32 and float64; ``dual``'s JVP is compared with :func:`jax.jvp` and
+``tape``'s VJP with :func:`jax.vjp`, on random inputs, tangents and cotangents. In float64 the
+hand-written derivatives must agree to rho <= 1e-12. Adding a primitive to the table means
+adding a row here (``test_every_rule_has_a_spec`` checks it).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.special as jsp
+import numpy as np
+import pytest
+from jax import lax
+from jax._src.ad_util import add_jaxvals
+
+import diffkit as dk
+from diffkit._rules import RULES
+from diffkit.accuracy import rho_tree
+
+# Input domains: name -> sampler(rng, shape)
+DOMAINS: dict[str, Callable] = {
+    "real": lambda r, s: r.normal(size=s),
+    "pos": lambda r, s: r.uniform(0.5, 2.0, size=s),
+    "unit": lambda r, s: r.uniform(-0.9, 0.9, size=s),
+    "gt1": lambda r, s: r.uniform(1.2, 3.0, size=s),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    prim: str  # the primitive the row exercises (must appear in the function's jaxpr)
+    fun: Callable
+    args: tuple[tuple[str, tuple[int, ...]], ...]  # (domain, shape) per float input
+    tol32: float = 2e-5
+    modes: tuple[str, ...] = ("dual", "tape")
+    label: str = ""
+    ref: Callable | None = None  # what jax.jvp / jax.vjp differentiate, if not ``fun``
+
+
+R3, R34 = (("real", (3,)),), (("real", (3, 4)),)
+IDX = jnp.array([2, 0, 2])
+
+
+def ew(prim: str, f: Callable, *domains: str, tol32: float = 2e-5) -> Spec:
+    """An elementwise row on (3, 4) inputs."""
+    return Spec(prim, f, tuple((d, (3, 4)) for d in domains), tol32)
+
+
+def _custom_vjp_square():
+    @jax.custom_vjp
+    def f(x):
+        return x * x
+
+    f.defvjp(lambda x: (x * x, x), lambda x, g: (2 * x * g,))
+    return f
+
+
+SECTIONS: dict[str, list[Spec]] = {
+    "arithmetic": [
+        ew("add", lax.add, "real", "real"),
+        ew("add_any", add_jaxvals, "real", "real"),
+        ew("sub", lax.sub, "real", "real"),
+        ew("neg", lax.neg, "real"),
+        ew("mul", lax.mul, "real", "real"),
+        Spec("mul", lambda x, y: x * y, (("real", (2, 3)), ("real", (1, 3))), label="broadcast"),
+        Spec("mul", lambda x: 2.0 * x, R34, label="literal"),
+        ew("div", lax.div, "real", "pos"),
+        ew("rem", lax.rem, "real", "pos"),
+        ew("pow", lax.pow, "pos", "real"),
+        Spec(
+            "integer_pow",
+            lambda x: lax.integer_pow(x, 3) + lax.integer_pow(x, -2),
+            (("pos", (5,)),),
+        ),
+        ew("square", lax.square, "real"),
+        ew("sqrt", lax.sqrt, "pos"),
+        ew("rsqrt", lax.rsqrt, "pos"),
+        ew("cbrt", lax.cbrt, "pos"),
+        ew("abs", lax.abs, "real"),
+        ew("max", lax.max, "real", "real"),
+        ew("min", lax.min, "real", "real"),
+        Spec(
+            "clamp",
+            lambda lo, x, hi: lax.clamp(lo - 1.0, x, hi + 1.0),
+            (("unit", (20,)), ("real", (20,)), ("unit", (20,))),
+        ),
+        Spec("clamp", lambda x: lax.clamp(-0.5, x, 0.5), (("real", (20,)),), label="scalar bounds"),
+    ],
+    "exp_log": [
+        ew("exp", lax.exp, "real"),
+        ew("exp2", lax.exp2, "real"),
+        ew("expm1", lax.expm1, "real"),
+        ew("log", lax.log, "pos"),
+        ew("log1p", lax.log1p, "pos"),
+        ew("logistic", lax.logistic, "real"),
+    ],
+    "trig": [
+        ew("sin", lax.sin, "real"),
+        ew("cos", lax.cos, "real"),
+        ew("tan", lax.tan, "unit"),
+        ew("asin", lax.asin, "unit"),
+        ew("acos", lax.acos, "unit"),
+        ew("atan", lax.atan, "real"),
+        ew("atan2", lax.atan2, "real", "real"),
+        ew("sinh", lax.sinh, "real"),
+        ew("cosh", lax.cosh, "real"),
+        ew("tanh", lax.tanh, "real"),
+        ew("asinh", lax.asinh, "real"),
+        ew("acosh", lax.acosh, "gt1"),
+        ew("atanh", lax.atanh, "unit"),
+    ],
+    "special": [
+        ew("erf", lax.erf, "real"),
+        ew("erfc", lax.erfc, "real"),
+        ew("erf_inv", lax.erf_inv, "unit", tol32=1e-4),
+        ew("lgamma", lax.lgamma, "pos", tol32=1e-4),
+        ew("digamma", lax.digamma, "pos", tol32=1e-4),
+    ],
+    "no_derivative": [
+        ew("sign", lambda x: lax.sign(x) * x, "real"),
+        ew("floor", lambda x: lax.floor(x) + x, "real"),
+        ew("ceil", lambda x: lax.ceil(x) + x, "real"),
+        ew("round", lambda x: lax.round(x) + x, "real"),
+        ew("stop_gradient", lambda x: lax.stop_gradient(x) * x, "real"),
+    ],
+    "int_outputs": [
+        ew("gt", lambda x, y: jnp.where(x > y, x * y, x - y), "real", "real"),
+        Spec("argmax", lambda x: x * jnp.argmax(x, axis=1)[:, None], R34),
+        Spec("argmin", lambda x: x[jnp.argmin(x)], R3),
+        Spec("iota", lambda x: x * jnp.arange(3.0), R3),
+    ],
+    "reductions": [
+        Spec("reduce_sum", lambda x: jnp.sum(x, axis=1), R34),
+        Spec("reduce_max", lambda x: jnp.max(x, axis=0), R34),
+        Spec("reduce_max", lambda x: jnp.max(jnp.round(x)), R34, label="ties"),
+        Spec("reduce_min", lambda x: jnp.min(x, axis=(0, 1)), R34),
+        Spec("cumsum", lambda x: lax.cumsum(x, axis=1) + lax.cumsum(x, axis=0, reverse=True), R34),
+    ],
+    "contraction": [
+        Spec("dot_general", lambda a, b: a @ b, (("real", (3, 4)), ("real", (4, 2)))),
+        Spec("dot_general", jnp.dot, (("real", (4,)), ("real", (4,))), label="inner"),
+        Spec(
+            "dot_general",
+            lambda a, b: jnp.einsum("bij,bjk->bik", a, b),
+            (("real", (2, 3, 4)), ("real", (2, 4, 5))),
+            label="batched",
+        ),
+        Spec(
+            "dot_general",
+            lambda a, b: jnp.einsum("ijk,kbj->bi", a, b),
+            (("real", (3, 4, 2)), ("real", (2, 5, 4))),
+            label="einsum",
+        ),
+        Spec(
+            "dot_general",
+            lambda a, b: lax.dot_general(a, b, (((2, 0), (0, 3)), ((1,), (2,)))),
+            (("real", (3, 5, 2)), ("real", (2, 4, 5, 3))),
+            label="any dims",
+        ),
+    ],
+    "types": [
+        Spec("convert_element_type", lambda x: x.astype(jnp.float16).astype(x.dtype) + x, R3),
+        Spec("copy", lambda x: lax.copy_p.bind(x), R3),
+        Spec("reduce_precision", lambda x: lax.reduce_precision(x, 8, 23), R3),
+    ],
+    "shape": [
+        Spec(
+            "broadcast_in_dim",
+            lambda x: lax.broadcast_in_dim(x, (2, 3, 4), (1, 2)),
+            (("real", (3, 1)),),
+        ),
+        Spec("reshape", lambda x: x.reshape(4, 3), R34),
+        Spec("squeeze", lambda x: jnp.squeeze(x, 1), (("real", (3, 1, 2)),)),
+        Spec("broadcast_in_dim", lambda x: jnp.expand_dims(x, (0, 2)), R34, label="expand_dims"),
+        Spec("transpose", lambda x: jnp.transpose(x, (2, 0, 1)), (("real", (2, 3, 4)),)),
+        Spec("rev", lambda x: x[::-1], R34),
+        Spec(
+            "concatenate",
+            lambda a, b: jnp.concatenate([a, b, a], axis=1),
+            (("real", (3, 2)), ("real", (3, 4))),
+        ),
+        Spec("split", lambda x: jnp.split(x, [1, 3], axis=1)[1] * 2, R34),
+        Spec(
+            "pad",
+            lambda x, v: lax.pad(x, v, [(1, -1, 1), (0, 2, 0)]),
+            (("real", (3, 4)), ("real", ())),
+        ),
+    ],
+    "indexing": [
+        Spec("slice", lambda x: x[1:, ::2], R34),
+        Spec("slice", lambda x: lax.slice(x, (0, 1), (3, 4), (2, 2)), R34, label="strided"),
+        Spec(
+            "dynamic_slice", lambda x: lax.dynamic_slice(x, (1, jnp.argmax(x[0]) % 3), (2, 2)), R34
+        ),
+        Spec(
+            "dynamic_update_slice",
+            lambda x, u: lax.dynamic_update_slice(x, u, (1, 1)),
+            (("real", (3, 4)), ("real", (2, 2))),
+        ),
+        Spec("gather", lambda x: x[IDX], R34),
+        Spec("gather", lambda x: x[IDX, 1], R34, label="x[idx, 1]"),
+        Spec("gather", lambda x: x[:, IDX], R34, label="x[:, idx]"),
+        Spec(
+            "gather",
+            lambda x: jnp.take_along_axis(x, jnp.array([[0], [3], [1]]), axis=1),
+            R34,
+            label="take_along_axis",
+        ),
+        Spec(
+            "scatter-add",
+            lambda x, u: x.at[IDX].add(u),
+            (("real", (3, 4)), ("real", (3, 4))),
+        ),
+        Spec("scatter-add", lambda x: x.at[1, 2].add(x[0, 0]), R34, label="x.at[i, j]"),
+        Spec(
+            "select_n",
+            lambda x, y: lax.select_n(x > 0, x, y),
+            (("real", (3, 4)), ("real", (3, 4))),
+        ),
+        Spec(
+            "select_n",
+            lambda x, y: lax.select_n(jnp.arange(12).reshape(3, 4) % 3, x, y, x * y),
+            (("real", (3, 4)), ("real", (3, 4))),
+            label="3 cases",
+        ),
+    ],
+    "control": [
+        Spec("jit", lambda x: jax.jit(lambda z: jnp.sin(z) * z)(x), R3),
+        Spec("custom_jvp_call", lambda x: jax.nn.softplus(x) + jax.nn.relu(x), R34),
+        Spec("custom_vjp_call", lambda x: _custom_vjp_square()(x), R3, ref=lambda x: x * x),
+        Spec("cond", lambda x: lax.cond(x[0] > 0, jnp.sin, lambda z: z * z[1], x), R3),
+        Spec(
+            "cond",
+            lambda x, y: lax.switch(1, [lambda a, b: a, lambda a, b: a * b, lambda a, b: b], x, y),
+            (("real", (3,)), ("real", (3,))),
+            label="switch, two operands",
+        ),
+        Spec(
+            "scan",
+            lambda w, h0, xs: lax.scan(lambda h, x: (jnp.tanh(w @ h + x), h.sum()), h0, xs),
+            (("real", (3, 3)), ("real", (3,)), ("real", (4, 3))),
+        ),
+        Spec(
+            "scan",
+            lambda x: lax.fori_loop(0, 3, lambda i, c: c * jnp.cos(c) + i, x),
+            R3,
+            label="fori_loop",
+        ),
+        Spec(
+            "while",
+            lambda x: lax.while_loop(
+                lambda c: c[1] < 3, lambda c: (jnp.sin(c[0]) * 1.5, c[1] + 1), (x, 0)
+            )[0],
+            R3,
+            modes=("dual",),
+        ),
+    ],
+}
+SPECS = [spec for specs in SECTIONS.values() for spec in specs]
+
+
+def _prims(jaxpr) -> set[str]:
+    """Every primitive in a jaxpr, sub-jaxprs included."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        found.add(eqn.primitive.name)
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, tuple | list) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found |= _prims(inner)
+    return found
+
+
+def _inputs(spec: Spec, seed: int, dtype: str):
+    rng = np.random.default_rng(seed)
+    make = lambda d, s: jnp.asarray(DOMAINS[d](rng, s), dtype=dtype)  # noqa: E731
+    xs = tuple(make(d, s) for d, s in spec.args)
+    ts = tuple(make("real", s) for _, s in spec.args)
+    return xs, ts, rng
+
+
+def _id(spec: Spec) -> str:
+    return f"{spec.prim}-{spec.label}" if spec.label else spec.prim
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "float64"])
+def test_rules_match_jax(section: str, dtype: str) -> None:
+    """Each row of a section against jax.jvp / jax.vjp (one compiled program per section).
+
+    float32 is marked slow only for time (XLA compiles every section again); it runs in the
+    full suite.
+    """
+    with jax.enable_x64(dtype == "float64"):
+        _check_section(section, dtype)
+
+
+def _check_section(section: str, dtype: str) -> None:
+    specs = SECTIONS[section]
+    dual, tape = dk.get("dual"), dk.get("tape")
+    cases = []
+    for spec in specs:
+        xs, ts, rng = _inputs(spec, zlib.crc32(_id(spec).encode()), dtype)
+        prims = _prims(jax.make_jaxpr(spec.fun)(*xs).jaxpr)
+        assert spec.prim in prims, f"row {_id(spec)} misses its primitive"
+        out = jax.eval_shape(spec.fun, *xs)
+        ct = [jnp.asarray(rng.normal(size=o.shape), o.dtype) for o in jax.tree.leaves(out)]
+        cases.append((xs, ts, jax.tree.unflatten(jax.tree.structure(out), ct)))
+
+    @jax.jit
+    def run(cases):
+        got, want = [], []
+        for spec, (xs, ts, ct) in zip(specs, cases, strict=True):
+            ref = spec.ref or spec.fun
+            got.append({}), want.append({})
+            if "dual" in spec.modes:
+                got[-1]["jvp"], want[-1]["jvp"] = dual.jvp(spec.fun, xs, ts), jax.jvp(ref, xs, ts)
+            if "tape" in spec.modes:
+                got[-1]["vjp"] = tape.vjp(spec.fun, *xs)[1](ct)
+                want[-1]["vjp"] = jax.vjp(ref, *xs)[1](ct)
+        return got, want
+
+    tol = 1e-12 if dtype == "float64" else None
+    for spec, got, want in zip(specs, *run(cases), strict=True):
+        for key in got:
+            assert jax.tree.structure(got[key]) == jax.tree.structure(want[key]), _id(spec)
+            err = rho_tree(got[key], want[key])
+            assert err <= (tol or spec.tol32), f"{_id(spec)} {key}: rho {err:.2e}"
+
+
+def test_every_rule_has_a_spec() -> None:
+    assert set(RULES) <= {s.prim for s in SPECS}
+
+
+@pytest.mark.parametrize(
+    "fun",
+    [jsp.gammaln, jsp.digamma, jsp.erf, jsp.erfc, jsp.ndtr, jsp.logit, jsp.expit, jsp.log_ndtr],
+    ids=lambda f: f.__name__,
+)
+def test_scipy_special(fun: Callable, x64: None) -> None:
+    x = jnp.linspace(0.1, 0.9, 5)
+    f = lambda x: jnp.sum(fun(x) * x)  # noqa: E731
+    want = jax.grad(f)(x)
+    for name in ("dual", "tape"):
+        assert rho_tree(jax.jit(dk.get(name).grad(f))(x), want) <= 1e-12, (name, fun)

@@ -586,6 +586,9 @@ def _printer() -> Any:
         def _print_erf(self, e: Any) -> str:
             return f"jax.scipy.special.erf({self._print(e.args[0])})"
 
+        def _print_Heaviside(self, e: Any) -> str:  # SymPy's rewrite to Piecewise swells
+            return f"jax.numpy.heaviside({self._print(e.args[0])}, 0.5)"
+
     return Printer()
 
 

@@ -459,6 +459,7 @@ STRUCTURAL: dict[str, Sequence[int] | None] = {
     "dynamic_update_slice": (0, 1),
     "split": (0,),
     "stack": None,
+    "unstack": (0,),
 }
 
 

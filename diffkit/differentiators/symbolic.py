@@ -463,7 +463,8 @@ class Symbolic(Differentiator):
         with budget.stage("cse", "operations"):
             f_cse = self._cse(f_exprs, "f")
             d_cse = self._cse(d_exprs, "d")
-            budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
+            if self.cse:
+                budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
         (f_repl, f_red), (d_repl, d_red) = f_cse, d_cse
         f_assign = [*f_repl, *((s, e) for (s, _), e in zip(ctx.stops, f_red, strict=False))]
         if self.cse and ctx.stops:

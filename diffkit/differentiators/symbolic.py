@@ -300,7 +300,7 @@ class Symbolic(Differentiator):
         simplify: bool = False,
         backend: str = "sympy",
         memoize: bool = True,
-        time_budget: float = 60.0,
+        time_budget: float = 300.0,
         size_budget: int = 200_000,
         **base: Any,
     ) -> None:

@@ -458,6 +458,8 @@ STRUCTURAL: dict[str, Sequence[int] | None] = {
     "dynamic_slice": (0,),
     "dynamic_update_slice": (0, 1),
     "split": (0,),
+    "stack": None,
+    "unstack": (0,),
 }
 
 

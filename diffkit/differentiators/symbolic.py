@@ -300,7 +300,7 @@ class Symbolic(Differentiator):
         simplify: bool = False,
         backend: str = "sympy",
         memoize: bool = True,
-        time_budget: float = 60.0,
+        time_budget: float = 300.0,
         size_budget: int = 200_000,
         **base: Any,
     ) -> None:
@@ -463,7 +463,8 @@ class Symbolic(Differentiator):
         with budget.stage("cse", "operations"):
             f_cse = self._cse(f_exprs, "f")
             d_cse = self._cse(d_exprs, "d")
-            budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
+            if self.cse:
+                budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
         (f_repl, f_red), (d_repl, d_red) = f_cse, d_cse
         f_assign = [*f_repl, *((s, e) for (s, _), e in zip(ctx.stops, f_red, strict=False))]
         if self.cse and ctx.stops:
@@ -585,6 +586,9 @@ def _printer() -> Any:
     class Printer(JaxPrinter):
         def _print_erf(self, e: Any) -> str:
             return f"jax.scipy.special.erf({self._print(e.args[0])})"
+
+        def _print_Heaviside(self, e: Any) -> str:  # SymPy's rewrite to Piecewise swells
+            return f"jax.numpy.heaviside({self._print(e.args[0])}, 0.5)"
 
     return Printer()
 

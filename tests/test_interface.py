@@ -61,7 +61,7 @@ def analytic_tiny_gradient() -> dict[str, float]:
 @pytest.mark.parametrize("name", ALL)
 def test_tiny_network_golden_float32(name: str) -> None:
     ex = tiny_network()
-    got = ex.names(dk.get(name).grad(ex.fun)(*ex.args))
+    got = ex.names(jax.jit(dk.get(name).grad(ex.fun))(*ex.args))  # compiled; float64 runs eager
     for p in TINY_NAMES:  # four printed digits: +-5e-5, plus the method's own float32 error
         assert got[p] == pytest.approx(GOLDEN_4[p], abs=5e-5 + tol(name, "float32")), p
 
@@ -97,7 +97,7 @@ def test_pytree_gradient_matches_jax_grad(name: str, dtype: str) -> None:
     params = mlp_params(jax.random.PRNGKey(0))
     x = jax.random.normal(jax.random.PRNGKey(1), (7, 3))
     y = jnp.sin(x[:, 0])
-    value, grads = dk.get(name).value_and_grad(mlp_loss)(params, x, y)
+    value, grads = jax.jit(dk.get(name).value_and_grad(mlp_loss))(params, x, y)
     want_value, want = jax.value_and_grad(mlp_loss)(params, x, y)
     assert jax.tree_util.tree_structure(grads) == jax.tree_util.tree_structure(want)
     assert rho(value, want_value) <= tol("jax-rev", dtype)

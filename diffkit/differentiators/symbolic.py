@@ -428,7 +428,11 @@ class Symbolic(Differentiator):
             _symbols(S, f"c{j}", tuple(np.shape(closed.consts[i])))
             for j, i in enumerate(const_index)
         ]
-        consts = [c if _extended(c) else np.asarray(c) for c in closed.consts]
+        runtime = set(const_index)  # traced under jit: never converted to NumPy
+        consts = [
+            c if _extended(c) or i in runtime else np.asarray(c)
+            for i, c in enumerate(closed.consts)
+        ]
         for i, c in zip(const_index, cs, strict=True):
             consts[i] = c
 

@@ -5,26 +5,75 @@ Example:
     >>> d = dk.get("jax-rev")
     >>> d.grad(lambda w: jnp.sum(w**2))(jnp.array([1.0, -2.0])).tolist()
     [2.0, -4.0]
+
+The package loads on first use of any of its names (``dk.get`` above): ``import diffkit``
+alone imports no JAX, so the ``diffkit`` command answers ``--help`` at once and can pick the
+JAX platform before JAX starts.
 """
 
-from diffkit import accuracy as accuracy
-from diffkit import differentiators as differentiators  # registers the built-in ones
-from diffkit import examples as examples
-from diffkit import fd as fd
-from diffkit import harness as harness
-from diffkit._errors import DiffkitError as DiffkitError
-from diffkit._errors import InputTypeError as InputTypeError
-from diffkit._errors import UnknownDifferentiatorError as UnknownDifferentiatorError
-from diffkit._errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
-from diffkit._interface import Differentiator as Differentiator
-from diffkit._interface import get as get
-from diffkit._interface import names as names
-from diffkit._interface import options as options
-from diffkit._interface import register as register
-from diffkit._interface import unregister as unregister
-from diffkit.differentiators.dual import Dual as Dual
-from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
-from diffkit.harness import compare as compare
-from diffkit.harness import sweep as sweep
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it ("" for a submodule of diffkit).
+_EXPORTS = {
+    "accuracy": "",
+    "differentiators": "",  # importing it registers the built-in differentiators
+    "examples": "",
+    "fd": "",
+    "harness": "",
+    "DiffkitError": "diffkit._errors",
+    "InputTypeError": "diffkit._errors",
+    "UnknownDifferentiatorError": "diffkit._errors",
+    "UnsupportedPrimitiveError": "diffkit._errors",
+    "Differentiator": "diffkit._interface",
+    "get": "diffkit._interface",
+    "names": "diffkit._interface",
+    "options": "diffkit._interface",
+    "register": "diffkit._interface",
+    "unregister": "diffkit._interface",
+    "Dual": "diffkit.differentiators.dual",
+    "BudgetExceeded": "diffkit.differentiators.symbolic",
+    "compare": "diffkit.harness",
+    "sweep": "diffkit.harness",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'diffkit' has no attribute {name!r}")
+    for export, module in _EXPORTS.items():  # load everything at once: the registry is full
+        value = importlib.import_module(module or f"diffkit.{export}")
+        globals()[export] = value if not module else getattr(value, export)
+    return globals()[name]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:
+    from diffkit import accuracy as accuracy
+    from diffkit import differentiators as differentiators
+    from diffkit import examples as examples
+    from diffkit import fd as fd
+    from diffkit import harness as harness
+    from diffkit._errors import DiffkitError as DiffkitError
+    from diffkit._errors import InputTypeError as InputTypeError
+    from diffkit._errors import UnknownDifferentiatorError as UnknownDifferentiatorError
+    from diffkit._errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
+    from diffkit._interface import Differentiator as Differentiator
+    from diffkit._interface import get as get
+    from diffkit._interface import names as names
+    from diffkit._interface import options as options
+    from diffkit._interface import register as register
+    from diffkit._interface import unregister as unregister
+    from diffkit.differentiators.dual import Dual as Dual
+    from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
+    from diffkit.harness import compare as compare
+    from diffkit.harness import sweep as sweep

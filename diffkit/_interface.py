@@ -15,6 +15,7 @@ from the other through the full Jacobian, and :meth:`Differentiator.passes` decl
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
@@ -590,10 +591,12 @@ def unregister(name: str) -> None:
 
 
 def _load_entry_points() -> None:
+    """Register the built-in differentiators and, once, the plugins' entry points."""
     global _ENTRY_POINTS_LOADED
     if _ENTRY_POINTS_LOADED:
         return
     _ENTRY_POINTS_LOADED = True
+    importlib.import_module("diffkit.differentiators")  # the built-ins register themselves
     for ep in entry_points(group="diffkit.differentiators"):
         if ep.name not in _REGISTRY:
             register(ep.name)(ep.load())

@@ -19,6 +19,7 @@ import math
 import os
 import re
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -29,12 +30,12 @@ __all__ = ["build_parser", "main", "parse_sizes"]
 #: The built-in quick suite of ``diffkit compare`` without arguments: problem -> sizes.
 QUICK_SUITE: dict[str, list[int]] = {
     "tiny-net": [9],
-    "mlp": [10, 1000, 10_000],
+    "mlp": [10, 100, 10_000],
     "wide-output": [1024],
 }
 #: Methods the quick suite runs at its smallest sizes only (symbolic work swells with n).
 SMALL_ONLY = {"symbolic"}
-QUICK_SMALL: dict[str, list[int]] = {"tiny-net": [9], "mlp": [10], "wide-output": [16]}
+QUICK_SMALL: dict[str, list[int]] = {"tiny-net": [9]}
 RESULTS_FILE = "results.jsonl"
 _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
 
@@ -192,12 +193,16 @@ def verdict(records: Sequence[dict[str, Any]]) -> str:
         modes["numerical"] = "finite differences"
         costs = []
         for mode, label in modes.items():
-            of_mode = [r for r in same if r.get("mode") == mode]
+            of_mode = [r for r in same if r.get("mode") == mode] or [
+                r for r in grads if r.get("mode") == mode and r["dtype"] == top["dtype"]
+            ]  # a mode run on other problems only (symbolic in the quick suite)
             if of_mode:  # at the largest n this mode finished
                 n = max(r["n"] for r in of_mode)
                 rs = sorted((r for r in of_mode if r["n"] == n), key=lambda r: r["ratio"])
                 what = " the forward pass" if not costs else ""
                 where = f" at n={_fmt_n(n)}" if n != top["n"] else ""
+                if rs[0]["problem"] != top["problem"]:
+                    where += f" on {rs[0]['problem']}"
                 each = ", ".join(r["method"] for r in rs)
                 costs.append(f"{label} {_fmt_ratio(rs[0]['ratio'])}{what}{where} ({each})")
         head = f"At n={_fmt_n(top['n'])} ({top['problem']}, {top['dtype']}) a gradient costs: "
@@ -256,6 +261,19 @@ def _progress(total_hint: str) -> Any:
 
 
 def _compare(args: argparse.Namespace) -> int:
+    from diffkit import _process
+
+    # Start the sweep's worker process first, and import matplotlib in a thread: those
+    # start-ups (seconds each) then overlap with this process's own import of JAX.
+    _process.prestart()
+    threading.Thread(target=_import_plotting, daemon=True).start()
+    try:
+        return _compare_in(args)
+    finally:
+        _process.close_spares()  # not taken: the arguments were bad
+
+
+def _compare_in(args: argparse.Namespace) -> int:
     import diffkit as dk
 
     if args.target and args.problem:
@@ -272,45 +290,42 @@ def _compare(args: argparse.Namespace) -> int:
     methods = _split(args.methods) or dk.names()
     for m in methods:
         dk.get(m)  # fail early, naming the valid choices
-    runs = [(methods, sizes)]
-    if sizes is QUICK_SUITE and SMALL_ONLY & set(methods):  # slow methods: small sizes only
-        small = sorted(SMALL_ONLY & set(methods))
-        runs = [([m for m in methods if m not in small], sizes), (small, QUICK_SMALL)]
+    method_sizes = None
+    if sizes is QUICK_SUITE:  # methods whose cost swells with n: small sizes only
+        method_sizes = {m: QUICK_SMALL for m in SMALL_ONLY & set(methods)}
     out = Path(args.out)
     path = out / RESULTS_FILE
     err = _console(stderr=True)
     err.print(f"diffkit compare: {_header()}, {args.dtype}; results in {out}/")
     progress = _progress("measuring")
-    done = [0, 0]  # cases finished in earlier runs, and in all runs
+    done = [0]  # cases finished
 
     def step(rec: dict[str, Any], index: int, total: int) -> None:
-        done[1] = done[0] + index
-        progress.update(task, total=done[0] + total, completed=done[1])
+        done[0] = index
         what = f"{rec['problem']} n={rec.get('n')} {rec['method']}"
-        progress.update(task, description=what)
+        progress.update(task, total=total, completed=index, description=what)
         if not err.is_terminal:  # a log: one line per case instead of a live bar
-            err.print(f"[{done[1]}/{done[0] + total}] {what}: {rec['outcome']}")
+            err.print(f"[{index}/{total}] {what}: {rec['outcome']}")
 
     try:
         with progress:
             task = progress.add_task("", total=None)
-            for i, (run_methods, run_sizes) in enumerate(runs):
-                dk.harness.sweep(
-                    problems,
-                    run_sizes,
-                    run_methods,
-                    args.dtype,
-                    out=path,
-                    budget=args.budget,
-                    resume=args.resume or i > 0,
-                    progress=step,
-                    min_time=args.min_time,
-                )
-                done[0] = done[1]
+            dk.harness.sweep(
+                problems,
+                sizes,
+                methods,
+                args.dtype,
+                method_sizes=method_sizes,
+                out=path,
+                budget=args.budget,
+                resume=args.resume,
+                progress=step,
+                min_time=args.min_time,
+            )
     except KeyboardInterrupt:
         _write_outputs(dk.harness.load(path) if path.exists() else dk.harness.Results([]), out)
         print(
-            f"diffkit: interrupted; {done[1]} finished case(s) kept in {path}; "
+            f"diffkit: interrupted; {done[0]} finished case(s) kept in {path}; "
             "run the same command with --resume to continue",
             file=sys.stderr,
         )
@@ -328,6 +343,13 @@ def _compare(args: argparse.Namespace) -> int:
         con.print(verdict(res.records))
         con.print(f"Wrote {', '.join(str(f) for f in files)}")
     return 0
+
+
+def _import_plotting() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot
 
 
 def _write_outputs(res: Any, out: Path) -> list[Path]:

@@ -314,11 +314,18 @@ class Symbolic(Differentiator):
             )
         if not (isinstance(size_budget, int) and size_budget > 0):
             raise DiffkitError(f"symbolic: size_budget must be a positive int, got {size_budget!r}")
-        self.S = rules.backend(backend)
-        if simplify and self.S.simplify is None:
+        self.backend = backend
+        if backend != "sympy":  # SymPy is imported on first use; others (and unknown names)
+            _ = self.S  # are checked now
+        if simplify and backend != "sympy":
             raise DiffkitError("symbolic: simplify=True needs backend='sympy'")
         self.cse, self.simplify, self.memoize = cse, simplify, memoize
         self.time_budget, self.size_budget = float(time_budget), size_budget
+
+    @functools.cached_property
+    def S(self) -> Any:
+        """The expression backend's namespace (SymPy or SymEngine), imported on first use."""
+        return rules.backend(self.backend)
 
     def passes(self, op: str, n: int, m: int = 1) -> int:
         """One call of the compiled program (outputs and the full Jacobian) for any ``op``.
@@ -413,14 +420,20 @@ class Symbolic(Differentiator):
         )
         program = None if fresh else _CACHE.get(key)
         if program is None:
-            program = self._build(traced, primals, budget)
+            program = self._build(traced, primals, budget, compile_now=fresh)
             _CACHE[key] = program
             while len(_CACHE) > _CACHE_SIZE:
                 _CACHE.popitem(last=False)
         _CACHE.move_to_end(key)
         return program, traced
 
-    def _build(self, traced: Any, primals: tuple, budget: _Budget) -> _Program:
+    def _build(
+        self, traced: Any, primals: tuple, budget: _Budget, compile_now: bool = False
+    ) -> _Program:
+        """The symbolic program of ``traced``. XLA compiles it here only for ``swell``
+        (``compile_now``), which reports that stage; elsewhere the program is compiled where
+        it is used (inlined into the caller's ``jax.jit``, or on its first eager call), so a
+        jitted derivative is compiled once, not twice."""
         S, closed = self.S, traced.closed
         xs = [_symbols(S, f"x{k}", tuple(p.shape)) for k, p in enumerate(primals)]
         const_index = tuple(i for i, c in enumerate(closed.consts) if _runtime(c))
@@ -491,15 +504,16 @@ class Symbolic(Differentiator):
             d_lines = [*_assignments(S, d_repl), f"    jacobian = {_printed(S, d_red)}"]
             source = "\n".join([*f_lines, *d_lines, "    return values, jacobian", ""])
 
-        with budget.stage("compile", "program characters", interruptible=False):
-            budget.size = len(source)
-            fn = jax.jit(_compile(source, closed, traced.n_outs, primals, len(inputs)))
-            specs = [jax.ShapeDtypeStruct(p.shape, p.dtype) for p in primals]
-            specs += [
-                jax.ShapeDtypeStruct(np.shape(closed.consts[i]), closed.consts[i].dtype)
-                for i in const_index
-            ]
-            fn.lower(*specs).compile()
+        fn = jax.jit(_compile(source, closed, traced.n_outs, primals, len(inputs)))
+        if compile_now:
+            with budget.stage("compile", "program characters", interruptible=False):
+                budget.size = len(source)
+                specs = [jax.ShapeDtypeStruct(p.shape, p.dtype) for p in primals]
+                specs += [
+                    jax.ShapeDtypeStruct(np.shape(closed.consts[i]), closed.consts[i].dtype)
+                    for i in const_index
+                ]
+                fn.lower(*specs).compile()
 
         def sizes(exprs: list[Any], cse: tuple, lines: list[str]) -> Sizes:
             return Sizes(

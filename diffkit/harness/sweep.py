@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
+from diffkit import _process
 from diffkit._errors import DiffkitError
 from diffkit._interface import names
 from diffkit.harness.measure import finish_record, new_record, resolve_method, run_case
@@ -43,135 +40,6 @@ QUICK: dict[str, Any] = {
     "min_time": 0.05,
     "budget": 20.0,
 }
-
-#: Seconds the work shared by the methods of one size (compiling the primal, computing the
-#: float64 reference) may take, apart from each method's budget.
-SHARED_TIMEOUT = 300.0
-
-#: Seconds a fresh worker may take to import JAX and diffkit.
-STARTUP_TIMEOUT = 120.0
-
-
-def _rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-def _default_memory_limit() -> float | None:
-    try:
-        return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-class _Worker:
-    """One ``python -m diffkit.harness._worker`` process and a thread reading its answers."""
-
-    def __init__(self) -> None:
-        started = time.perf_counter()
-        paths = [p or os.getcwd() for p in sys.path]
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
-        self.errors: IO[str] = tempfile.TemporaryFile("w+")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diffkit.harness._worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.errors,
-            text=True,
-            env=env,
-        )
-        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
-        ready = self._next(time.perf_counter() + STARTUP_TIMEOUT, None)
-        if not isinstance(ready, dict) or ready.get("event") != "ready":
-            self.close()
-            raise DiffkitError(f"the sweep's worker process failed to start: {self._last_error()}")
-        self.startup_s = time.perf_counter() - started
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.messages.put(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        self.messages.put(None)
-
-    def _next(self, deadline: float, memory_limit: float | None) -> dict[str, Any] | str | None:
-        """The next message; "timeout" or "out-of-memory" (after killing the process); or
-        None when the process has died."""
-        while True:
-            try:
-                return self.messages.get(timeout=0.05)
-            except queue.Empty:
-                pass
-            if time.perf_counter() > deadline:
-                self.kill()
-                return "timeout"
-            rss = _rss_bytes(self.proc.pid) if memory_limit else None
-            if rss is not None and memory_limit is not None and rss > memory_limit:
-                self.kill()
-                return "out-of-memory"
-
-    def run(
-        self, case: dict[str, Any], budget: float, memory_limit: float | None
-    ) -> tuple[dict[str, Any] | None, str, str, dict[str, Any]]:
-        """Run one case: ``(record or None, outcome, message, start message)``."""
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(json.dumps(case) + "\n")
-        self.proc.stdin.flush()
-        # The shared work of a size (primal, reference) gets its own deadline; the budget
-        # clock starts when the worker reports the method's own work has begun.
-        deadline = time.perf_counter() + max(SHARED_TIMEOUT, budget)
-        start: dict[str, Any] = {}
-        while True:
-            msg = self._next(deadline, memory_limit)
-            if msg == "timeout":
-                if not start:
-                    what = "the primal and float64 reference of this size"
-                    return None, "timeout", f"{what} took over {SHARED_TIMEOUT:g} s", start
-                return None, "timeout", f"exceeded the budget of {budget:g} s", start
-            if msg == "out-of-memory":
-                limit = f"{memory_limit / 2**30:.1f} GiB" if memory_limit else "?"
-                return None, "out-of-memory", f"resident memory passed {limit}", start
-            if msg is None:
-                code = self.proc.wait()
-                outcome = "out-of-memory" if code == -9 else "error"
-                return None, outcome, f"worker died (exit {code}): {self._last_error()}", start
-            assert isinstance(msg, dict)
-            if msg.get("event") == "start":
-                start = msg
-                deadline = time.perf_counter() + budget
-            elif msg.get("event") == "result":
-                return msg["record"], msg["record"]["outcome"], msg["record"]["message"], start
-
-    def _last_error(self) -> str:
-        self.errors.seek(0)
-        lines = [ln.strip() for ln in self.errors.read().splitlines() if ln.strip()]
-        return lines[-1][:300] if lines else "no message"
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-
-    def close(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            try:
-                self.proc.stdin.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.errors.close()
 
 
 class _Appender:
@@ -201,33 +69,55 @@ def _as_problems(problems: str | Problem | Iterable[str | Problem]) -> list[Prob
     return [get_problem(p) for p in problems]
 
 
+Sizes = Sequence[int] | dict[str, Sequence[int]]
+
+
 def _plan(
     problems: list[Problem],
-    sizes: Sequence[int] | dict[str, Sequence[int]] | None,
+    sizes: Sizes | None,
     methods: list[str],
     dtypes: list[str],
     seed: int,
+    method_sizes: dict[str, Sizes] | None = None,
 ) -> Iterator[tuple[Problem, str, list[dict[str, Any]]]]:
-    """Cases grouped by (problem, dtype), sizes ascending, every method at each size."""
-    for prob in problems:
-        chosen = sizes.get(prob.name) if isinstance(sizes, dict) else sizes
-        chosen = sorted({int(s) for s in (chosen or prob.sizes)})
+    """Cases grouped by (problem, dtype), sizes ascending, at each size every method that runs
+    there (all of them, except those given their own sizes in ``method_sizes``)."""
+
+    def chosen(prob: Problem, spec: Sizes | None, own: bool) -> set[int]:
+        picked = spec.get(prob.name) if isinstance(spec, dict) else spec
+        if own and not picked:  # a method of method_sizes without sizes for this problem
+            return set()
         if len(prob.sizes) == 1:  # a fixed-size problem: one case per method
-            chosen = [prob.sizes[0]]
+            return {prob.sizes[0]}
+        return {int(s) for s in (picked or prob.sizes)}
+
+    own = method_sizes or {}
+    for prob in problems:
+        by_method = {
+            m: chosen(prob, own[m], True) if m in own else chosen(prob, sizes, False)
+            for m in methods
+        }
+        all_sizes = sorted(set().union(*by_method.values()))
         for dtype in dtypes:
             yield (
                 prob,
                 dtype,
-                [new_record(prob, s, m, dtype, seed) for s in chosen for m in methods],
+                [
+                    new_record(prob, s, m, dtype, seed)
+                    for s in all_sizes
+                    for m in methods
+                    if s in by_method[m]
+                ],
             )
 
 
 def sweep(
     problems: str | Problem | Iterable[str | Problem],
-    sizes: Sequence[int] | dict[str, Sequence[int]] | None = None,
+    sizes: Sizes | None = None,
     methods: Sequence[str] | None = None,
     dtypes: str | Sequence[str] = "float32",
     *,
+    method_sizes: dict[str, Sizes] | None = None,
     out: str | os.PathLike[str] | None = None,
     budget: float = 60.0,
     resume: bool = True,
@@ -243,7 +133,10 @@ def sweep(
     * ``problems``: names, or :class:`Problem` objects from ``get_problem`` (with options);
       ``sizes``: one list for every problem, a dict by problem name, or None for each
       problem's default sizes; ``methods``: registered names or ``"module:Class"`` paths
-      (default: every registered differentiator); ``dtypes``: "float32" and/or "float64".
+      (default: every registered differentiator); ``dtypes``: "float32" and/or "float64";
+      ``method_sizes``: sizes of their own for some methods (a list, or a dict by problem
+      name: a problem missing from it gets no case of that method), e.g. to keep a method
+      whose cost swells with n to small sizes.
     * ``out``: the JSON-lines file (default: a new temporary file); ``resume``: skip the
       cases already stored there (False: start the file afresh).
     * ``budget``: seconds per case for the method's own work (trace, compile, first call,
@@ -277,7 +170,7 @@ def sweep(
                     "register it (or give the user function as 'module:function'), or pass "
                     "isolate=False"
                 )
-    memory_limit = _default_memory_limit() if memory_limit == -1 else memory_limit
+    memory_limit = _process.default_memory_limit() if memory_limit == -1 else memory_limit
     if out is None:
         fd, out = tempfile.mkstemp(prefix="diffkit-sweep-", suffix=".jsonl")
         os.close(fd)
@@ -285,12 +178,20 @@ def sweep(
     if not resume and path.exists():
         path.unlink()
     done = {r["key"]: r for r in read_records(path)} if path.exists() else {}
-    groups = list(_plan(probs, sizes, methods, dtypes, seed))
+    unknown = set(method_sizes or {}) - set(methods)
+    if unknown:
+        raise DiffkitError(
+            f"sweep: method_sizes names {', '.join(sorted(unknown))}, not among the methods"
+        )
+    groups = list(_plan(probs, sizes, methods, dtypes, seed, method_sizes))
     total = sum(len(cases) for *_, cases in groups)
     stopped: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
     writer = _Appender(path)
-    worker: _Worker | None = None
+    pending = any(
+        finish_record(dict(c), "error")["key"] not in done for *_, cases in groups for c in cases
+    )
+    worker = _process.take() if isolate and pending else None  # starts in the background
     shared: dict[str, Any] = {}  # in-process runs: what the methods of one size share
     try:
         for prob, dtype, cases in groups:
@@ -304,7 +205,7 @@ def sweep(
                     if series in stopped:
                         rec = _skipped(case, stopped[series])
                     elif isolate:
-                        worker = worker or _Worker()
+                        worker = worker or _process.take()
                         rec = _isolated(worker, case, budget, memory_limit, min_time, accuracy)
                         if worker.proc.poll() is not None:  # killed or died: restart
                             worker.close()
@@ -328,7 +229,7 @@ def sweep(
 
 
 def _isolated(
-    worker: _Worker,
+    worker: _process.Worker,
     case: dict[str, Any],
     budget: float,
     memory_limit: float | None,
@@ -338,6 +239,7 @@ def _isolated(
     """Run a case in the worker; a record from the parent when the worker could not answer."""
     fresh = not getattr(worker, "used", False)
     worker.used = True  # type: ignore[attr-defined]
+    started = time.perf_counter()
     request = {
         "id": 0,
         "problem": case["problem"],
@@ -349,7 +251,6 @@ def _isolated(
         "min_time": min_time,
         "accuracy": accuracy,
     }
-    started = time.perf_counter()
     rec, outcome, message, start = worker.run(request, budget, memory_limit)
     if rec is None:
         rec = dict(case, n=start.get("n"), m=start.get("m"), case_s=time.perf_counter() - started)

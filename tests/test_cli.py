@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import diffkit as dk
-from diffkit.cli import main, parse_sizes
+from diffkit.cli import main, parse_sizes, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +69,49 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
     assert "Traceback" not in err
     for needle in needles:
         assert needle in lines[0]
+
+
+def test_import_and_help_load_no_jax() -> None:
+    """``import diffkit`` and ``diffkit --help`` stay light: JAX loads on first use, after
+    ``--backend`` has been read; ``dk.get("symbolic")`` imports SymPy only when it works."""
+    code = (
+        "import sys, diffkit, diffkit.cli as cli; assert 'jax' not in sys.modules\n"
+        "try: cli.main(['compare', '--help'])\nexcept SystemExit: pass\n"
+        "assert 'jax' not in sys.modules\n"
+        "import diffkit as dk; d = dk.get('symbolic'); assert 'sympy' not in sys.modules\n"
+        "assert float(d.grad(lambda x: x * x)(3.0)) == 6.0 and 'sympy' in sys.modules\n"
+        "print('ok')"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
+
+
+def test_verdict_names_a_mode_measured_on_another_problem() -> None:
+    def rec(problem: str, n: int, method: str, mode: str, ratio: float) -> dict:
+        return {"problem": problem, "quantity": "grad", "n": n, "m": 1, "method": method,
+                "mode": mode, "outcome": "ok", "ratio": ratio, "accurate": True,
+                "dtype": "float32"}  # fmt: skip
+
+    text = verdict([rec("mlp", 10_000, "tape", "reverse", 2.0), rec("tiny-net", 9, "symbolic",
+                    "symbolic", 1.5)])  # fmt: skip
+    assert "reverse mode 2x the forward pass (tape); symbolic 1.5x at n=9 on tiny-net" in text
+
+
+def test_a_spare_worker_serves_only_its_own_environment(monkeypatch) -> None:
+    from diffkit import _process
+
+    _process.prestart()
+    spare = _process._SPARE[0]
+    monkeypatch.setenv("DIFFKIT_TEST_MARK", "1")  # the environment changed since
+    fresh = _process.take()
+    try:
+        assert fresh is not spare and spare.proc.poll() is not None  # the stale one ended
+        assert not _process._SPARE
+    finally:
+        fresh.close()
 
 
 def test_parse_sizes() -> None:

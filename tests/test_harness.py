@@ -368,6 +368,30 @@ def test_sweep_rejects_bad_input(tmp_path: Path) -> None:
         sweep("lse", [3], ["nope"], out=tmp_path / "x.jsonl")
     with pytest.raises(dk.DiffkitError, match="dtype"):
         sweep("lse", [3], ["jax-rev"], "float16", out=tmp_path / "x.jsonl")
+    with pytest.raises(dk.DiffkitError, match="method_sizes names fd, not among the methods"):
+        sweep("lse", [3], ["jax-rev"], method_sizes={"fd": [3]}, out=tmp_path / "x.jsonl")
+
+
+def test_method_sizes_give_some_methods_sizes_of_their_own(tmp_path: Path) -> None:
+    res = sweep(
+        ["lse", "tiny-net"], [3, 6], ["jax-rev", "fd"], method_sizes={"fd": {"lse": [2, 3]}},
+        min_time=0.01, isolate=False, accuracy=False, out=tmp_path / "s.jsonl",
+    )  # fmt: skip
+    cases = [(r["problem"], r["size"], r["method"]) for r in res]
+    assert cases == [  # size by size; fd only at its own sizes, and not on tiny-net
+        ("lse", 2, "fd"),
+        ("lse", 3, "jax-rev"), ("lse", 3, "fd"),
+        ("lse", 6, "jax-rev"),
+        ("tiny-net", 9, "jax-rev"),
+    ]  # fmt: skip
+
+
+def test_a_slow_derivative_is_timed_by_its_first_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("diffkit.harness.measure.SLOW_CALL", 0.0)  # every call counts as slow
+    rec = run_case("lse", 3, "jax-rev", min_time=0.01, accuracy=False)
+    assert rec["outcome"] == "ok" and rec["time_n"] == 1
+    assert rec["time_median"] == rec["time_min"] == rec["first_call_s"]
+    assert rec["primal_n"] >= 3  # the primal is still timed in full
 
 
 # ------------------------------------------------------------------ analysis

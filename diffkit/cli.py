@@ -131,7 +131,10 @@ def _header() -> str:
 
     meta = metadata()
     devices = ", ".join(sorted({d.device_kind for d in jax.devices()}))
-    return f"backend {meta['backend']} ({meta['device_count']} x {devices}), jax {meta['jax']}"
+    head = f"backend {meta['backend']} ({meta['device_count']} x {devices}), jax {meta['jax']}"
+    if meta["matmul_precision"] != "default":
+        head += f", matmul precision {meta['matmul_precision']}"
+    return head
 
 
 # ------------------------------------------------------------------------ compare
@@ -233,7 +236,20 @@ def verdict(records: Sequence[dict[str, Any]]) -> str:
                 + (f" m={r['m']}" if r["m"] > 1 else "")
                 for r in bad[:4]
             )
+            + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
             + "."
+        )
+    if any(
+        r["dtype"] == "float32"
+        and r.get("mode") != "numerical"
+        and r.get("meta", {}).get("backend") == "gpu"
+        and r.get("meta", {}).get("matmul_precision", "default") == "default"
+        for r in bad
+    ):
+        parts.append(
+            "On GPUs, float32 matrix products default to reduced precision (TF32 on NVIDIA, "
+            "about 3 digits), which derivatives inherit: --matmul-precision highest gives "
+            "full float32."
         )
     failed = [r for r in records if r["outcome"] != "ok"]
     if failed:
@@ -784,6 +800,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--backend", choices=list(_PLATFORMS), help="the JAX platform to run on (default: JAX's)"
     )
+    common.add_argument(
+        "--matmul-precision",
+        choices=["default", "high", "highest"],
+        help="precision of float32 matrix products (JAX's jax_default_matmul_precision; on "
+        "recent NVIDIA GPUs 'default' is TF32, about 3 digits: 'highest' gives full float32)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, help: str, epilog: str, run: Callable[..., int]) -> Any:
@@ -862,11 +884,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _backend(name: str | None) -> Iterator[None]:
-    if name:
-        os.environ["JAX_PLATFORMS"] = _PLATFORMS[name]  # this process and sweep workers
-        if "jax" in sys.modules:
-            sys.modules["jax"].config.update("jax_platforms", _PLATFORMS[name])
+def _jax_settings(args: argparse.Namespace) -> Iterator[None]:
+    """``--backend`` and ``--matmul-precision``, for this process and the sweep workers."""
+    settings = {"jax_platforms": _PLATFORMS.get(args.backend or "")}
+    settings["jax_default_matmul_precision"] = getattr(args, "matmul_precision", None)
+    for option, value in settings.items():
+        if value:
+            os.environ[option.upper()] = value  # JAX reads its options from JAX_... too
+            if "jax" in sys.modules:
+                sys.modules["jax"].config.update(option, value)
     yield
 
 
@@ -878,7 +904,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        with _backend(args.backend):
+        with _jax_settings(args):
             return int(args.run(args))
     except KeyboardInterrupt:
         print("diffkit: interrupted", file=sys.stderr)

@@ -100,6 +100,27 @@ def test_verdict_names_a_mode_measured_on_another_problem() -> None:
     assert "reverse mode 2x the forward pass (tape); symbolic 1.5x at n=9 on tiny-net" in text
 
 
+def test_verdict_explains_tf32_on_gpu() -> None:
+    meta = {"backend": "gpu", "matmul_precision": "default"}
+    rec = {"problem": "mlp", "quantity": "grad", "n": 100, "m": 1, "method": "jax-rev",
+           "mode": "reverse", "outcome": "ok", "ratio": 1.5, "accurate": False,
+           "dtype": "float32", "meta": meta}  # fmt: skip
+    assert "--matmul-precision highest" in verdict([rec])
+    rec["meta"]["matmul_precision"] = "highest"  # then the error has another cause
+    assert "--matmul-precision" not in verdict([rec])
+    assert "--matmul-precision" not in verdict([dict(rec, meta={"backend": "cpu"})])
+
+
+def test_matmul_precision_reaches_the_worker_and_the_results(tmp_path) -> None:
+    out = tmp_path / "r"
+    args = ["compare", "--problem", "lse", "--sizes", "3", "--methods", "jax-rev"]
+    done = run(*args, "--matmul-precision", "highest", "--out", str(out), "--min-time", "0.01")
+    assert done.returncode == 0, done.stderr
+    assert "matmul precision highest" in done.stdout
+    (rec,) = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert rec["meta"]["matmul_precision"] == "highest" and "highest" in rec["key"]
+
+
 def test_a_spare_worker_serves_only_its_own_environment(monkeypatch) -> None:
     from diffkit import _process
 

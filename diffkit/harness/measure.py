@@ -138,6 +138,7 @@ def metadata() -> dict[str, Any]:
         "diffkit": __version__,
         "jax": jax.__version__,
         "jaxlib": _version("jaxlib"),
+        "matmul_precision": jax.config.jax_default_matmul_precision or "default",
         "machine": platform.machine(),
         "numpy": np.__version__,
         "platform": platform.platform(),
@@ -290,7 +291,13 @@ def _rho(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 def case_key(rec: dict[str, Any]) -> str:
     """The identity of a case: a resumed sweep skips cases whose key is already stored."""
     fields = ("problem", "problem_options", "size", "method", "method_options", "dtype", "seed")
-    return json.dumps([rec.get(f) for f in fields] + [rec.get("meta", {}).get("backend")])
+    meta = rec.get("meta", {})
+    precision = meta.get("matmul_precision", "default")
+    return json.dumps(
+        [rec.get(f) for f in fields]
+        + [meta.get("backend")]
+        + ([precision] if precision != "default" else [])  # keys of older results hold
+    )
 
 
 def _finite(x: float | None) -> float | None:

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -244,6 +245,11 @@ def _equations(jaxpr: Any):
 # ------------------------------------------------------------------ results
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["value", "grad", "error", "step"],
+    meta_fields=["evaluations", "scheme", "order"],
+)  # a pytree: ``jax.jit(d.gradient(f))`` works
 @dataclass(frozen=True)
 class FDResult:
     """A finite-difference gradient with what it cost and how far off it may be.
@@ -373,11 +379,11 @@ def step_sweep(
     if reference is None:
         with jax.enable_x64(True):
             x64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), x)
-            reference = jax.grad(f)(x64)
+            reference = jax.jit(jax.grad(f))(x64)  # jitted: one compile, not one per op
     want = np.concatenate([np.ravel(r) for r in jax.tree_util.tree_leaves(reference)])
     flat = lambda g: np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(g)])  # noqa: E731
     at_step = jax.jit(lambda h: get("fd", scheme=scheme, order=rule.order, step=h).grad(f)(x))
     with np.errstate(invalid="ignore"):
         errors = np.array([rho(flat(at_step(jnp.asarray(h, dtype))), want) for h in steps])
-    default = rho(flat(get("fd", scheme=scheme, order=rule.order).grad(f)(x)), want)
+    default = rho(flat(jax.jit(get("fd", scheme=scheme, order=rule.order).grad(f))(x)), want)
     return StepSweep(steps, errors, scheme, rule.order, str(dtype), default)

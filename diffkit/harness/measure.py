@@ -258,24 +258,25 @@ def reference(inst: Instance) -> tuple[np.ndarray, float]:
     """The float64 derivative of ``inst`` at its own inputs (``jax.grad`` or
     ``jax.jacrev``), flattened, and a cross-check by forward mode: rho between ``J v`` from
     one ``jax.jvp`` along a random direction ``v`` and the reference contracted with ``v``."""
-    with jax.enable_x64(True):
-        args = jax.tree_util.tree_map(
+    rev = jax.grad if inst.quantity == "grad" else jax.jacrev
+    n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(inst.args[0]))
+    v = np.random.default_rng(1).standard_normal(n)
+
+    def both(args: tuple[Any, ...], v: Array) -> tuple[Any, Any]:  # one compilation, which
+        args = jax.tree_util.tree_map(  # also casts: eager casts would compile apart
             lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
-            inst.args,
+            args,
         )
-        rev = jax.grad if inst.quantity == "grad" else jax.jacrev
         x, unravel = ravel_pytree(args[0])
-        v = jnp.asarray(np.random.default_rng(1).standard_normal(x.size))
+        fun = lambda x: inst.fun(unravel(x), *args[1:])  # noqa: E731
+        return rev(inst.fun)(*args), jax.jvp(fun, (x,), (v,))[1]
 
-        def both(args: tuple[Any, ...], v: Array) -> tuple[Any, Any]:  # one compilation
-            fun = lambda x: inst.fun(unravel(x), *args[1:])  # noqa: E731
-            return rev(inst.fun)(*args), jax.jvp(fun, (ravel_pytree(args[0])[0],), (v,))[1]
-
+    with jax.enable_x64(True):
         # Not timed, so compiled with less optimisation: a third of the compile time on CPU.
-        compiled = jax.jit(both).lower(args, v).compile(_QUICK_COMPILE)
-        ref_tree, jv = compiled(args, v)
+        compiled = jax.jit(both).lower(inst.args, v).compile(_QUICK_COMPILE)
+        ref_tree, jv = compiled(inst.args, v)
         ref = _flat64(ref_tree)
-        check = _rho(_flat64(jv), ref.reshape(-1, x.size) @ np.asarray(v))[0]
+        check = _rho(_flat64(jv), ref.reshape(-1, n) @ v)[0]
     return ref, check
 
 

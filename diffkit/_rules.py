@@ -12,6 +12,9 @@ each built by one constructor that writes its chain rule once:
   itself applied to the tangents, and one transpose function gives each argument's cotangent.
 * :func:`zero` -- piecewise-constant primitives and ``stop_gradient``: no derivative flows.
 
+Reductions whose derivative depends on the values (``reduce_max``, ``reduce_prod``) are rows
+of one more constructor, ``_reduction``, from their partials ``d y / d x``.
+
 Every rule is written with ``jax.numpy`` / ``lax``, so what the differentiators emit is itself a
 JAX program: it can be jit-compiled, vmapped and differentiated again. An equation whose inputs
 carry no derivative, or whose outputs are all integer or boolean (comparisons, ``argmax``,
@@ -49,7 +52,7 @@ VjpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], Sequence[boo
 class Rule:
     """One row of the table: how a primitive pushes tangents and pulls cotangents."""
 
-    kind: str  # "elementwise", "linear" or "zero" (for documentation and printing)
+    kind: str  # "elementwise", "linear", "reduction" or "zero" (for documentation, printing)
     jvp: JvpFn
     vjp: VjpFn
 
@@ -278,21 +281,38 @@ def _gather_tangent(t, indices, **prm):
 # --------------------------------------------------- non-elementwise extras
 
 
-def _chooser(prim, xs, ys, axes):
+def _chooser(x, y, axes):
     """Where ``reduce_max`` / ``reduce_min`` picked their value, split evenly among ties."""
-    hit = (xs[0] == _sum_to(ys[0], xs[0], axes)).astype(ys[0].dtype)
-    return hit / _sum_to(jnp.sum(hit, axis=axes), xs[0], axes)
+    hit = (x == _sum_to(y, x, axes)).astype(y.dtype)
+    return hit / _sum_to(jnp.sum(hit, axis=axes), x, axes)
 
 
-def _chooser_rule() -> Rule:
+def _others_product(x, y, axes):
+    """d prod(x) / d x_i: the product of the other entries, exact where x has zeros (the
+    exclusive products from the left times those from the right, not prod / x_i)."""
+    keep = [d for d in range(jnp.ndim(x)) if d not in axes]
+    order = (*keep, *axes)
+    moved = jnp.transpose(x, order)
+    flat = moved.reshape(*moved.shape[: len(keep)], -1)
+    ones = jnp.ones_like(flat[..., :1])
+    left = jnp.concatenate([ones, jnp.cumprod(flat[..., :-1], axis=-1)], axis=-1)
+    right = jnp.cumprod(flat[..., ::-1], axis=-1)[..., ::-1]
+    right = jnp.concatenate([right[..., 1:], ones], axis=-1)
+    return jnp.transpose((left * right).reshape(moved.shape), np.argsort(order))
+
+
+def _reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:
+    """A row for a reduction ``y = r(x, axes)`` from its partials ``weights(x, y, axes)``
+    (``d y / d x``, shaped like ``x``): ``y_dot = sum(w * x_dot)``, ``x_bar = w * y_bar``."""
+
     def jvp(prim, xs, x_dots, ys, prm):
-        return [jnp.sum(_chooser(prim, xs, ys, prm["axes"]) * x_dots[0], axis=prm["axes"])]
+        return [jnp.sum(weights(xs[0], ys[0], prm["axes"]) * x_dots[0], axis=prm["axes"])]
 
     def vjp(prim, xs, ys, y_bars, needs, prm):
-        w = _chooser(prim, xs, ys, prm["axes"])
+        w = weights(xs[0], ys[0], prm["axes"])
         return [w * _sum_to(y_bars[0], xs[0], prm["axes"])]
 
-    return Rule("linear", jvp, vjp)
+    return Rule("reduction", jvp, vjp)
 
 
 def _split_t(i, cts, x, *, sizes, axis):
@@ -375,8 +395,9 @@ RULES: dict[str, Rule] = {
     "stop_gradient": zero(),
     # reductions
     "reduce_sum": linear(lambda i, ct, x, *, axes, **_: _sum_to(ct, x, axes)),
-    "reduce_max": _chooser_rule(),
-    "reduce_min": _chooser_rule(),
+    "reduce_max": _reduction(_chooser),
+    "reduce_min": _reduction(_chooser),
+    "reduce_prod": _reduction(_others_product),
     "cumsum": linear(lambda i, ct, x, *, axis, reverse: lax.cumsum(ct, axis, not reverse)),
     # contraction
     "dot_general": linear(_dot_t, multilinear=True),

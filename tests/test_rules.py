@@ -32,6 +32,10 @@ DOMAINS: dict[str, Callable] = {
     "pos": lambda r, s: r.uniform(0.5, 2.0, size=s),
     "unit": lambda r, s: r.uniform(-0.9, 0.9, size=s),
     "gt1": lambda r, s: r.uniform(1.2, 3.0, size=s),
+    # normal, with exact zeros at every fifth entry (rules must not divide by x)
+    "zeros": lambda r, s: np.where(
+        np.arange(np.prod(s)).reshape(s) % 5 == 1, 0.0, r.normal(size=s)
+    ),
 }
 
 
@@ -143,6 +147,13 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec("reduce_max", lambda x: jnp.max(x, axis=0), R34),
         Spec("reduce_max", lambda x: jnp.max(jnp.round(x)), R34, label="ties"),
         Spec("reduce_min", lambda x: jnp.min(x, axis=(0, 1)), R34),
+        Spec("reduce_prod", lambda x: (jnp.prod(x, axis=1), jnp.prod(x[:, :2], axis=0)), R34),
+        Spec(  # exact zeros in x: the partials are the others' product, not prod / x
+            "reduce_prod",
+            lambda x: (jnp.prod(x, axis=0), jnp.prod(x[:, 1:], axis=1), jnp.prod(x)),
+            (("zeros", (3, 4)),),
+            label="zeros",
+        ),
         Spec("cumsum", lambda x: lax.cumsum(x, axis=1) + lax.cumsum(x, axis=0, reverse=True), R34),
     ],
     "contraction": [

@@ -154,40 +154,56 @@ def _sympy_chain_rule(expr: Any, x: Any, memo: dict[Any, Any]) -> Any:
     the expression as a tree, which is exponential on the shared graphs programs produce."""
     import sympy
 
-    stack = [expr]
-    while stack:
-        e = stack[-1]
-        if e in memo:
-            stack.pop()
-            continue
-        if e == x:
-            memo[e] = sympy.S.One
-            continue
-        args = e.args if isinstance(e, sympy.Expr) else ()
+    def children(e: Any) -> tuple[Any, ...]:
         if isinstance(e, sympy.Piecewise):
-            args = tuple(a.expr for a in e.args)
-        pending = [a for a in args if a not in memo]
-        if pending:
-            stack.extend(pending)
-            continue
-        stack.pop()
-        d = [memo[a] for a in args]
+            return tuple(a.expr for a in e.args)
+        return e.args if isinstance(e, sympy.Expr) and e != x else ()
+
+    def derivative(e: Any, args: tuple[Any, ...], d: list[Any]) -> Any:
+        if e == x:
+            return sympy.S.One
         if not any(d) or isinstance(e, sympy.Heaviside | sympy.sign):  # piecewise constant
-            memo[e] = sympy.S.Zero
-        elif isinstance(e, sympy.Add):
-            memo[e] = sympy.Add(*d)
-        elif isinstance(e, sympy.Mul):
-            memo[e] = sympy.Add(*(sympy.Mul(*args[:i], di, *args[i + 1 :]) for i, di in _nz(d)))
-        elif isinstance(e, sympy.Pow):
+            return sympy.S.Zero
+        if isinstance(e, sympy.Add):
+            return sympy.Add(*d)
+        if isinstance(e, sympy.Mul):
+            return sympy.Add(*(sympy.Mul(*args[:i], di, *args[i + 1 :]) for i, di in _nz(d)))
+        if isinstance(e, sympy.Pow):
             (b, p), (db, dp) = args, d
-            memo[e] = p * b ** (p - 1) * db + (e * sympy.log(b) * dp if dp else 0)
-        elif isinstance(e, sympy.Piecewise):
-            memo[e] = sympy.Piecewise(*((di, a.cond) for di, a in zip(d, e.args, strict=True)))
-        elif hasattr(e, "fdiff"):  # functions, Max, Min, Abs, ...
-            memo[e] = sympy.Add(*(e.fdiff(i + 1) * di for i, di in _nz(d)))
-        else:
-            memo[e] = sympy.diff(e, x)
+            return p * b ** (p - 1) * db + (e * sympy.log(b) * dp if dp else 0)
+        if isinstance(e, sympy.Piecewise):
+            return sympy.Piecewise(*((di, a.cond) for di, a in zip(d, e.args, strict=True)))
+        if hasattr(e, "fdiff"):  # functions, Max, Min, Abs, ...
+            return sympy.Add(*(e.fdiff(i + 1) * di for i, di in _nz(d)))
+        return sympy.diff(e, x)
+
+    _bottom_up([expr], memo, children, derivative)
     return memo[expr]
+
+
+def _bottom_up(
+    roots: Iterable[Any],
+    memo: dict[Any, Any],
+    children: Callable[[Any], tuple[Any, ...]],
+    combine: Callable[[Any, tuple[Any, ...], list[Any]], Any],
+) -> None:
+    """``memo[e] = combine(e, children(e), [memo[c] for c in children(e)])`` for every node
+    reachable from ``roots`` and not yet in ``memo``, children first, each distinct node once.
+    Iterative: the graphs of programs are too deep for recursion."""
+    for root in roots:
+        stack = [root]
+        while stack:
+            e = stack[-1]
+            if e in memo:
+                stack.pop()
+                continue
+            kids = children(e)
+            pending = [a for a in kids if a not in memo]
+            if pending:
+                stack.extend(pending)
+                continue
+            stack.pop()
+            memo[e] = combine(e, kids, [memo[a] for a in kids])
 
 
 def _nz(ds: Sequence[Any]) -> Iterable[tuple[int, Any]]:
@@ -216,19 +232,7 @@ def tree_ops(exprs: Iterable[Any]) -> int:
     """
     memo: dict[Any, int] = {}
     roots = list(exprs)
-    for root in roots:
-        stack = [root]
-        while stack:
-            e = stack[-1]
-            if e in memo:
-                stack.pop()
-                continue
-            pending = [a for a in e.args if a not in memo]
-            if pending:
-                stack.extend(pending)
-                continue
-            stack.pop()
-            memo[e] = _ops(e) + sum(memo[a] for a in e.args)
+    _bottom_up(roots, memo, lambda e: e.args, lambda e, args, ops: _ops(e) + sum(ops))
     return sum(memo[r] for r in roots)
 
 

@@ -160,13 +160,11 @@ def time_interleaved(
     fns: dict[str, Callable[[], Any]],
     min_time: float = 0.2,
     max_time: float | None = None,
-    warm_up: bool = True,
 ) -> dict[str, dict[str, float | int]]:
     """Steady-state timings of several thunks, measured in alternating bursts so that drift
     of a shared machine hits them alike. Each call is synchronised with
     ``jax.block_until_ready``; a thunk is done once it has ``min_time`` seconds of samples and
     at least 3 of them, or ``max_time`` (default ``max(2, 10 * min_time)``) seconds.
-    ``warm_up=False`` skips the warm-up call (for thunks that have just run).
 
     Example:
         >>> from diffkit.harness.measure import time_interleaved
@@ -176,7 +174,7 @@ def time_interleaved(
     """
     max_time = max(2.0, 10 * min_time) if max_time is None else max_time
     samples: dict[str, list[float]] = {k: [] for k in fns}
-    for f in fns.values() if warm_up else ():
+    for f in fns.values():  # warm-up
         jax.block_until_ready(f())
     burst = min_time / 5
     while True:

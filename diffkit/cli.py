@@ -279,10 +279,9 @@ def _progress(total_hint: str) -> Any:
 def _compare(args: argparse.Namespace) -> int:
     from diffkit import _process
 
-    # Start the sweep's worker process first, and import matplotlib in a thread: those
-    # start-ups (seconds each) then overlap with this process's own import of JAX.
+    # Start the sweep's worker process first: its start-up (seconds) then overlaps with
+    # this process's own import of JAX.
     _process.prestart()
-    threading.Thread(target=_import_plotting, daemon=True).start()
     try:
         return _compare_in(args)
     finally:
@@ -314,6 +313,12 @@ def _compare_in(args: argparse.Namespace) -> int:
     err = _console(stderr=True)
     err.print(f"diffkit compare: {_header()}, {args.dtype}; results in {out}/")
     progress = _progress("measuring")
+    # Import matplotlib for the plots while the worker measures and this process waits.
+    # Not before: NumPy, which JAX has now imported, must not be imported by two threads
+    # at once (the second sees a partially initialised module and fails).
+    import numpy  # noqa: F401  (already imported by JAX; made explicit for the order above)
+
+    threading.Thread(target=_import_plotting, daemon=True).start()
     done = [0]  # cases finished
 
     def step(rec: dict[str, Any], index: int, total: int) -> None:
@@ -362,10 +367,14 @@ def _compare_in(args: argparse.Namespace) -> int:
 
 
 def _import_plotting() -> None:
-    import matplotlib
+    """Import matplotlib ahead of the plots; a failure here is reported by the plots."""
+    try:
+        import matplotlib
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot
+    except Exception:
+        pass
 
 
 def _write_outputs(res: Any, out: Path) -> list[Path]:

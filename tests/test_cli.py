@@ -89,6 +89,30 @@ def test_import_and_help_load_no_jax() -> None:
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
 
 
+def test_compare_imports_matplotlib_in_a_thread_only_after_numpy(tmp_path) -> None:
+    """Two threads importing NumPy at once can fail ("partially initialized module"): the
+    thread that imports matplotlib ahead of the plots must start once NumPy is loaded."""
+    code = (
+        "import sys, threading, diffkit.cli as cli\n"
+        "seen, start = [], threading.Thread.start\n"
+        "def spy(t):\n"
+        "    if getattr(t, '_target', None) is cli._import_plotting:\n"
+        "        seen.append('numpy' in sys.modules)\n"
+        "    start(t)\n"
+        "threading.Thread.start = spy\n"
+        "args = ['compare', '--problem', 'lse', '--sizes', '5', '--methods', 'jax-rev']\n"
+        f"assert cli.main([*args, '--min-time', '0.01', '--out', {str(tmp_path)!r}]) == 0\n"
+        "print(seen)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[True]"
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
+
+
 def test_verdict_names_a_mode_measured_on_another_problem() -> None:
     def rec(problem: str, n: int, method: str, mode: str, ratio: float) -> dict:
         return {"problem": problem, "quantity": "grad", "n": n, "m": 1, "method": method,

@@ -13,7 +13,9 @@ each built by one constructor that writes its chain rule once:
 * :func:`zero` -- piecewise-constant primitives and ``stop_gradient``: no derivative flows.
 
 Reductions whose derivative depends on the values (``reduce_max``, ``reduce_prod``) are rows
-of one more constructor, ``_reduction``, from their partials ``d y / d x``.
+of one more constructor, ``_reduction``, from their partials ``d y / d x``; reorderings whose
+order depends on the values (``sort``, ``top_k``) are rows of ``_permutation``, from where
+each output entry came from.
 
 Every rule is written with ``jax.numpy`` / ``lax``, so what the differentiators emit is itself a
 JAX program: it can be jit-compiled, vmapped and differentiated again. An equation whose inputs
@@ -52,7 +54,7 @@ VjpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], Sequence[boo
 class Rule:
     """One row of the table: how a primitive pushes tangents and pulls cotangents."""
 
-    kind: str  # "elementwise", "linear", "reduction" or "zero" (for documentation, printing)
+    kind: str  # "elementwise", "linear", "reduction", "permutation" or "zero" (for printing)
     jvp: JvpFn
     vjp: VjpFn
 
@@ -243,11 +245,9 @@ def _gather_t(
     )
 
 
-def _scatter_add_t(
-    i, ct, x, indices, updates, *, dimension_numbers, mode, indices_are_sorted, unique_indices, **_
-):
-    if i == 0:
-        return ct
+def _windows(ct, indices, updates_shape, *, dimension_numbers, mode, indices_are_sorted, **_):
+    """The windows of ``ct`` that a scatter with these parameters writes ``updates`` into
+    (shaped like the updates; 0 where an index falls outside and the scatter drops it)."""
     dn = dimension_numbers
     gather_dn = lax.GatherDimensionNumbers(
         offset_dims=dn.update_window_dims,
@@ -260,8 +260,8 @@ def _scatter_add_t(
     slice_sizes = [
         1
         if d in dn.inserted_window_dims or d in dn.operand_batching_dims
-        else jnp.shape(updates)[next(window)]
-        for d in range(ct.ndim)
+        else updates_shape[next(window)]
+        for d in range(jnp.ndim(ct))
     ]
     return lax.gather(
         ct,
@@ -270,8 +270,51 @@ def _scatter_add_t(
         slice_sizes,
         mode=mode,
         indices_are_sorted=indices_are_sorted,
-        unique_indices=unique_indices,
+        fill_value=0,
     )
+
+
+def _scatter_add_t(i, ct, x, indices, updates, **prm):
+    return ct if i == 0 else _windows(ct, indices, jnp.shape(updates), **prm)
+
+
+def _scatter_masks(operand, indices, updates, **prm):
+    """``(kept, landed)``: the operand entries a scatter leaves alone, and the updates it
+    writes -- of several updates to one entry, the one that wins. Found by scattering each
+    update's id (as JAX's own scatter JVP does), so tangents follow the same winners."""
+    dn, shape = prm["dimension_numbers"], jnp.shape(updates)
+    points = [d for d in range(len(shape)) if d not in dn.update_window_dims]
+    count = int(np.prod([shape[d] for d in points]))
+    ids = jnp.arange(1, count + 1, dtype=jnp.int32).reshape([shape[d] for d in points])
+    ids = lax.broadcast_in_dim(ids, shape, points)
+    written = lax.scatter(
+        jnp.zeros(jnp.shape(operand), jnp.int32),
+        indices,
+        ids,
+        dn,
+        indices_are_sorted=prm["indices_are_sorted"],
+        mode=prm["mode"],
+    )
+    return written == 0, _windows(written, indices, shape, **prm) == ids
+
+
+def _scatter_tangent(t, indices, t_updates, **prm):
+    kept, landed = _scatter_masks(t, indices, t_updates, **prm)
+    return lax.scatter_add(
+        jnp.where(kept, t, 0),
+        indices,
+        jnp.where(landed, t_updates, 0),
+        prm["dimension_numbers"],
+        indices_are_sorted=prm["indices_are_sorted"],
+        mode=prm["mode"],
+    )
+
+
+def _scatter_t(i, ct, x, indices, updates, **prm):
+    kept, landed = _scatter_masks(x, indices, updates, **prm)
+    if i == 0:
+        return jnp.where(kept, ct, 0)
+    return jnp.where(landed, _windows(ct, indices, jnp.shape(updates), **prm), 0)
 
 
 def _gather_tangent(t, indices, **prm):
@@ -313,6 +356,41 @@ def _reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:
         return [w * _sum_to(y_bars[0], xs[0], prm["axes"])]
 
     return Rule("reduction", jvp, vjp)
+
+
+def _permutation(indices: Callable[[Sequence[Any], Sequence[Any], dict], Array]) -> Rule:
+    """A row for a primitive whose output ``j`` takes the entries of input ``j`` at
+    ``indices(xs, ys, params)`` along an axis (``sort``, ``top_k``); outputs
+    past the inputs (``top_k``'s indices) are integers. Forward: gather the tangents there;
+    reverse: put the cotangents back there."""
+
+    def jvp(prim, xs, x_dots, ys, prm):
+        idx, axis = indices(xs, ys, prm)
+        y_dots = [None if t is None else jnp.take_along_axis(t, idx, axis) for t in x_dots]
+        return y_dots + [None] * (len(ys) - len(xs))
+
+    def vjp(prim, xs, ys, y_bars, needs, prm):
+        idx, axis = indices(xs, ys, prm)
+        return [
+            jnp.put_along_axis(jnp.zeros_like(x), idx, ct, axis, inplace=False) if need else None
+            for x, ct, need in zip(xs, y_bars, needs, strict=False)
+        ]
+
+    return Rule("permutation", jvp, vjp)
+
+
+def _sort_order(xs, ys, prm):
+    """Where each sorted entry came from: sort again, carrying an iota (as JAX does)."""
+    axis = prm["dimension"]
+    iota = lax.broadcasted_iota(jnp.int32, jnp.shape(xs[0]), axis)
+    order = lax.sort(
+        [*xs, iota], dimension=axis, is_stable=prm["is_stable"], num_keys=prm["num_keys"]
+    )
+    return order[-1], axis
+
+
+def _top_k_order(xs, ys, prm):
+    return ys[1], prm.get("axis", -1) % jnp.ndim(xs[0])
 
 
 def _split_t(i, cts, x, *, sizes, axis):
@@ -398,6 +476,8 @@ RULES: dict[str, Rule] = {
     "reduce_max": _reduction(_chooser),
     "reduce_min": _reduction(_chooser),
     "reduce_prod": _reduction(_others_product),
+    "sort": _permutation(_sort_order),
+    "top_k": _permutation(_top_k_order),
     "cumsum": linear(lambda i, ct, x, *, axis, reverse: lax.cumsum(ct, axis, not reverse)),
     # contraction
     "dot_general": linear(_dot_t, multilinear=True),
@@ -426,5 +506,6 @@ RULES: dict[str, Rule] = {
     "dynamic_update_slice": linear(_dus_t),
     "gather": linear(_gather_t, tangent=_gather_tangent),
     "scatter-add": linear(_scatter_add_t),
+    "scatter": linear(_scatter_t, tangent=_scatter_tangent),
     "select_n": linear(_select_t),
 }

@@ -52,6 +52,7 @@ class Spec:
 
 R3, R34 = (("real", (3,)),), (("real", (3, 4)),)
 IDX = jnp.array([2, 0, 2])
+OUT = jnp.array([1, 7, -9])  # out of bounds for 3 rows after the second
 
 
 def ew(prim: str, f: Callable, *domains: str, tol32: float = 2e-5) -> Spec:
@@ -233,6 +234,31 @@ SECTIONS: dict[str, list[Spec]] = {
         ),
         Spec("scatter-add", lambda x: x.at[1, 2].add(x[0, 0]), R34, label="x.at[i, j]"),
         Spec(
+            "scatter-add",
+            lambda x, u: x.at[OUT].add(u),
+            (("real", (3, 4)), ("real", (3, 4))),
+            label="out of bounds: dropped",
+        ),
+        Spec(
+            "gather",
+            lambda x: x.at[OUT].get(mode="fill", fill_value=0.0),
+            R34,
+            label="out of bounds: filled",
+        ),
+        Spec(
+            "scatter",
+            lambda x, u: x.at[IDX].set(u),
+            (("real", (3, 4)), ("real", (3, 4))),
+            label="repeated index",
+        ),
+        Spec("scatter", lambda x: x.at[1, 2].set(x[0, 0] * 3), R34, label="x.at[i, j]"),
+        Spec(
+            "scatter",
+            lambda x, u: x.at[OUT].set(u * x),
+            (("real", (3, 4)), ("real", (3, 4))),
+            label="out of bounds: dropped",
+        ),
+        Spec(
             "select_n",
             lambda x, y: lax.select_n(x > 0, x, y),
             (("real", (3, 4)), ("real", (3, 4))),
@@ -243,6 +269,18 @@ SECTIONS: dict[str, list[Spec]] = {
             (("real", (3, 4)), ("real", (3, 4))),
             label="3 cases",
         ),
+    ],
+    "sorting": [
+        Spec("sort", lambda x: jnp.sort(x, axis=0), R34),
+        Spec(
+            "sort",
+            lambda x, y: lax.sort([x, y], dimension=1, num_keys=1)[1] * x,
+            (("real", (3, 4)), ("real", (3, 4))),
+            label="two operands",
+        ),
+        Spec("sort", lambda x: jnp.median(x, axis=1), R34, label="median"),
+        Spec("sort", lambda x: x[jnp.argsort(x[:, 0])], R34, label="argsort"),
+        Spec("top_k", lambda x: lax.top_k(x, 2)[0], R34),
     ],
     "control": [
         Spec("jit", lambda x: jax.jit(lambda z: jnp.sin(z) * z)(x), R3),

@@ -15,7 +15,8 @@ each built by one constructor that writes its chain rule once:
 Reductions whose derivative depends on the values (``reduce_max``, ``reduce_prod``) are rows
 of one more constructor, ``_reduction``, from their partials ``d y / d x``; reorderings whose
 order depends on the values (``sort``, ``top_k``) are rows of ``_permutation``, from where
-each output entry came from.
+each output entry came from; running reductions (``cumprod``, ``cummax``) rows of
+``_cumulative``, from the partials of one step of the recurrence.
 
 Every rule is written with ``jax.numpy`` / ``lax``, so what the differentiators emit is itself a
 JAX program: it can be jit-compiled, vmapped and differentiated again. An equation whose inputs
@@ -393,6 +394,50 @@ def _top_k_order(xs, ys, prm):
     return ys[1], prm.get("axis", -1) % jnp.ndim(xs[0])
 
 
+def _recurrence(b: Array, a: Array, axis: int, reverse: bool) -> Array:
+    """``h`` with ``h_i = b_i h_(i-1) + a_i`` along ``axis`` (``h_(i+1)`` when ``reverse``;
+    0 before the start), in log depth: an associative scan over the affine maps ``(b, a)``."""
+
+    def compose(first, then):
+        return then[0] * first[0], then[0] * first[1] + then[1]
+
+    return lax.associative_scan(compose, (b, a), reverse=reverse, axis=axis)[1]
+
+
+def _shifted(a: Array, fill: float, axis: int, reverse: bool) -> Array:
+    """``a_(i-1)`` at ``i`` (``a_(i+1)`` when ``reverse``), with ``fill`` past the edge."""
+    edge = jnp.full_like(lax.slice_in_dim(a, 0, 1, axis=axis), fill)
+    if reverse:
+        return lax.concatenate([lax.slice_in_dim(a, 1, None, axis=axis), edge], axis)
+    return lax.concatenate([edge, lax.slice_in_dim(a, 0, -1, axis=axis)], axis)
+
+
+def _cumulative(
+    identity: float, partials: Callable[[Array, Array, Array], tuple[Array, Array]]
+) -> Rule:
+    """A row for a running reduction ``y_i = g(y_(i-1), x_i)`` (``cumprod``, ``cummax``,
+    ``cumlogsumexp``; ``y_(-1) = identity``; from the end when ``reverse``) from
+    ``partials(x, y_prev, y) -> (b, c) = (d g / d y_prev, d g / d x)``. The tangent obeys the
+    linear recurrence ``y_dot_i = b_i y_dot_(i-1) + c_i x_dot_i``, the cotangent its transpose,
+    run the other way: ``w_i = y_bar_i + b_(i+1) w_(i+1)``, ``x_bar_i = c_i w_i``. No
+    division, so exact where x has zeros."""
+
+    def local(xs, ys, prm):
+        y_prev = _shifted(ys[0], identity, prm["axis"], prm["reverse"])
+        return partials(xs[0], y_prev, ys[0])
+
+    def jvp(prim, xs, x_dots, ys, prm):
+        b, c = local(xs, ys, prm)
+        return [_recurrence(b, c * x_dots[0], prm["axis"], prm["reverse"])]
+
+    def vjp(prim, xs, ys, y_bars, needs, prm):
+        b, c = local(xs, ys, prm)
+        axis, back = prm["axis"], not prm["reverse"]
+        return [c * _recurrence(_shifted(b, 0.0, axis, back), y_bars[0], axis, back)]
+
+    return Rule("cumulative", jvp, vjp)
+
+
 def _split_t(i, cts, x, *, sizes, axis):
     return lax.concatenate(list(cts), axis)
 
@@ -478,6 +523,16 @@ RULES: dict[str, Rule] = {
     "reduce_prod": _reduction(_others_product),
     "sort": _permutation(_sort_order),
     "top_k": _permutation(_top_k_order),
+    "cumprod": _cumulative(1.0, lambda x, y_prev, y: (x, y_prev)),
+    "cummax": _cumulative(
+        -np.inf, lambda x, y_prev, y: (_ties(y_prev, x, y.dtype), _ties(x, y_prev, y.dtype))
+    ),
+    "cummin": _cumulative(
+        np.inf, lambda x, y_prev, y: (_ties(x, y_prev, y.dtype), _ties(y_prev, x, y.dtype))
+    ),
+    "cumlogsumexp": _cumulative(
+        -np.inf, lambda x, y_prev, y: (jnp.exp(y_prev - y), jnp.exp(x - y))
+    ),
     "cumsum": linear(lambda i, ct, x, *, axis, reverse: lax.cumsum(ct, axis, not reverse)),
     # contraction
     "dot_general": linear(_dot_t, multilinear=True),

@@ -58,6 +58,10 @@ class Rule:
     kind: str  # "elementwise", "linear", "reduction", "permutation" or "zero" (for printing)
     jvp: JvpFn
     vjp: VjpFn
+    #: ``primal(xs, params) -> [*ys, *extra]``: the outputs, computed together with values
+    #: that ``jvp`` and ``vjp`` then find after them in ``ys`` (``sort``: where each entry
+    #: came from), so that they are computed once. None: the primitive itself, no extras.
+    primal: Callable[[Sequence[Any], dict], list] | None = None
 
 
 def _scale(p: Any, t: Array) -> Array:
@@ -359,7 +363,10 @@ def _reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:
     return Rule("reduction", jvp, vjp)
 
 
-def _permutation(indices: Callable[[Sequence[Any], Sequence[Any], dict], Array]) -> Rule:
+def _permutation(
+    indices: Callable[[Sequence[Any], Sequence[Any], dict], Array],
+    primal: Callable[[Sequence[Any], dict], list] | None = None,
+) -> Rule:
     """A row for a primitive whose output ``j`` takes the entries of input ``j`` at
     ``indices(xs, ys, params)`` along an axis (``sort``, ``top_k``); outputs
     past the inputs (``top_k``'s indices) are integers. Forward: gather the tangents there;
@@ -377,17 +384,20 @@ def _permutation(indices: Callable[[Sequence[Any], Sequence[Any], dict], Array])
             for x, ct, need in zip(xs, y_bars, needs, strict=False)
         ]
 
-    return Rule("permutation", jvp, vjp)
+    return Rule("permutation", jvp, vjp, primal)
+
+
+def _sorted(xs, prm):
+    """The sort with an iota carried along: the sorted operands, then where each entry came
+    from (as JAX's own sort JVP does)."""
+    axis = prm["dimension"]
+    iota = lax.broadcasted_iota(jnp.int32, jnp.shape(xs[0]), axis)
+    keys = prm["num_keys"]
+    return lax.sort([*xs, iota], dimension=axis, is_stable=prm["is_stable"], num_keys=keys)
 
 
 def _sort_order(xs, ys, prm):
-    """Where each sorted entry came from: sort again, carrying an iota (as JAX does)."""
-    axis = prm["dimension"]
-    iota = lax.broadcasted_iota(jnp.int32, jnp.shape(xs[0]), axis)
-    order = lax.sort(
-        [*xs, iota], dimension=axis, is_stable=prm["is_stable"], num_keys=prm["num_keys"]
-    )
-    return order[-1], axis
+    return ys[-1], prm["dimension"]  # the order, which the row's primal put after the outputs
 
 
 def _top_k_order(xs, ys, prm):
@@ -521,7 +531,7 @@ RULES: dict[str, Rule] = {
     "reduce_max": _reduction(_chooser),
     "reduce_min": _reduction(_chooser),
     "reduce_prod": _reduction(_others_product),
-    "sort": _permutation(_sort_order),
+    "sort": _permutation(_sort_order, primal=lambda xs, prm: list(_sorted(xs, prm))),
     "top_k": _permutation(_top_k_order),
     "cumprod": _cumulative(1.0, lambda x, y_prev, y: (x, y_prev)),
     "cummax": _cumulative(

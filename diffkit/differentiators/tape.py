@@ -203,10 +203,11 @@ def _recorder(nodes: list[Node], counter: itertools.count) -> Callable:
             rule = RULES.get(name)
             if rule is None:
                 raise unsupported("tape", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
-            ys = evaluate(eqn, xs)
+            found = rule.primal(xs, eqn.params) if rule.primal else evaluate(eqn, xs)
+            ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
             if rule.kind == "zero":
                 return ys
-            pullback = _bind_rule(rule.vjp, eqn.primitive, xs, ys, needs, eqn.params)
+            pullback = _bind_rule(rule.vjp, eqn.primitive, xs, found, needs, eqn.params)
         out_keys = tuple(next(counter) if f else None for f in out_float)
         in_keys = tuple(v.key if isinstance(v, Tracked) else None for v in invals)
         nodes.append(Node(name, in_keys, out_keys, tuple(xs), tuple(ys), pullback))

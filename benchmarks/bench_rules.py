@@ -6,7 +6,7 @@ script reports, measured in the same run with interleaved repeats:
 
 * ``tape`` / ``jax.grad``: the steady-state time ratio of the hand-written gradient to JAX's;
 * ``dual`` / ``jax.jvp``: the same for one directional derivative;
-* rho between the hand-written and JAX's results (float32).
+* rho of each float32 result (hand-written and JAX's) against JAX's in float64.
 
 Run:  python benchmarks/bench_rules.py                 (n = 1e4 and 1e5, about a minute)
       python benchmarks/bench_rules.py --sizes 1000     (other sizes)
@@ -49,9 +49,8 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of samples")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, jax {jax.__version__}, float32")
-    print(
-        f"{'function':<24} {'n':>9} {'tape/grad':>10} {'dual/jvp':>9} {'rho rev':>9} {'rho fwd':>9}"
-    )
+    head = ["tape/grad", "dual/jvp", "rho tape", "rho grad", "rho dual", "rho jvp"]
+    print(f"{'function':<24} {'n':>9} " + " ".join(f"{h:>9}" for h in head))
     ratios: dict[str, list[float]] = {"rev": [], "fwd": []}
     for n in (int(s) for s in args.sizes.split(",")):
         rng = np.random.default_rng(n)
@@ -74,8 +73,16 @@ def main() -> None:
             rev, fwd = med["tape"] / med["grad"], med["dual"] / med["jvp"]
             ratios["rev"].append(rev)
             ratios["fwd"].append(fwd)
-            r_rev, r_fwd = rho(out["tape"], out["grad"]), rho(out["dual"], out["jvp"])
-            print(f"{name:<24} {n:>9} {rev:>10.2f} {fwd:>9.2f} {r_rev:>9.1e} {r_fwd:>9.1e}")
+            with jax.enable_x64(True):  # the float64 reference
+                x64, v64 = x.astype(jnp.float64), v.astype(jnp.float64)
+                ref_rev = jax.jit(jax.grad(f))(x64)
+                ref_fwd = jax.jit(lambda x, v, f=f: jax.jvp(f, (x,), (v,))[1])(x64, v64)
+                rhos = [
+                    rho(out[k], ref_rev if k in ("tape", "grad") else ref_fwd)
+                    for k in ("tape", "grad", "dual", "jvp")
+                ]
+            cells = [f"{rev:>9.2f}", f"{fwd:>9.2f}", *(f"{r:>9.1e}" for r in rhos)]
+            print(f"{name:<24} {n:>9} " + " ".join(cells))
     print(
         f"median ratio over all rows: tape/jax.grad {statistics.median(ratios['rev']):.2f}, "
         f"dual/jax.jvp {statistics.median(ratios['fwd']):.2f}"

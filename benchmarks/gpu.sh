@@ -22,6 +22,7 @@ python3 -c "import jax; print('jax', jax.__version__, jax.devices())"
 step compare 150 python3 -m diffkit compare --backend gpu --out "$out/compare"
 step hand 150 python3 benchmarks/bench_hand.py
 step memory 45 python3 benchmarks/bench_jax_fwd_memory.py
+step rules 150 python3 benchmarks/bench_rules.py --sizes 10000,1000000
 step sweep 150 python3 benchmarks/harness_sweep.py --problem mlp --sizes 10,1000,100000 \
     --methods jax-fwd,jax-rev,tape,dual,fd --budget 30 --min-time 0.1 \
     --out "$out/sweep.jsonl" --fresh

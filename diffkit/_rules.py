@@ -405,11 +405,14 @@ def _top_k_order(xs, ys, prm):
     return ys[1], prm.get("axis", -1) % jnp.ndim(xs[0])
 
 
-def _recurrence(b: Array, a: Array, axis: int, reverse: bool) -> Array:
+def _recurrence(b: Array, a: Array, axis: int, reverse: bool, log: bool = False) -> Array:
     """``h`` with ``h_i = b_i h_(i-1) + a_i`` along ``axis`` (``h_(i+1)`` when ``reverse``;
-    0 before the start), in log depth: an associative scan over the affine maps ``(b, a)``."""
+    0 before the start), in log depth: an associative scan over the affine maps ``(b, a)``.
+    With ``log``, ``b`` holds ``log b_i``: products of many factors near 1 become sums."""
 
     def compose(first, then):
+        if log:
+            return then[0] + first[0], jnp.exp(then[0]) * first[1] + then[1]
         return then[0] * first[0], then[0] * first[1] + then[1]
 
     return lax.associative_scan(compose, (b, a), reverse=reverse, axis=axis)[1]
@@ -427,13 +430,17 @@ def _cumulative(
     identity: float,
     combine: Callable[[Array, Array], Array],
     partials: Callable[[Array, Array, Array], tuple[Array, Array]],
+    log: bool = False,
 ) -> Rule:
     """A row for a running reduction ``y_i = g(y_(i-1), x_i)`` (``cumprod``, ``cummax``,
     ``cumlogsumexp``; ``y_(-1) = identity``; from the end when ``reverse``) from
     ``partials(x, y_prev, y) -> (b, c) = (d g / d y_prev, d g / d x)``. The tangent obeys the
     linear recurrence ``y_dot_i = b_i y_dot_(i-1) + c_i x_dot_i``, the cotangent its transpose,
     run the other way: ``w_i = y_bar_i + b_(i+1) w_(i+1)``, ``x_bar_i = c_i w_i``. No
-    division, so exact where x has zeros. The primal is an associative scan of ``combine``
+    division, so exact where x has zeros. With ``log``, ``partials`` gives ``log b``
+    (``cumlogsumexp``: ``b_i = exp(y_(i-1) - y_i)``, near 1 over long runs, whose product
+    in float32 would lose digits at each factor while the sum of the logs telescopes
+    exactly). The primal is an associative scan of ``combine``
     (``g`` as a binary operation), as in JAX's own derivatives: on the CPU the primitive's
     lowering is up to 4x slower (``cumlogsumexp``)."""
 
@@ -446,12 +453,13 @@ def _cumulative(
 
     def jvp(prim, xs, x_dots, ys, prm):
         b, c = local(xs, ys, prm)
-        return [_recurrence(b, c * x_dots[0], prm["axis"], prm["reverse"])]
+        return [_recurrence(b, c * x_dots[0], prm["axis"], prm["reverse"], log)]
 
     def vjp(prim, xs, ys, y_bars, needs, prm):
         b, c = local(xs, ys, prm)
         axis, back = prm["axis"], not prm["reverse"]
-        return [c * _recurrence(_shifted(b, 0.0, axis, back), y_bars[0], axis, back)]
+        b_next = _shifted(b, -np.inf if log else 0.0, axis, back)
+        return [c * _recurrence(b_next, y_bars[0], axis, back, log)]
 
     return Rule("cumulative", jvp, vjp, primal)
 
@@ -553,7 +561,7 @@ RULES: dict[str, Rule] = {
         lambda x, y_prev, y: (_ties(x, y_prev, y.dtype), _ties(y_prev, x, y.dtype)),
     ),
     "cumlogsumexp": _cumulative(
-        -np.inf, jnp.logaddexp, lambda x, y_prev, y: (jnp.exp(y_prev - y), jnp.exp(x - y))
+        -np.inf, jnp.logaddexp, lambda x, y_prev, y: (y_prev - y, jnp.exp(x - y)), log=True
     ),
     "cumsum": linear(lambda i, ct, x, *, axis, reverse: lax.cumsum(ct, axis, not reverse)),
     # contraction

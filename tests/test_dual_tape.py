@@ -184,6 +184,26 @@ def test_while_loop_forward_only(x64: None) -> None:
         dk.get("tape").grad(lambda x: jnp.sum(f(x)))(x)
 
 
+def test_long_running_reductions_keep_float32_accuracy() -> None:
+    """Over a long run, cumlogsumexp's tangent multipliers exp(y_(i-1) - y_i) are all near 1.
+    Multiplied out in float32 they lost digits at each factor (tape: rho 2.9e-6 against the
+    float64 formulas at n = 2e4, where jax.grad gets 3.5e-7); summed as logs they do not."""
+    n = 20_000
+    rng = np.random.default_rng(0)
+    x, v, w = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    y = np.logaddexp.accumulate(x)  # float64 throughout
+    want_grad = np.exp(x) * np.cumsum((w * np.exp(-y))[::-1])[::-1]  # of sum(w * y)
+    want_jvp = np.exp(-y) * np.cumsum(np.exp(x) * v)  # of y itself
+
+    def both(x, v):
+        loss = lambda x: jnp.sum(lax.cumlogsumexp(x) * w.astype(np.float32))  # noqa: E731
+        return dk.get("tape").grad(loss)(x), dk.get("dual").jvp(lax.cumlogsumexp, (x,), (v,))[1]
+
+    grad, y_dot = jax.jit(both)(jnp.asarray(x, jnp.float32), jnp.asarray(v, jnp.float32))
+    assert rho(grad, want_grad) <= 1e-6
+    assert rho(y_dot, want_jvp) <= 1e-6
+
+
 @pytest.mark.parametrize("name", HAND)
 def test_unsupported_primitive_names_everything(name: str) -> None:
     with pytest.raises(dk.UnsupportedPrimitiveError) as info:

@@ -187,11 +187,11 @@ def _handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
     rule = RULES.get(name)
     if rule is None:
         raise unsupported("dual", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
-    ys = rule.primal(xs, eqn.params) if rule.primal else evaluate(eqn, xs)  # + the extras
+    found = rule.primal(xs, eqn.params) if rule.primal else evaluate(eqn, xs)
     x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
-    y_dots = rule.jvp(eqn.primitive, xs, x_dots, ys, eqn.params)
-    outs = zip(ys[: len(eqn.outvars)], y_dots, strict=False)
-    return [y if t is None else Dual(y, t) for y, t in outs]
+    y_dots = rule.jvp(eqn.primitive, xs, x_dots, found, eqn.params)
+    ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
+    return [y if t is None else Dual(y, t) for y, t in zip(ys, y_dots, strict=False)]
 
 
 # ------------------------------------------------------------ control flow

@@ -18,6 +18,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import threading
 import traceback
@@ -320,8 +321,11 @@ def _compare_in(args: argparse.Namespace) -> int:
 
     threading.Thread(target=_import_plotting, daemon=True).start()
     done = [0]  # cases finished
+    interrupted = [False]
 
     def step(rec: dict[str, Any], index: int, total: int) -> None:
+        if interrupted[0]:  # a Ctrl-C that Python swallowed (see _noting_interrupts)
+            raise KeyboardInterrupt
         done[0] = index
         what = f"{rec['problem']} n={rec.get('n')} {rec['method']}"
         progress.update(task, total=total, completed=index, description=what)
@@ -329,7 +333,7 @@ def _compare_in(args: argparse.Namespace) -> int:
             err.print(f"[{index}/{total}] {what}: {rec['outcome']}")
 
     try:
-        with progress:
+        with progress, _noting_interrupts(interrupted):
             task = progress.add_task("", total=None)
             dk.harness.sweep(
                 problems,
@@ -364,6 +368,26 @@ def _compare_in(args: argparse.Namespace) -> int:
         con.print(verdict(res.records))
         con.print(f"Wrote {', '.join(str(f) for f in files)}")
     return 0
+
+
+@contextlib.contextmanager
+def _noting_interrupts(flag: list[bool]) -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt as usual and also sets ``flag[0]``. Python drops an
+    exception raised inside a garbage-collector callback (JAX installs one), so a Ctrl-C
+    that lands there would be lost; the sweep's progress callback raises it again."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        flag[0] = True
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _import_plotting() -> None:

@@ -5,6 +5,7 @@ explain numbers checked against the worked example's analytic formulas."""
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import itertools
 import json
@@ -111,6 +112,31 @@ def test_compare_imports_matplotlib_in_a_thread_only_after_numpy(tmp_path) -> No
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[True]"
     assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
+
+
+def test_a_ctrl_c_that_python_swallows_is_still_noted(monkeypatch) -> None:
+    """A KeyboardInterrupt raised inside a garbage-collector callback (JAX installs one) is
+    dropped by Python; ``compare`` notes every Ctrl-C so that it can raise it again."""
+    from diffkit.cli import _noting_interrupts
+
+    dropped: list[BaseException] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_value))
+
+    def callback(phase: str, info: dict) -> None:
+        if phase == "start":
+            signal.raise_signal(signal.SIGINT)
+
+    flag = [False]
+    before = signal.getsignal(signal.SIGINT)
+    with _noting_interrupts(flag):
+        gc.callbacks.append(callback)
+        try:
+            gc.collect()
+        finally:
+            gc.callbacks.remove(callback)
+    assert any(isinstance(e, KeyboardInterrupt) for e in dropped)  # Python did drop it
+    assert flag == [True]
+    assert signal.getsignal(signal.SIGINT) is before  # the handler is put back
 
 
 def test_verdict_names_a_mode_measured_on_another_problem() -> None:

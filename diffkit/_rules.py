@@ -42,6 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from diffkit._jaxpr import evaluate
+
 __all__ = ["RULES", "Rule", "elementwise", "linear", "zero"]
 
 Array = Any
@@ -63,6 +65,10 @@ class Rule:
     #: them in ``ys`` (``sort``: where each entry came from, so it is sorted once), or in a
     #: faster form (running reductions: an associative scan).
     primal: Callable[[Sequence[Any], dict], list] | None = None
+
+    def outputs(self, eqn: Any, xs: Sequence[Any]) -> list:
+        """The equation's outputs on the primal values ``xs``, then any extras of ``primal``."""
+        return self.primal(xs, eqn.params) if self.primal else evaluate(eqn, xs)
 
 
 def _scale(p: Any, t: Array) -> Array:

@@ -51,6 +51,7 @@ class Spec:
 
 
 R3, R34 = (("real", (3,)),), (("real", (3, 4)),)
+R34_2 = (("real", (3, 4)), ("real", (3, 4)))  # two (3, 4) inputs
 IDX = jnp.array([2, 0, 2])
 OUT = jnp.array([1, 7, -9])  # out of bounds for 3 rows after the second
 
@@ -238,13 +239,13 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec(
             "scatter-add",
             lambda x, u: x.at[IDX].add(u),
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
         ),
         Spec("scatter-add", lambda x: x.at[1, 2].add(x[0, 0]), R34, label="x.at[i, j]"),
         Spec(
             "scatter-add",
             lambda x, u: x.at[OUT].add(u),
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
             label="out of bounds: dropped",
         ),
         Spec(
@@ -256,25 +257,25 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec(
             "scatter",
             lambda x, u: x.at[IDX].set(u),
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
             label="repeated index",
         ),
         Spec("scatter", lambda x: x.at[1, 2].set(x[0, 0] * 3), R34, label="x.at[i, j]"),
         Spec(
             "scatter",
             lambda x, u: x.at[OUT].set(u * x),
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
             label="out of bounds: dropped",
         ),
         Spec(
             "select_n",
             lambda x, y: lax.select_n(x > 0, x, y),
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
         ),
         Spec(
             "select_n",
             lambda x, y: lax.select_n(jnp.arange(12).reshape(3, 4) % 3, x, y, x * y),
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
             label="3 cases",
         ),
     ],
@@ -283,7 +284,7 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec(
             "sort",
             lambda x, y: lax.sort([x, y], dimension=1, num_keys=1)[1] * x,
-            (("real", (3, 4)), ("real", (3, 4))),
+            R34_2,
             label="two operands",
         ),
         Spec("sort", lambda x: jnp.median(x, axis=1), R34, label="median"),

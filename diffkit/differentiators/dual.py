@@ -187,7 +187,7 @@ def _handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
     rule = RULES.get(name)
     if rule is None:
         raise unsupported("dual", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
-    found = rule.primal(xs, eqn.params) if rule.primal else evaluate(eqn, xs)
+    found = rule.outputs(eqn, xs)
     x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
     y_dots = rule.jvp(eqn.primitive, xs, x_dots, found, eqn.params)
     ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed

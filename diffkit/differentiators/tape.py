@@ -203,7 +203,7 @@ def _recorder(nodes: list[Node], counter: itertools.count) -> Callable:
             rule = RULES.get(name)
             if rule is None:
                 raise unsupported("tape", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
-            found = rule.primal(xs, eqn.params) if rule.primal else evaluate(eqn, xs)
+            found = rule.outputs(eqn, xs)
             ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
             if rule.kind == "zero":
                 return ys

@@ -600,3 +600,8 @@ RULES: dict[str, Rule] = {
     "scatter": linear(_scatter_t, tangent=_scatter_tangent),
     "select_n": linear(_select_t),
 }
+
+# Sections of the table kept in their own modules (they build rows with the constructors above).
+from diffkit import _rules_array, _rules_linalg, _rules_special  # noqa: E402
+
+RULES.update({**_rules_array.ROWS, **_rules_linalg.ROWS, **_rules_special.ROWS})

@@ -5,70 +5,28 @@ One row per primitive (several for primitives with many forms, such as ``dot_gen
 Each row runs in float32 and float64; ``dual``'s JVP is compared with :func:`jax.jvp` and
 ``tape``'s VJP with :func:`jax.vjp`, on random inputs, tangents and cotangents. In float64 the
 hand-written derivatives must agree to rho <= 1e-12. Adding a primitive to the table means
-adding a row here (``test_every_rule_has_a_spec`` checks it).
+adding a row here or in a section module ``tests/specs_*.py`` (``test_every_rule_has_a_spec``
+checks it).
 """
 
 from __future__ import annotations
 
+import importlib
+import pathlib
 import zlib
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
 import numpy as np
 import pytest
+from _spec import DOMAINS, IDX, OUT, R3, R34, R34_2, Spec, custom_vjp_square, ew
 from jax import lax
 from jax._src.ad_util import add_jaxvals
 
 import diffkit as dk
 from diffkit._rules import RULES
 from diffkit.accuracy import rho_tree
-
-# Input domains: name -> sampler(rng, shape)
-DOMAINS: dict[str, Callable] = {
-    "real": lambda r, s: r.normal(size=s),
-    "pos": lambda r, s: r.uniform(0.5, 2.0, size=s),
-    "unit": lambda r, s: r.uniform(-0.9, 0.9, size=s),
-    "gt1": lambda r, s: r.uniform(1.2, 3.0, size=s),
-    # normal, with exact zeros at every fifth entry (rules must not divide by x)
-    "zeros": lambda r, s: np.where(
-        np.arange(np.prod(s)).reshape(s) % 5 == 1, 0.0, r.normal(size=s)
-    ),
-}
-
-
-@dataclass(frozen=True)
-class Spec:
-    prim: str  # the primitive the row exercises (must appear in the function's jaxpr)
-    fun: Callable
-    args: tuple[tuple[str, tuple[int, ...]], ...]  # (domain, shape) per float input
-    tol32: float = 2e-5
-    modes: tuple[str, ...] = ("dual", "tape")
-    label: str = ""
-    ref: Callable | None = None  # what jax.jvp / jax.vjp differentiate, if not ``fun``
-
-
-R3, R34 = (("real", (3,)),), (("real", (3, 4)),)
-R34_2 = (("real", (3, 4)), ("real", (3, 4)))  # two (3, 4) inputs
-IDX = jnp.array([2, 0, 2])
-OUT = jnp.array([1, 7, -9])  # out of bounds for 3 rows after the second
-
-
-def ew(prim: str, f: Callable, *domains: str, tol32: float = 2e-5) -> Spec:
-    """An elementwise row on (3, 4) inputs."""
-    return Spec(prim, f, tuple((d, (3, 4)) for d in domains), tol32)
-
-
-def _custom_vjp_square():
-    @jax.custom_vjp
-    def f(x):
-        return x * x
-
-    f.defvjp(lambda x: (x * x, x), lambda x, g: (2 * x * g,))
-    return f
-
 
 SECTIONS: dict[str, list[Spec]] = {
     "arithmetic": [
@@ -294,7 +252,7 @@ SECTIONS: dict[str, list[Spec]] = {
     "control": [
         Spec("jit", lambda x: jax.jit(lambda z: jnp.sin(z) * z)(x), R3),
         Spec("custom_jvp_call", lambda x: jax.nn.softplus(x) + jax.nn.relu(x), R34),
-        Spec("custom_vjp_call", lambda x: _custom_vjp_square()(x), R3, ref=lambda x: x * x),
+        Spec("custom_vjp_call", lambda x: custom_vjp_square()(x), R3, ref=lambda x: x * x),
         Spec("cond", lambda x: lax.cond(x[0] > 0, jnp.sin, lambda z: z * z[1], x), R3),
         Spec(
             "cond",
@@ -323,6 +281,9 @@ SECTIONS: dict[str, list[Spec]] = {
         ),
     ],
 }
+# Sections kept in their own modules (tests/specs_*.py, each defining SECTIONS).
+for _path in sorted(pathlib.Path(__file__).parent.glob("specs_*.py")):
+    SECTIONS.update(importlib.import_module(_path.stem).SECTIONS)
 SPECS = [spec for specs in SECTIONS.values() for spec in specs]
 
 

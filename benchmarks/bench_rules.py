@@ -41,12 +41,19 @@ FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "cummax": lambda x: jnp.sum(lax.cummax(x) * jnp.sin(x)),  # no ties: see the README
     "cumlogsumexp": lambda x: jnp.sum(lax.cumlogsumexp(x)),
 }
+# Rows of the section modules diffkit/_rules_{array,linalg,special}.py, one dict each; every
+# function takes the float32 vector x of n entries (reshape it as the row needs).
+ARRAY: dict[str, Callable[[jax.Array], jax.Array]] = {}
+LINALG: dict[str, Callable[[jax.Array], jax.Array]] = {}
+SPECIAL: dict[str, Callable[[jax.Array], jax.Array]] = {}
+FUNCTIONS.update({**ARRAY, **LINALG, **SPECIAL})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="comma-separated n")
     parser.add_argument("--min-time", type=float, default=0.3, help="seconds of samples")
+    parser.add_argument("--only", default="", help="run only functions whose name contains this")
     args = parser.parse_args()
     print(f"backend {jax.default_backend()}, jax {jax.__version__}, float32")
     head = ["tape/grad", "dual/jvp", "rho tape", "rho grad", "rho dual", "rho jvp"]
@@ -57,6 +64,8 @@ def main() -> None:
         x = jnp.asarray(rng.normal(size=n), jnp.float32)
         v = jnp.asarray(rng.normal(size=n), jnp.float32)
         for name, f in FUNCTIONS.items():
+            if args.only not in name:
+                continue
             fns = {
                 "tape": jax.jit(dk.get("tape").grad(f)),
                 "grad": jax.jit(jax.grad(f)),

@@ -32,6 +32,7 @@ class Spec:
     modes: tuple[str, ...] = ("dual", "tape")
     label: str = ""
     ref: Callable | None = None  # what jax.jvp / jax.vjp differentiate, if not ``fun``
+    order2: bool = True  # also check the second order: dual's JVP of tape's VJP
 
 
 R3, R34 = (("real", (3,)),), (("real", (3, 4)),)

@@ -324,6 +324,11 @@ def test_rules_match_jax(section: str, dtype: str) -> None:
         _check_section(section, dtype)
 
 
+def _pulled(vjp, f, ct):
+    """``xs -> vjp(f, *xs)[1](ct)``: the cotangent of ``f``'s inputs as a function of them."""
+    return lambda *xs: vjp(f, *xs)[1](ct)
+
+
 def _check_section(section: str, dtype: str) -> None:
     specs = SECTIONS[section]
     dual, tape = dk.get("dual"), dk.get("tape")
@@ -347,6 +352,9 @@ def _check_section(section: str, dtype: str) -> None:
             if "tape" in spec.modes:
                 got[-1]["vjp"] = tape.vjp(spec.fun, *xs)[1](ct)
                 want[-1]["vjp"] = jax.vjp(ref, *xs)[1](ct)
+            if spec.order2 and {"dual", "tape"} <= set(spec.modes):  # forward over reverse
+                got[-1]["jvp of vjp"] = dual.jvp(_pulled(tape.vjp, spec.fun, ct), xs, ts)
+                want[-1]["jvp of vjp"] = jax.jvp(_pulled(jax.vjp, ref, ct), xs, ts)
         return got, want
 
     tol = 1e-12 if dtype == "float64" else None

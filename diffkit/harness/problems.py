@@ -262,7 +262,8 @@ def _gmm(size, dtype, rng, d, points, gamma, wishart_m):
     x = _normal(rng, (points, d), dtype)
     rows, cols = np.tril_indices(d, -1)
     order = np.lexsort((rows, cols))  # GradBench fills the lower triangle column by column
-    rows, cols = rows[order], cols[order]
+    # int32 indices: NumPy's int64 ones meet JAX's int32 in float32 (x64 off) and fail.
+    rows, cols = rows[order].astype(np.int32), cols[order].astype(np.int32)
 
     def gmm(p, x):
         q_diag = jnp.exp(p["q"])

@@ -42,9 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from diffkit._errors import UnsupportedPrimitiveError
 from diffkit._jaxpr import evaluate
 
-__all__ = ["RULES", "Rule", "elementwise", "linear", "zero"]
+__all__ = ["REFUSED", "RULES", "Rule", "elementwise", "linear", "zero"]
 
 Array = Any
 #: ``jvp(prim, xs, x_dots, ys, params) -> y_dots``; a ``None`` tangent is a zero tangent.
@@ -72,10 +73,23 @@ class Rule:
 
 
 def _scale(p: Any, t: Array) -> Array:
-    """``p * t``, skipping the multiplication for the constant partials +1 and -1."""
+    """``p * t``, skipping the multiplication for the constant partials +1 and -1; a boolean
+    partial is a mask, ``t`` where set and 0 elsewhere (a select, as JAX's rules write it: an
+    infinite or NaN tangent stays out of the entries the mask leaves alone)."""
     if isinstance(p, int) and p in (1, -1):
         return t if p == 1 else -t
+    if jnp.result_type(p) == jnp.bool_:
+        return jnp.where(p, t, jnp.zeros((), jnp.result_type(t)))
     return p * t
+
+
+def _cast(v: Array, dtype: Any) -> Array:
+    """``v`` as ``dtype``; a complex value cast to a real dtype keeps its real part (JAX's
+    convention: a cotangent is the transpose, so ``real`` and ``complex`` transpose to each
+    other)."""
+    if jnp.iscomplexobj(v) and not jnp.issubdtype(dtype, jnp.complexfloating):
+        v = lax.real(v)
+    return v.astype(dtype)
 
 
 def _unbroadcast(ct: Array, x: Any) -> Array:
@@ -102,11 +116,13 @@ def elementwise(*partials: Callable[..., Array] | int, params: bool = False) -> 
             _scale(partial(i, xs, ys[0], prm), t) for i, t in enumerate(x_dots) if t is not None
         ]
         y_dot = sum(terms[1:], terms[0])
-        return [jnp.broadcast_to(y_dot, jnp.shape(ys[0])).astype(ys[0].dtype)]
+        return [_cast(jnp.broadcast_to(y_dot, jnp.shape(ys[0])), ys[0].dtype)]
 
     def vjp(prim, xs, ys, y_bars, needs, prm):
         return [
-            _unbroadcast(_scale(partial(i, xs, ys[0], prm), y_bars[0]), x) if need else None
+            _cast(_unbroadcast(_scale(partial(i, xs, ys[0], prm), y_bars[0]), x), _dtype(x))
+            if need
+            else None
             for i, (x, need) in enumerate(zip(xs, needs, strict=True))
         ]
 
@@ -155,6 +171,10 @@ def zero() -> Rule:
 
 def _no_cotangents(prim, xs, ys, y_bars, needs, prm):
     return [None] * len(xs)
+
+
+def _dtype(x: Any) -> Any:
+    return jnp.result_type(x)
 
 
 def _is_float(x: Any) -> bool:
@@ -294,6 +314,11 @@ def _scatter_masks(operand, indices, updates, **prm):
     """``(kept, landed)``: the operand entries a scatter leaves alone, and the updates it
     writes -- of several updates to one entry, the one that wins. Found by scattering each
     update's id (as JAX's own scatter JVP does), so tangents follow the same winners."""
+    if prm.get("update_jaxpr") is not None:
+        raise UnsupportedPrimitiveError(
+            "scatter with an update function (x.at[i].apply(f)) has no derivative rule (JAX "
+            "has none either); write x.at[i].set(f(x[i])) instead"
+        )
     dn, shape = prm["dimension_numbers"], jnp.shape(updates)
     points = [d for d in range(len(shape)) if d not in dn.update_window_dims]
     count = int(np.prod([shape[d] for d in points]))
@@ -426,6 +451,8 @@ def _recurrence(b: Array, a: Array, axis: int, reverse: bool, log: bool = False)
 
 def _shifted(a: Array, fill: float, axis: int, reverse: bool) -> Array:
     """``a_(i-1)`` at ``i`` (``a_(i+1)`` when ``reverse``), with ``fill`` past the edge."""
+    if jnp.shape(a)[axis] == 0:  # nothing to shift (prod over no axes differentiated twice)
+        return a
     edge = jnp.full_like(lax.slice_in_dim(a, 0, 1, axis=axis), fill)
     if reverse:
         return lax.concatenate([lax.slice_in_dim(a, 1, None, axis=axis), edge], axis)
@@ -470,6 +497,14 @@ def _cumulative(
     return Rule("cumulative", jvp, vjp, primal)
 
 
+def _reshape_t(i, ct, x, *dyn, dimensions, **_):
+    """reshape with ``dimensions`` (``order="F"``) transposes ``x`` by them first."""
+    if dimensions is None:
+        return ct.reshape(jnp.shape(x))
+    moved = ct.reshape([jnp.shape(x)[d] for d in dimensions])
+    return jnp.transpose(moved, np.argsort(dimensions))
+
+
 def _split_t(i, cts, x, *, sizes, axis):
     return lax.concatenate(list(cts), axis)
 
@@ -481,6 +516,26 @@ def _ties(a: Array, b: Array, dtype: Any) -> Array:
 
 def _ipow(out, x, *, y):
     return jnp.zeros_like(x) if y == 0 else y * lax.integer_pow(x, y - 1)
+
+
+def _replace_zero(x: Array) -> Array:
+    return jnp.where(x == 0, jnp.ones_like(x), x)
+
+
+def _pow_x(out, x, y):
+    """d x**y / d x; 0 where an integer exponent is 0 (JAX's convention, not 0 * x**-1)."""
+    if jnp.issubdtype(jnp.result_type(y), jnp.integer):
+        y = jnp.broadcast_to(y, jnp.broadcast_shapes(jnp.shape(x), jnp.shape(y)))
+        return jnp.where(y == 0, 0, _replace_zero(y) * lax.pow(x, y - 1)).astype(out.dtype)
+    return y * lax.pow(x, y - 1)
+
+
+def _abs(out, x):
+    """d|x|/dx as JAX has it: +1 at 0 and -0 for real x; ``conj(x) / |x|`` (0 at 0) for
+    complex x, of whose product with the tangent the row keeps the real part."""
+    if jnp.iscomplexobj(x):
+        return jnp.conj(x) / _replace_zero(out).astype(x.dtype)
+    return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
 _SQRT_PI = float(np.sqrt(np.pi))
@@ -495,13 +550,13 @@ RULES: dict[str, Rule] = {
     "mul": elementwise(lambda out, x, y: y, lambda out, x, y: x),
     "div": elementwise(lambda out, x, y: 1 / y, lambda out, x, y: -out / y),
     "rem": elementwise(1, lambda out, x, y: -jnp.trunc(x / y)),
-    "pow": elementwise(lambda out, x, y: y * lax.pow(x, y - 1), lambda out, x, y: out * jnp.log(x)),
+    "pow": elementwise(_pow_x, lambda out, x, y: out * jnp.log(_replace_zero(x))),
     "integer_pow": elementwise(_ipow, params=True),
     "square": elementwise(lambda out, x: 2 * x),
     "sqrt": elementwise(lambda out, x: 0.5 / out),
     "rsqrt": elementwise(lambda out, x: -0.5 * out / x),
-    "cbrt": elementwise(lambda out, x: 1 / (3 * out * out)),
-    "abs": elementwise(lambda out, x: jnp.sign(x)),
+    "cbrt": elementwise(lambda out, x: lax.integer_pow(out, -2) / 3),
+    "abs": elementwise(_abs),
     "max": elementwise(
         lambda out, x, y: _ties(x, y, out.dtype), lambda out, x, y: _ties(y, x, out.dtype)
     ),
@@ -509,9 +564,9 @@ RULES: dict[str, Rule] = {
         lambda out, x, y: _ties(y, x, out.dtype), lambda out, x, y: _ties(x, y, out.dtype)
     ),
     "clamp": elementwise(
-        lambda out, lo, x, hi: ((lo > x) & (lo < hi)).astype(out.dtype),
-        lambda out, lo, x, hi: ((x > lo) & (x < hi)).astype(out.dtype),
-        lambda out, lo, x, hi: (hi < x).astype(out.dtype),
+        lambda out, lo, x, hi: (lo > x) & (lo < hi),  # masks: selects, as in JAX's rule
+        lambda out, lo, x, hi: (x > lo) & (x < hi),
+        lambda out, lo, x, hi: hi < x,
     ),
     # exponentials and logarithms
     "exp": elementwise(lambda out, x: out),
@@ -535,7 +590,7 @@ RULES: dict[str, Rule] = {
     "tanh": elementwise(lambda out, x: 1 - out * out),
     "asinh": elementwise(lambda out, x: lax.rsqrt(x * x + 1)),
     "acosh": elementwise(lambda out, x: lax.rsqrt((x - 1) * (x + 1))),
-    "atanh": elementwise(lambda out, x: 1 / (1 - x * x)),
+    "atanh": elementwise(lambda out, x: 1 / (1 + x) / (1 - x)),  # JAX's form: inf, not nan, at 1
     # special functions
     "erf": elementwise(lambda out, x: 2 / _SQRT_PI * jnp.exp(-x * x)),
     "erfc": elementwise(lambda out, x: -2 / _SQRT_PI * jnp.exp(-x * x)),
@@ -578,7 +633,7 @@ RULES: dict[str, Rule] = {
     "reduce_precision": linear(lambda i, ct, x, **p: lax.reduce_precision(ct, **p)),
     # shape
     "broadcast_in_dim": linear(_broadcast_t),
-    "reshape": linear(lambda i, ct, x, *dyn, **_: ct.reshape(jnp.shape(x))),
+    "reshape": linear(_reshape_t),
     "squeeze": linear(lambda i, ct, x, *, dimensions: ct.reshape(jnp.shape(x))),
     "transpose": linear(
         lambda i, ct, x, *, permutation: jnp.transpose(ct, np.argsort(permutation))
@@ -600,6 +655,12 @@ RULES: dict[str, Rule] = {
     "scatter": linear(_scatter_t, tangent=_scatter_tangent),
     "select_n": linear(_select_t),
 }
+
+#: Primitives JAX differentiates that the hand-written interpreters refuse, with the reason
+#: (shown in the refusal's one-line error and in the README). ``tests/test_census.py`` checks
+#: that every differentiable primitive of the installed JAX is a row, a call, control flow, a
+#: custom rule, integer-valued, or here.
+REFUSED: dict[str, str] = {}
 
 # Sections of the table kept in their own modules (they build rows with the constructors above).
 from diffkit import _rules_array, _rules_linalg, _rules_special  # noqa: E402

@@ -204,14 +204,30 @@ def test_long_running_reductions_keep_float32_accuracy() -> None:
     assert rho(y_dot, want_jvp) <= 1e-6
 
 
+def _third_party_op():
+    """A primitive of a third-party library that JAX differentiates and diffkit has no row
+    for (``y = 2 x``)."""
+    from jax.extend.core import Primitive
+    from jax.interpreters import ad
+
+    prim = Primitive("third_party_double")
+    prim.def_impl(lambda x: 2 * x)
+    prim.def_abstract_eval(lambda x: x)
+    ad.defjvp(prim, lambda t, x: 2 * t)
+    return prim.bind
+
+
 @pytest.mark.parametrize("name", HAND)
-def test_unsupported_primitive_names_everything(name: str) -> None:
+def test_unsupported_primitive_error_is_short_and_names_the_users_line(name: str) -> None:
+    op = _third_party_op()
+    assert rho(jax.grad(lambda x: op(x))(1.0), 2.0) == 0  # JAX differentiates it
     with pytest.raises(dk.UnsupportedPrimitiveError) as info:
-        dk.get(name).grad(lambda x: jnp.linalg.eigvalsh(x)[0])(jnp.eye(2))
+        dk.get(name).grad(lambda x: op(x) * x)(1.0)
     message = str(info.value)
-    assert message.startswith(f"{name}: no rule for primitive 'eigh'")
+    assert message.startswith(f"{name}: no rule for primitive 'third_party_double'")
     assert "test_dual_tape.py" in message  # the user's source line
-    assert "Supported:" in message and "dot_general" in message and "\n" not in message
+    assert "jax-rev" in message and "\n" not in message
+    assert len(message) < 300  # no list of every supported primitive
 
 
 def test_stop_gradient_and_integer_values_get_no_cotangent() -> None:

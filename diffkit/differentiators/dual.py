@@ -9,12 +9,13 @@ arrays (a zero tangent costs nothing). The evaluation is jax.numpy code, so it c
 and Jacobians come one chunk of directions per pass.
 
 Control flow: ``cond`` (a switch over the branches' dual evaluations), ``scan`` and
-``while_loop`` (the loop carries primal and tangent together).
+``while_loop`` (the loop carries primal and tangent together). Custom rules are part of the
+program: a ``custom_jvp`` function's tangent comes from its JVP rule, a
+``custom_linear_solve``'s from its solve; a ``custom_vjp`` function is refused, as JAX does.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,17 +24,20 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from diffkit._errors import UnsupportedPrimitiveError
 from diffkit._interface import Differentiator, register
 from diffkit._jaxpr import (
-    CALL_PARAMS,
+    Interpreter,
     carry_mask,
+    custom_jvp_rule,
     depends,
     evaluate,
-    inner_jaxpr,
     interpret,
     is_float,
+    split_solve,
     trace,
-    unsupported,
+    user_site,
+    zero_tangent,
 )
 from diffkit._rules import RULES
 
@@ -90,7 +94,7 @@ class Dual:
             return f(*full)
 
         closed = jax.make_jaxpr(g)(*[args[i].primal for i in where])
-        (out,) = interpret(closed, [args[i] for i in where], _handle)
+        (out,) = DUALS.run(closed, [args[i] for i in where])
         return out if isinstance(out, Dual) else Dual(out)
 
     def __add__(self, other: Any) -> Dual:
@@ -171,40 +175,38 @@ def _active(values: Sequence[Any]) -> list[bool]:
     return [isinstance(v, Dual) for v in values]
 
 
-def _handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
-    """Evaluate one equation on dual numbers (``site``: the call an inlined body came from)."""
-    if not any(isinstance(v, Dual) for v in invals):
-        return evaluate(eqn, invals)
-    inner = inner_jaxpr(eqn)
-    if inner is not None:
-        return interpret(inner, invals, functools.partial(_handle, site=site or eqn))
-    name = eqn.primitive.name
-    if name in _CONTROL:
-        return _CONTROL[name](eqn, invals)
-    xs = [_primal(v) for v in invals]
-    if not any(is_float(v.aval) for v in eqn.outvars):
-        return evaluate(eqn, xs)  # comparisons, argmax, ...: nothing to differentiate
-    rule = RULES.get(name)
-    if rule is None:
-        raise unsupported("dual", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
-    found = rule.outputs(eqn, xs)
-    x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
-    y_dots = rule.jvp(eqn.primitive, xs, x_dots, found, eqn.params)
-    ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
-    return [y if t is None else Dual(y, t) for y, t in zip(ys, y_dots, strict=False)]
+class _Duals(Interpreter):
+    """The dual-number interpreter: values that depend on the inputs are :class:`Dual`."""
+
+    who = "dual"
+    rules = RULES
+
+    def active(self, v: Any) -> bool:
+        return isinstance(v, Dual)
+
+    def primal(self, v: Any) -> Any:
+        return _primal(v)
+
+    def apply(self, eqn: Any, invals: list[Any], xs: list[Any], rule: Any) -> list[Any]:
+        found = rule.outputs(eqn, xs)
+        x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
+        with jax.named_scope(f"d_{eqn.primitive.name}"):  # names the rule in errors
+            y_dots = rule.jvp(eqn.primitive, xs, x_dots, found, eqn.params)
+        ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
+        return [y if t is None else Dual(y, t) for y, t in zip(ys, y_dots, strict=False)]
 
 
 # ------------------------------------------------------------ control flow
 
 
-def _cond(eqn: Any, invals: list[Any]) -> list[Any]:
+def _cond(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     index, ops = _primal(invals[0]), invals[1:]
     mask = _active(ops)
     out_float = [is_float(v.aval) for v in eqn.outvars]
 
     def branch(closed: Any) -> Callable:
         def run(primals, tangents):
-            return _split(interpret(closed, _join(primals, tangents, mask), _handle), out_float)
+            return _split(duals.run(closed, _join(primals, tangents, mask), site), out_float)
 
         return run
 
@@ -213,7 +215,7 @@ def _cond(eqn: Any, invals: list[Any]) -> list[Any]:
     return _join(ys, y_dots, out_float)
 
 
-def _while(eqn: Any, invals: list[Any]) -> list[Any]:
+def _while(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     p = eqn.params
     nc, nb = p["cond_nconsts"], p["body_nconsts"]
     cconsts = [_primal(v) for v in invals[:nc]]
@@ -225,12 +227,12 @@ def _while(eqn: Any, invals: list[Any]) -> list[Any]:
         return interpret(cond, [*cconsts, *carry[0]], evaluate)[0]
 
     def body_fun(carry):
-        return _split(interpret(body, [*bconsts, *_join(*carry, mask)], _handle), mask)
+        return _split(duals.run(body, [*bconsts, *_join(*carry, mask)], site), mask)
 
     return _join(*lax.while_loop(cond_fun, body_fun, _split(init, mask)), mask)
 
 
-def _scan(eqn: Any, invals: list[Any]) -> list[Any]:
+def _scan(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     p = eqn.params
     nc, nk = p["num_consts"], p["num_carry"]
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
@@ -240,7 +242,7 @@ def _scan(eqn: Any, invals: list[Any]) -> list[Any]:
     ymask = depends(body.jaxpr, [*_active(consts), *cmask, *xmask])[nk:]
 
     def step(carry, x):
-        outs = interpret(body, [*consts, *_join(*carry, cmask), *_join(*x, xmask)], _handle)
+        outs = duals.run(body, [*consts, *_join(*carry, cmask), *_join(*x, xmask)], site)
         return _split(outs[:nk], cmask), _split(outs[nk:], ymask)
 
     carry, ys = lax.scan(
@@ -254,11 +256,50 @@ def _scan(eqn: Any, invals: list[Any]) -> list[Any]:
     return [*_join(*carry, cmask), *_join(*ys, ymask)]
 
 
-_CONTROL: dict[str, Callable[[Any, list[Any]], list[Any]]] = {
+# ------------------------------------------------------------ custom rules
+
+
+def _custom_jvp(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+    """The library's JVP rule pushes the tangent (its constants get none, as in JAX)."""
+    rest = invals[eqn.params["num_consts"] :]
+    xs = [_primal(v) for v in rest]
+    x_dots = [v.tangent if isinstance(v, Dual) else zero_tangent(v) for v in rest]
+    outs = interpret(custom_jvp_rule(eqn), [*xs, *x_dots], evaluate)
+    n = len(eqn.outvars)
+    return [Dual(y, t) if is_float(y) else y for y, t in zip(outs[:n], outs[n:], strict=True)]
+
+
+def _custom_vjp(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+    raise UnsupportedPrimitiveError(
+        f"dual: a custom_vjp function (at {user_site(eqn, site)}) defines only a reverse-mode "
+        "rule, and forward mode cannot use it (JAX refuses too); use tape or jax-rev, or "
+        "define the function with jax.custom_jvp"
+    )
+
+
+def _linear_solve(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+    """``x = A^-1 b``: ``x_dot = A^-1 (b_dot - A_dot x)``, with ``A_dot x`` the tangent of the
+    matvec in its constants (the solves' constants get none, as in JAX)."""
+    xs = [_primal(v) for v in invals]
+    (matvec, *_), b = split_solve(invals, eqn)
+    x = evaluate(eqn, xs)
+    rhs = [_tangent(v) for v in b]
+    if any(isinstance(v, Dual) for v in matvec):
+        a_dot_x = duals.run(eqn.params["jaxprs"].matvec, [*matvec, *x[: len(b)]], site)
+        rhs = [r - _tangent(t) for r, t in zip(rhs, a_dot_x, strict=True)]
+    x_dot = evaluate(eqn, [*xs[: len(xs) - len(b)], *rhs])
+    return [Dual(y, t) for y, t in zip(x, x_dot[: len(b)], strict=False)] + x[len(b) :]
+
+
+_Duals.special = {
     "cond": _cond,
     "while": _while,
     "scan": _scan,
+    "custom_jvp_call": _custom_jvp,
+    "custom_vjp_call": _custom_vjp,
+    "custom_linear_solve": _linear_solve,
 }
+DUALS = _Duals()
 
 
 @register("dual")
@@ -282,7 +323,7 @@ class DualNumbers(Differentiator):
     def _jvp(self, fun, primals, tangents):
         traced = trace(fun, primals)
         args = [Dual(p, t) for p, t in zip(primals, tangents, strict=True)]
-        outs = interpret(traced.closed, args, _handle)
+        outs = DUALS.run(traced.closed, args)
         n = traced.n_outs
         values = [_primal(o) for o in outs]
         return tuple(values[:n]), tuple(_tangent(o) for o in outs[:n]), tuple(values[n:])

@@ -13,11 +13,14 @@ there are no reference cycles. Under ``jax.jit`` both sweeps trace into one XLA 
 Control flow: ``cond`` (the taken branch is recorded again and swept back inside a switch) and
 ``scan`` (the carry entering each step is saved; a reverse scan sweeps each step back).
 ``while_loop`` has a trip count known only at run time and cannot be reversed: use ``dual``.
+Custom rules are part of the program: a ``custom_vjp`` function is pulled back by its ``bwd``
+rule, a ``custom_jvp`` function by the transpose of its JVP rule (linear in the tangents, so
+recorded on a tape of its own and swept back), a ``custom_linear_solve`` by its transposed
+solve.
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,15 +34,19 @@ from jax import lax
 from diffkit._errors import UnsupportedPrimitiveError
 from diffkit._interface import Differentiator, register
 from diffkit._jaxpr import (
-    CALL_PARAMS,
+    Interpreter,
     carry_mask,
+    closed_jaxpr,
+    custom_jvp_rule,
+    custom_vjp_backward,
+    custom_vjp_forward,
     evaluate,
-    inner_jaxpr,
     interpret,
     is_float,
-    source_line,
+    split_solve,
     trace,
-    unsupported,
+    user_site,
+    zero_tangent,
 )
 from diffkit._rules import RULES
 
@@ -103,7 +110,7 @@ class Tape:
         tracked = [Tracked(a, next(counter)) if n else a for a, n in zip(args, needs, strict=True)]
         tape.in_keys = [t.key if isinstance(t, Tracked) else None for t in tracked]
         tape.inputs = list(args)
-        tape.outputs = interpret(closed, tracked, _recorder(tape.nodes, counter))
+        tape.outputs = _Recorder(tape.nodes, counter).run(closed, tracked)
         return tape
 
     def sweep(self, out_bars: Sequence[Any], keep: bool = False) -> list[Any]:
@@ -181,43 +188,60 @@ def _accumulate(bars: dict[int, Any], key: int, bar: Any) -> None:
     bars[key] = bars[key] + bar if key in bars else bar
 
 
-def _recorder(nodes: list[Node], counter: itertools.count) -> Callable:
-    """The forward sweep's handler: evaluate one equation, recording a node if it depends on
-    the inputs. It closes over the node list, not the tape (no reference cycle)."""
+class _Recorder(Interpreter):
+    """The forward sweep: evaluate each equation, recording a node where it depends on the
+    inputs. It holds the node list, not the tape (no reference cycle)."""
 
-    def handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
-        if not any(isinstance(v, Tracked) for v in invals):
-            return evaluate(eqn, invals)
-        inner = inner_jaxpr(eqn)
-        if inner is not None:
-            return interpret(inner, invals, functools.partial(handle, site=site or eqn))
-        xs = [_value(v) for v in invals]
-        out_float = [is_float(v.aval) for v in eqn.outvars]
-        name = eqn.primitive.name
+    who = "tape"
+    rules = RULES
+
+    def __init__(self, nodes: list[Node], counter: itertools.count) -> None:
+        self.nodes, self.counter = nodes, counter
+
+    def active(self, v: Any) -> bool:
+        return isinstance(v, Tracked)
+
+    def primal(self, v: Any) -> Any:
+        return _value(v)
+
+    def apply(self, eqn: Any, invals: list[Any], xs: list[Any], rule: Any) -> list[Any]:
+        found = rule.outputs(eqn, xs)
+        ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
+        if rule.kind == "zero":
+            return ys
         needs = [isinstance(v, Tracked) for v in invals]
-        if not any(out_float):
-            return evaluate(eqn, xs)
-        if name in _CONTROL:
-            ys, pullback = _CONTROL[name](eqn, xs, needs)
-        else:
-            rule = RULES.get(name)
-            if rule is None:
-                raise unsupported("tape", eqn, [*RULES, *_CONTROL, *CALL_PARAMS], site)
-            found = rule.outputs(eqn, xs)
-            ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
-            if rule.kind == "zero":
-                return ys
-            pullback = _bind_rule(rule.vjp, eqn.primitive, xs, found, needs, eqn.params)
-        out_keys = tuple(next(counter) if f else None for f in out_float)
-        in_keys = tuple(v.key if isinstance(v, Tracked) else None for v in invals)
-        nodes.append(Node(name, in_keys, out_keys, tuple(xs), tuple(ys), pullback))
-        return [y if k is None else Tracked(y, k) for y, k in zip(ys, out_keys, strict=True)]
+        pullback = _bind_rule(rule.vjp, eqn.primitive, xs, found, needs, eqn.params)
+        return self.record(eqn, invals, ys, pullback)
 
-    return handle
+    def record(self, eqn: Any, invals: list[Any], ys: Sequence[Any], pullback: Callable) -> list:
+        """Append the node for ``eqn`` (outputs ``ys``) and return its tracked outputs."""
+        out_keys = tuple(next(self.counter) if is_float(v.aval) else None for v in eqn.outvars)
+        in_keys = tuple(v.key if isinstance(v, Tracked) else None for v in invals)
+        xs = tuple(_value(v) for v in invals)
+        self.nodes.append(Node(eqn.primitive.name, in_keys, out_keys, xs, tuple(ys), pullback))
+        return [y if k is None else Tracked(y, k) for y, k in zip(ys, out_keys, strict=True)]
 
 
 def _bind_rule(vjp, prim, xs, ys, needs, params) -> Callable[[list[Any]], list[Any]]:
-    return lambda y_bars: vjp(prim, xs, ys, y_bars, needs, params)
+    def pullback(y_bars: list[Any]) -> list[Any]:
+        with jax.named_scope(f"d_{prim.name}"):  # names the rule in errors
+            return vjp(prim, xs, ys, y_bars, needs, params)
+
+    return pullback
+
+
+def _recorded(make: Callable) -> Callable:
+    """A handler for ``special`` from ``make(eqn, xs, needs, site) -> (ys, pullback)``: the
+    equation is recorded as one node whose pullback ``make`` wrote."""
+
+    def handle(recorder: _Recorder, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+        xs = [_value(v) for v in invals]
+        if not any(is_float(v.aval) for v in eqn.outvars):
+            return evaluate(eqn, xs)
+        ys, pullback = make(eqn, xs, [isinstance(v, Tracked) for v in invals], site)
+        return recorder.record(eqn, invals, ys, pullback)
+
+    return handle
 
 
 def _pullback(closed: Any, args: Sequence[Any], needs: Sequence[bool], out_bars: Sequence[Any]):
@@ -229,7 +253,7 @@ def _pullback(closed: Any, args: Sequence[Any], needs: Sequence[bool], out_bars:
 # ------------------------------------------------------------ control flow
 
 
-def _cond(eqn: Any, xs: list[Any], needs: list[bool]):
+def _cond(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
     index, ops, op_needs = xs[0], xs[1:], needs[1:]
     ys = evaluate(eqn, xs)
     out_float = [is_float(v.aval) for v in eqn.outvars]
@@ -250,7 +274,7 @@ def _cond(eqn: Any, xs: list[Any], needs: list[bool]):
     return ys, pullback
 
 
-def _scan(eqn: Any, xs: list[Any], needs: list[bool]):
+def _scan(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
     p = eqn.params
     nc, nk = p["num_consts"], p["num_carry"]
     consts, init, seq = xs[:nc], xs[nc : nc + nk], xs[nc + nk :]
@@ -300,15 +324,96 @@ def _scan(eqn: Any, xs: list[Any], needs: list[bool]):
     return [*final, *ys], pullback
 
 
-def _while(eqn: Any, xs: list[Any], needs: list[bool]):
+def _while(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
     raise UnsupportedPrimitiveError(
-        f"tape: cannot reverse the while_loop from {source_line(eqn)}: its trip count is known "
+        f"tape: cannot reverse the while_loop at {user_site(eqn, site)}: its trip count is known "
         "only at run time; use dk.get('dual') for this function, or write the loop with a "
         "fixed trip count (lax.scan, or lax.fori_loop with Python int bounds)"
     )
 
 
-_CONTROL: dict[str, Callable] = {"cond": _cond, "scan": _scan, "while": _while}
+# ------------------------------------------------------------ custom rules
+
+
+def _custom_jvp(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
+    """The library's JVP rule gives the outputs (as in JAX, where they come from the rule)
+    and, being linear in the tangents, is recorded with the tangents as the tracked inputs on
+    a tape of its own, swept back for the cotangents (its transpose)."""
+    nc = eqn.params["num_consts"]
+    rest = xs[nc:]
+    tangent_needs = [n and is_float(x) for x, n in zip(rest, needs[nc:], strict=True)]
+    args = [*rest, *map(zero_tangent, rest)]
+    rule = Tape.record(custom_jvp_rule(eqn), args, [False] * len(rest) + tangent_needs)
+    ys = [_value(y) for y in rule.outputs[: len(eqn.outvars)]]
+
+    def pullback(y_bars):
+        return [None] * nc + rule.sweep([None] * len(ys) + y_bars)[len(rest) :]
+
+    return ys, pullback
+
+
+def _custom_vjp(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
+    """The library's ``fwd`` saves its residuals, its ``bwd`` gives the cotangents."""
+    ys, res = custom_vjp_forward(eqn, xs, needs)
+
+    def pullback(y_bars):
+        cts = [zero_tangent(y) if b is None else b for y, b in zip(ys, y_bars, strict=True)]
+        return custom_vjp_backward(eqn, res, cts)
+
+    return ys, pullback
+
+
+def _linear_solve(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
+    """``x = A^-1 b``: ``b_bar = A^-T x_bar`` by the transposed solve, and the matvec's
+    constants get minus the matvec's cotangent at ``x`` pulled back from ``b_bar``."""
+    p = eqn.params
+    if p["jaxprs"].transpose_solve is None:
+        raise UnsupportedPrimitiveError(
+            f"tape: the custom_linear_solve at {user_site(eqn, site)} has no transpose_solve, "
+            "which reverse mode needs (JAX refuses too); pass transpose_solve, or use dual"
+        )
+    ys = evaluate(eqn, xs)
+    (matvec, vecmat, solve, t_solve), b = split_solve(xs, eqn)
+    matvec_needs = split_solve(needs, eqn)[0][0]
+
+    def pullback(y_bars):
+        x_bars = [
+            zero_tangent(y) if c is None else c for y, c in zip(ys[: len(b)], y_bars, strict=False)
+        ]
+        b_bars = eqn.primitive.bind(
+            *vecmat,
+            *matvec,
+            *t_solve,
+            *solve,
+            *x_bars,
+            const_lengths=p["const_lengths"].transpose(),
+            jaxprs=p["jaxprs"].transpose(),
+        )[: len(b)]
+        bars = [None] * (len(xs) - len(b)) + list(b_bars)
+        if any(matvec_needs):
+            back = _pullback(
+                closed_jaxpr(p["jaxprs"].matvec),
+                [*matvec, *ys[: len(b)]],
+                [*matvec_needs, *[False] * len(b)],
+                [-t for t in b_bars],
+            )
+            bars[: len(matvec)] = back[: len(matvec)]
+        return bars
+
+    return ys, pullback
+
+
+_Recorder.special = {
+    name: _recorded(make)
+    for name, make in {
+        "cond": _cond,
+        "scan": _scan,
+        "while": _while,
+        "custom_jvp_call": _custom_jvp,
+        "custom_vjp_call": _custom_vjp,
+        "custom_linear_solve": _linear_solve,
+    }.items()
+}
 
 
 @register("tape")

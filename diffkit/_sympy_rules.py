@@ -32,7 +32,15 @@ import jax
 import numpy as np
 
 from diffkit._errors import DiffkitError, UnsupportedPrimitiveError
-from diffkit._jaxpr import inner_jaxpr, interpret, unsupported
+from diffkit._jaxpr import (
+    custom_jvp_rule,
+    evaluate,
+    inner_jaxpr,
+    interpret,
+    is_float,
+    unsupported,
+    user_site,
+)
 
 __all__ = ["ELEMENTWISE", "STRUCTURAL", "Context", "backend", "dag_nodes", "handler", "tree_ops"]
 
@@ -84,6 +92,7 @@ def _sympy() -> types.SimpleNamespace:
         cse=cse,
         to_sympy=lambda e: e,
         simplify=sympy.simplify,
+        **_jax_functions(),
     )
 
 
@@ -129,7 +138,188 @@ def _symengine() -> types.SimpleNamespace:
         cse=cse,
         to_sympy=sympy.sympify,
         simplify=None,
+        **{name: _needs_sympy for name in _jax_functions()},
+        Maximum=lambda *a: functools.reduce(max2, a),
+        Minimum=lambda *a: functools.reduce(min2, a),
+        Absolute=lambda a: a * sign(a),
+        Sign=sign,
+        Clamp=lambda lo, a, hi: min2(max2(a, lo), hi),
+        Select=lambda c, a, b: se.Piecewise((a, c), (b, True)),
+        Less=se.Lt,
+        LessEqual=se.Le,
+        Greater=se.Gt,
+        GreaterEqual=se.Ge,
+        Equal=se.Eq,
+        NotEqual=se.Ne,
     )
+
+
+def _needs_sympy(*args: Any) -> Any:
+    raise Refusal("backend='sympy' (SymEngine has no JAX-exact form of it)")
+
+
+class Refusal(Exception):
+    """Raised by a rule that cannot translate an equation exactly: ``what`` it would need.
+    The handler turns it into a one-line :class:`UnsupportedPrimitiveError` naming the
+    primitive and the user's source line."""
+
+    def with_eqn(self, eqn: Any, site: Any) -> UnsupportedPrimitiveError:
+        """The one-line error: which primitive, where in the user's code, what it needs."""
+        return UnsupportedPrimitiveError(
+            f"{WHO}: primitive '{eqn.primitive.name}' (at {user_site(eqn, site)}) needs "
+            f"{self.args[0]}; use jax-fwd/jax-rev for this function"
+        )
+
+
+# JAX-exact functions (SymPy backend). SymPy evaluates its own functions and relations on
+# structure and assumptions (``Ne(y, y)`` is False, ``sign(exp(x))`` is 1, ``Heaviside(0)`` is
+# 1/2), which differs from IEEE arithmetic on NaN and infinities and from JAX's derivative
+# conventions at kinks. These functions are opaque to SymPy: never evaluated, printed as the JAX
+# call that computes them, and differentiated by the partials JAX's own JVP rules use.
+#: name -> (JAX template, partial derivatives ``(args, out, i) -> expression`` or None: 0;
+#: ``"bool"`` marks predicates)
+_TEMPLATES: dict[str, tuple[str, Any]] = {
+    "Floor": ("jax.numpy.floor({0})", None),
+    "Ceil": ("jax.numpy.ceil({0})", None),
+    "Round": ("jax.lax.round({0}, {1})", None),  # {1}: the rounding method, 0 or 1
+    "Sign": ("jax.numpy.sign({0})", None),
+    "IntDiv": ("jax.lax.div({0}, {1})", None),  # integer division, truncating
+    "Select": ("jax.numpy.where({0}, {1}, {2})", "select"),  # {1} where {0} holds, else {2}
+    "Absolute": ("jax.numpy.abs({0})", "abs"),
+    "Maximum": ("functools.reduce(jax.numpy.maximum, ({args},))", "extremum"),
+    "Minimum": ("functools.reduce(jax.numpy.minimum, ({args},))", "extremum"),
+    "Clamp": ("jax.lax.clamp({0}, {1}, {2})", "clamp"),
+    "Rem": ("jax.lax.rem({0}, {1})", "rem"),
+    "Cbrt": ("jax.lax.cbrt({0})", "cbrt"),
+    "Lgamma": ("jax.lax.lgamma({0})", "lgamma"),
+    "Digamma": ("jax.lax.digamma({0})", "digamma"),
+    "Polygamma": ("jax.lax.polygamma(jax.numpy.full_like({1}, {0}), {1})", "polygamma"),
+    "ErfInv": ("jax.lax.erf_inv({0})", "erf_inv"),
+    "Less": ("jax.numpy.less({0}, {1})", "bool"),
+    "LessEqual": ("jax.numpy.less_equal({0}, {1})", "bool"),
+    "Greater": ("jax.numpy.greater({0}, {1})", "bool"),
+    "GreaterEqual": ("jax.numpy.greater_equal({0}, {1})", "bool"),
+    "Equal": ("jax.numpy.equal({0}, {1})", "bool"),
+    "NotEqual": ("jax.numpy.not_equal({0}, {1})", "bool"),
+    "IsFinite": ("jax.numpy.isfinite({0})", "bool"),
+}
+
+
+def _partials(F: types.SimpleNamespace) -> dict[str, Callable[[tuple, Any, int], Any]]:
+    """JAX's JVP conventions (jax/_src/lax), as partial derivatives ``(args, out, i)``."""
+    import sympy
+
+    one = lambda c: F.Select(c, 1, 0)  # noqa: E731
+
+    def extremum(a: tuple, out: Any, i: int) -> Any:
+        if len(a) == 2:  # lax.max/min: 1 where the argument is the result, 1/2 at a tie
+            return one(F.Equal(a[i], out)) / F.Select(F.Equal(a[1 - i], out), 2, 1)
+        return one(F.Equal(a[i], out)) / sympy.Add(*(one(F.Equal(b, out)) for b in a))  # reduce
+
+    def clamp(a: tuple, out: Any, i: int) -> Any:
+        lo, x, hi = a
+        conds = (
+            sympy.And(F.Greater(lo, x), F.Less(lo, hi)),
+            sympy.And(F.Greater(x, lo), F.Less(x, hi)),
+            F.Less(hi, x),
+        )
+        return one(conds[i])
+
+    def rem(a: tuple, out: Any, i: int) -> Any:
+        q = a[0] / a[1]
+        return sympy.S.One if i == 0 else -F.Sign(q) * F.Floor(F.Absolute(q))
+
+    return {
+        "abs": lambda a, out, i: F.Select(F.GreaterEqual(a[0], 0), 1, -1),
+        "select": lambda a, out, i: sympy.S.Zero if i == 0 else one(a[0] if i == 1 else ~a[0]),
+        "extremum": extremum,
+        "clamp": clamp,
+        "rem": rem,
+        "cbrt": lambda a, out, i: sympy.Rational(1, 3) / out**2,
+        "lgamma": lambda a, out, i: F.Digamma(a[0]),
+        "digamma": lambda a, out, i: F.Polygamma(1, a[0]),
+        "polygamma": lambda a, out, i: sympy.S.Zero if i == 0 else F.Polygamma(a[0] + 1, a[1]),
+        "erf_inv": lambda a, out, i: sympy.sqrt(sympy.pi) / 2 * sympy.exp(out**2),
+    }
+
+
+@functools.cache
+def _jax_functions() -> dict[str, Any]:
+    """The opaque SymPy classes of ``_TEMPLATES`` (and ``Convert_<dtype>``, made on demand)."""
+    import sympy
+    from sympy.logic.boolalg import BooleanFunction
+
+    F = types.SimpleNamespace()
+    partials = _partials(F)
+
+    class JaxBase(sympy.Function):
+        """A function SymPy never evaluates; JAX computes it (``template``) and its partial
+        derivatives follow JAX's rules (``rule``)."""
+
+        template = ""
+        rule: Any = None
+
+        @classmethod
+        def eval(cls, *args: Any) -> None:
+            return None
+
+        def fdiff(self, argindex: int = 1) -> Any:
+            rule = type(self).rule
+            return sympy.S.Zero if rule is None else rule(self.args, self, argindex - 1)
+
+    class JaxPredicate(BooleanFunction):
+        """A comparison or test SymPy never evaluates: JAX decides it, NaN included."""
+
+        template = ""
+
+        @classmethod
+        def eval(cls, *args: Any) -> None:
+            return None
+
+    class Select(JaxBase):
+        """``where(c, a, b)``: SymPy's Piecewise rewrites conditions that contain a
+        Piecewise (and then needs them as sets); this one is left as it is. Its derivative is
+        the choice of the derivatives (JAX's JVP of ``select_n``)."""
+
+        @classmethod
+        def eval(cls, c: Any, a: Any, b: Any) -> Any:
+            if c == sympy.true or a == b:
+                return a
+            if c == sympy.false:
+                return b
+            return None
+
+    for name, (template, kind) in _TEMPLATES.items():
+        base = {"bool": JaxPredicate, "select": Select}.get(kind, JaxBase)
+        attrs: dict[str, Any] = {"template": template}
+        if base is not JaxPredicate:
+            attrs["rule"] = staticmethod(partials[kind]) if kind else None
+        setattr(F, name, type(name, (base,), attrs))
+    F.JaxBase, F.JaxPredicate = JaxBase, JaxPredicate  # for the printer
+    return {k: v for k, v in vars(F).items() if k not in ("JaxBase", "JaxPredicate")}
+
+
+@functools.cache
+def convert_function(dtype: str) -> Any:
+    """``Convert_<dtype>``: ``lax.convert_element_type`` to an integer or float dtype (sympy
+    backend); derivative 1 into floats, 0 into integers, as JAX."""
+    import sympy
+
+    base = _jax_functions()["Floor"].__mro__[1]  # JaxBase
+    to_float = np.issubdtype(np.dtype(dtype), np.floating)
+    rule = (lambda a, out, i: sympy.S.One) if to_float else None
+    template = f"jax.lax.convert_element_type({{0}}, jax.numpy.{dtype})"
+    return type(
+        f"Convert_{dtype}",
+        (base,),
+        {"template": template, "rule": staticmethod(rule) if rule else None},
+    )
+
+
+def print_jax(printer: Any, e: Any) -> str:
+    """How the program printer writes a JAX-exact function: its template, arguments printed."""
+    args = [printer._print(a) for a in e.args]
+    return e.template.format(*args, args=", ".join(args))
 
 
 def number(S: Any, v: Any) -> Any:
@@ -154,6 +344,8 @@ def _sympy_chain_rule(expr: Any, x: Any, memo: dict[Any, Any]) -> Any:
     the expression as a tree, which is exponential on the shared graphs programs produce."""
     import sympy
 
+    select = _jax_functions()["Select"]
+
     def children(e: Any) -> tuple[Any, ...]:
         if isinstance(e, sympy.Piecewise):
             return tuple(a.expr for a in e.args)
@@ -173,6 +365,8 @@ def _sympy_chain_rule(expr: Any, x: Any, memo: dict[Any, Any]) -> Any:
             return p * b ** (p - 1) * db + (e * sympy.log(b) * dp if dp else 0)
         if isinstance(e, sympy.Piecewise):
             return sympy.Piecewise(*((di, a.cond) for di, a in zip(d, e.args, strict=True)))
+        if isinstance(e, select):  # the choice of the derivatives, as JAX's JVP
+            return select(args[0], d[1], d[2])
         if hasattr(e, "fdiff"):  # functions, Max, Min, Abs, ...
             return sympy.Add(*(e.fdiff(i + 1) * di for i, di in _nz(d)))
         return sympy.diff(e, x)
@@ -263,12 +457,17 @@ def dag_nodes(exprs: Iterable[Any], seen: set[Any] | None = None) -> int:
 @dataclass
 class Context:
     """What one symbolic evaluation carries: the backend, stopped-gradient definitions
-    (fresh symbols standing for values that must not be differentiated), and a hook
-    called after every equation (budgets)."""
+    (fresh symbols standing for values that must not be differentiated), a hook called after
+    every equation (budgets), and ``point``: the numeric values of expressions at the input
+    (``None`` where the inputs are not concrete), for choices only the input point decides
+    (sort, argmax); ``decided`` records that one was made, so the result is valid only there."""
 
     S: Any
     after: Callable[[list[Any]], None] = lambda outs: None
     stops: list[tuple[Any, Any]] = field(default_factory=list)
+    point: Callable[[np.ndarray, Any], np.ndarray] | None = None
+    decided: bool = False
+    rules_open: set[Any] = field(default_factory=set)  # custom_jvp rules being read
 
 
 def is_symbolic(v: Any) -> bool:
@@ -292,22 +491,43 @@ def _objects(shape: tuple[int, ...], values: Iterable[Any]) -> np.ndarray:
     return out
 
 
-def handler(ctx: Context) -> Callable[[Any, list[Any]], list[Any]]:
+def handler(ctx: Context) -> Callable[..., list[Any]]:
     """``handle(eqn, invals)`` for :func:`diffkit._jaxpr.interpret`."""
 
-    def handle(eqn: Any, invals: list[Any]) -> list[Any]:
+    def handle(eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
+        inner = functools.partial(handle, site=site or eqn)
+        name = eqn.primitive.name
+        symbolic = any(is_symbolic(v) for v in invals)
+        if symbolic and name == "custom_vjp_call":
+            raise Refusal(
+                "a custom_vjp rule, which has no symbolic form (differentiating its body "
+                "would ignore the rule)"
+            ).with_eqn(eqn, site)
+        if symbolic and name == "custom_jvp_call":
+            if _rule_key(eqn) in ctx.rules_open:  # the function inside its own rule: its body
+                return interpret(eqn.params["call_jaxpr"], invals, inner)
+            try:
+                outs = _custom_jvp(ctx, eqn, invals, inner)
+            except Refusal as r:
+                raise r.with_eqn(eqn, site) from None
+            ctx.after(outs)
+            return outs
         sub = inner_jaxpr(eqn)
         if sub is not None:
-            return interpret(sub, invals, handle)
-        if not any(is_symbolic(v) for v in invals):
+            return interpret(sub, invals, inner)
+        if not symbolic:
             return _evaluate(eqn, invals)
-        name = eqn.primitive.name
-        if name == "scan":
-            outs = _scan(ctx, eqn, invals, handle)
-        elif name in RULES:
-            outs = RULES[name](ctx, eqn, invals)
-        else:
-            raise unsupported(WHO, eqn, SUPPORTED)
+        try:
+            if name == "scan":
+                outs = _scan(ctx, eqn, invals, inner)
+            elif name == "cond":
+                outs = _cond(ctx, eqn, invals, inner)
+            elif name in RULES:
+                outs = RULES[name](ctx, eqn, invals)
+            else:
+                raise unsupported(WHO, eqn, SUPPORTED, site)
+        except Refusal as r:
+            raise r.with_eqn(eqn, site) from None
         ctx.after(outs)
         return outs
 
@@ -316,18 +536,14 @@ def handler(ctx: Context) -> Callable[[Any, list[Any]], list[Any]]:
 
 def _evaluate(eqn: Any, invals: list[Any]) -> list[Any]:
     """Constant folding: run the primitive on numbers."""
-    out = eqn.primitive.bind(*invals, **eqn.params)
-    outs = list(out) if eqn.primitive.multiple_results else [out]
+    outs = evaluate(eqn, invals)
     return [
         o if jax.dtypes.issubdtype(o.dtype, jax.dtypes.extended) else np.asarray(o) for o in outs
     ]
 
 
-def _not_symbolic(eqn: Any, what: str) -> UnsupportedPrimitiveError:
-    return UnsupportedPrimitiveError(
-        f"{WHO}: primitive '{eqn.primitive.name}' needs {what} that do not depend on the "
-        "differentiated inputs; use jax-fwd/jax-rev for this function"
-    )
+def _not_symbolic(eqn: Any, what: str) -> Refusal:
+    return Refusal(f"{what} that do not depend on the differentiated inputs")
 
 
 # ------------------------------------------------------------ elementwise rows
@@ -364,21 +580,30 @@ ELEMENTWISE: dict[str, Callable[..., Any]] = {
     "logistic": lambda S, p, a: 1 / (1 + S.exp(-a)),
     "erf": lambda S, p, a: S.erf(a),
     "erfc": lambda S, p, a: 1 - S.erf(a),
-    "abs": lambda S, p, a: S.Abs(a),
-    "sign": lambda S, p, a: S.sign(a),
-    "max": lambda S, p, a, b: S.Max(a, b),
-    "min": lambda S, p, a, b: S.Min(a, b),
-    "clamp": lambda S, p, lo, a, hi: S.Min(S.Max(a, lo), hi),
-    "lt": lambda S, p, a, b: S.Lt(a, b),
-    "le": lambda S, p, a, b: S.Le(a, b),
-    "gt": lambda S, p, a, b: S.Gt(a, b),
-    "ge": lambda S, p, a, b: S.Ge(a, b),
-    "eq": lambda S, p, a, b: S.Eq(a, b),
-    "ne": lambda S, p, a, b: S.Ne(a, b),
+    "abs": lambda S, p, a: S.Absolute(a),
+    "sign": lambda S, p, a: S.Sign(a),
+    "max": lambda S, p, a, b: S.Maximum(a, b),
+    "min": lambda S, p, a, b: S.Minimum(a, b),
+    "clamp": lambda S, p, lo, a, hi: S.Clamp(lo, a, hi),
+    "floor": lambda S, p, a: S.Floor(a),
+    "ceil": lambda S, p, a: S.Ceil(a),
+    "round": lambda S, p, a: S.Round(a, int(p["rounding_method"])),
+    "rem": lambda S, p, a, b: S.Rem(a, b),
+    "cbrt": lambda S, p, a: S.Cbrt(a),
+    "lgamma": lambda S, p, a: S.Lgamma(a),
+    "digamma": lambda S, p, a: S.Digamma(a),
+    "polygamma": lambda S, p, m, a: S.Polygamma(m, a),
+    "erf_inv": lambda S, p, a: S.ErfInv(a),
+    "lt": lambda S, p, a, b: S.Less(a, b),
+    "le": lambda S, p, a, b: S.LessEqual(a, b),
+    "gt": lambda S, p, a, b: S.Greater(a, b),
+    "ge": lambda S, p, a, b: S.GreaterEqual(a, b),
+    "eq": lambda S, p, a, b: S.Equal(a, b),
+    "ne": lambda S, p, a, b: S.NotEqual(a, b),
     "and": lambda S, p, a, b: S.And(a, b),
     "or": lambda S, p, a, b: S.Or(a, b),
     "not": lambda S, p, a: S.Not(a),
-    "is_finite": lambda S, p, a: S.true,  # expressions are taken to be finite
+    "is_finite": lambda S, p, a: S.IsFinite(a),
     "copy": lambda S, p, a: a,
     "copy_p": lambda S, p, a: a,
     "reduce_precision": lambda S, p, a: a,
@@ -389,9 +614,11 @@ _BOOLEAN_ONLY = {"and", "or", "not"}
 
 
 def _elementwise(fn: Callable[..., Any], ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
-    S = ctx.S
-    if eqn.primitive.name in _BOOLEAN_ONLY and eqn.outvars[0].aval.dtype != np.bool_:
+    S, name, dtype = ctx.S, eqn.primitive.name, eqn.outvars[0].aval.dtype
+    if name in _BOOLEAN_ONLY and dtype != np.bool_:
         raise _not_symbolic(eqn, "integer operands")
+    if name == "div" and np.issubdtype(dtype, np.integer):  # truncating, not a / b
+        fn = lambda S, p, a, b: S.IntDiv(a, b)  # noqa: E731
     args = np.broadcast_arrays(*(as_expressions(S, v) for v in invals))
     shape = args[0].shape
     return [
@@ -401,34 +628,75 @@ def _elementwise(fn: Callable[..., Any], ctx: Context, eqn: Any, invals: list[An
     ]
 
 
+def _indicator(S: Any, c: Any) -> Any:
+    return S.Select(c, 1, 0)
+
+
 def _convert(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
-    """Casts between float types are exact symbolically; booleans become 0/1."""
+    """Casts between float types are exact symbolically; booleans become 0/1 and tests
+    against 0; integer conversions are ``lax.convert_element_type`` itself (JAX-exact)."""
     S, (a,) = ctx.S, invals
-    old, new = eqn.invars[0].aval.dtype, eqn.params["new_dtype"]
-    if not np.issubdtype(new, np.floating):
-        raise _not_symbolic(eqn, f"a conversion to {np.dtype(new).name} of values")
+    old, new = np.dtype(eqn.invars[0].aval.dtype), np.dtype(eqn.params["new_dtype"])
+    if not all(np.issubdtype(d, np.floating | np.integer | np.bool_) for d in (old, new)):
+        raise _not_symbolic(eqn, f"a conversion to {new.name} of values")
+    if new == old or (np.issubdtype(new, np.floating) and np.issubdtype(old, np.floating)):
+        return [a]
     if old == np.bool_:
-        return [_objects(a.shape, (S.Piecewise((1, c), (0, True)) for c in a.flat))]
-    return [a]
+        return [_objects(a.shape, (_indicator(S, c) for c in a.flat))]
+    if new == np.bool_:
+        return [_objects(a.shape, (S.NotEqual(e, 0) for e in a.flat))]
+    if S.name != "sympy":
+        _needs_sympy()
+    cast = convert_function(new.name)
+    return [_objects(a.shape, (cast(e) for e in a.flat))]
+
+
+def _choose(S: Any, index: Any, cases: Sequence[Any], boolean: bool = False) -> Any:
+    """``cases[index]`` as nested ``Select``: a boolean picks cases[1] where true; an integer
+    index is clamped into range (as ``cond`` does; ``select_n`` requires it in range)."""
+    if len(cases) == 1:
+        return cases[0]
+    if getattr(index, "is_Number", False):
+        return cases[min(max(int(index), 0), len(cases) - 1)]
+    if boolean:
+        return S.Select(index, cases[1], cases[0])
+    out = cases[-1]  # the index clamped: cases[0] at or below 0, the last one at or above
+    for k in range(len(cases) - 2, 0, -1):
+        out = S.Select(S.Equal(index, k), cases[k], out)
+    return S.Select(S.LessEqual(index, 0), cases[0], out)
 
 
 def _select_n(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
     pred, *cases = invals
     if not is_symbolic(pred):
         return _structural(range(1, len(invals)), ctx, eqn, invals)
-    if len(cases) != 2:
-        raise _not_symbolic(eqn, "an integer case index")
-    S = ctx.S
-    a, b, c = np.broadcast_arrays(pred, *(as_expressions(S, v) for v in cases))
+    S, boolean = ctx.S, eqn.invars[0].aval.dtype == np.bool_
+    arrays = np.broadcast_arrays(pred, *(as_expressions(S, v) for v in cases))
     return [
         _objects(
-            a.shape,
-            (
-                S.Piecewise((y, p), (x, True))
-                for p, x, y in zip(a.flat, b.flat, c.flat, strict=False)
-            ),
+            arrays[0].shape,
+            (_choose(S, p, cs, boolean) for p, *cs in zip(*(a.flat for a in arrays), strict=True)),
         )
     ]
+
+
+def _cond(ctx: Context, eqn: Any, invals: list[Any], handle: Callable) -> list[Any]:
+    """``cond`` / ``switch``: a known index runs its branch; a symbolic one runs every
+    branch and picks each output element by ``Select`` on the index."""
+    index, *ops = invals
+    branches = eqn.params["branches"]
+    if not is_symbolic(index):
+        k = min(max(int(np.asarray(index)), 0), len(branches) - 1)
+        return interpret(branches[k], ops, handle)
+    S = ctx.S
+    results = [interpret(b, ops, handle) for b in branches]
+    outs = []
+    for j, v in enumerate(eqn.outvars):
+        values = [as_expressions(S, r[j]) for r in results]
+        idx = np.broadcast_to(index, v.aval.shape) if np.ndim(index) == 0 else index
+        picks = zip(idx.flat, *(np.broadcast_to(x, v.aval.shape).flat for x in values), strict=True)
+        outs.append(_objects(tuple(v.aval.shape), (_choose(S, i, cs) for i, *cs in picks)))
+    return outs
 
 
 def _stop_gradient(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
@@ -459,6 +727,7 @@ STRUCTURAL: dict[str, Sequence[int] | None] = {
     "concatenate": None,
     "pad": None,
     "gather": (0,),
+    "scatter": (0, 2),  # x.at[i].set(v): JAX's own scatter of positions picks the winner
     "dynamic_slice": (0,),
     "dynamic_update_slice": (0, 1),
     "split": (0,),
@@ -498,15 +767,23 @@ def _rows(a: np.ndarray, axes: Sequence[int]) -> tuple[np.ndarray, tuple[int, ..
     return moved.reshape((int(np.prod(shape)), -1)), shape
 
 
+def _one_or(op: Callable[..., Any]) -> Callable[..., Any]:
+    return lambda *xs: xs[0] if len(xs) == 1 else op(*xs)
+
+
 REDUCTIONS: dict[str, Callable[[Any], Callable[..., Any]]] = {
     "reduce_sum": lambda S: S.Add,
     "reduce_prod": lambda S: S.Mul,
-    "reduce_max": lambda S: S.Max,
-    "reduce_min": lambda S: S.Min,
+    "reduce_max": lambda S: _one_or(S.Maximum),  # n-ary: ties share 1/k, as JAX's rule
+    "reduce_min": lambda S: _one_or(S.Minimum),
+    "reduce_and": lambda S: S.And,
+    "reduce_or": lambda S: S.Or,
 }
 
 
 def _reduce(name: str, ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
+    if name in ("reduce_and", "reduce_or") and eqn.outvars[0].aval.dtype != np.bool_:
+        raise _not_symbolic(eqn, "integer operands")
     rows, shape = _rows(as_expressions(ctx.S, invals[0]), eqn.params["axes"])
     op = REDUCTIONS[name](ctx.S)
     return [_objects(shape, (op(*row) for row in rows))]
@@ -515,8 +792,8 @@ def _reduce(name: str, ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
 CUMULATIVE: dict[str, Callable[[Any], Callable[[Any, Any], Any]]] = {
     "cumsum": lambda S: lambda a, b: a + b,
     "cumprod": lambda S: lambda a, b: a * b,
-    "cummax": lambda S: S.Max,
-    "cummin": lambda S: S.Min,
+    "cummax": lambda S: S.Maximum,  # binary, nested: lax.max's rule at each step
+    "cummin": lambda S: S.Minimum,
 }
 
 
@@ -527,6 +804,161 @@ def _cumulative(name: str, ctx: Context, eqn: Any, invals: list[Any]) -> list[An
     if reverse:
         return [np.flip(op.accumulate(np.flip(a, axis), axis=axis), axis)]
     return [op.accumulate(a, axis=axis)]
+
+
+# ------------------------------------------------- choices decided at the point
+
+
+def _at_point(ctx: Context, eqn: Any, values: np.ndarray) -> np.ndarray:
+    """The numeric values of ``values`` at the input point; marks the result as valid only
+    there (:class:`Context`)."""
+    if ctx.point is None:
+        raise Refusal(
+            "an order decided by the input values, which are not concrete here (under "
+            "jax.jit, vmap or another transformation); call the derivative on concrete arrays"
+        )
+    ctx.decided = True
+    return ctx.point(values)
+
+
+def _decided(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
+    """argmax / argmin: an integer result, evaluated at the point (valid only there)."""
+    return _evaluate(eqn, [_at_point(ctx, eqn, v) if is_symbolic(v) else v for v in invals])
+
+
+def _sort(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
+    """The permutation ``sort`` applies at the point (JAX's own sort of the numeric keys,
+    stable, NaNs last), applied to the expressions: valid only at that point."""
+    nk, dim = eqn.params["num_keys"], eqn.params["dimension"]
+    keys = [_at_point(ctx, eqn, v) if is_symbolic(v) else np.asarray(v) for v in invals[:nk]]
+    shape = np.shape(invals[0])
+    iota = np.broadcast_to(
+        np.arange(shape[dim], dtype=np.int32).reshape(
+            [-1 if d == dim else 1 for d in range(len(shape))]
+        ),
+        shape,
+    )
+    params = {**eqn.params, "num_keys": nk}
+    order = np.asarray(eqn.primitive.bind(*keys, iota, **params)[-1])
+    return [
+        np.take_along_axis(v if is_symbolic(v) else np.asarray(v), order, axis=dim) for v in invals
+    ]
+
+
+# ------------------------------------------------------------- custom rules
+
+#: The classes made for custom_jvp rules, by name (the program printer defines a
+#: ``jax.custom_jvp`` function for each one it prints).
+CUSTOM: dict[str, Any] = {}
+_CUSTOM_KEYS: dict[Any, Any] = {}
+
+
+def _rule_key(eqn: Any) -> str:
+    """Which custom function an equation calls (its rule re-traces it: a new jaxpr object)."""
+    return str(eqn.params["call_jaxpr"])
+
+
+def _custom_jvp(ctx: Context, eqn: Any, invals: list[Any], handle: Callable) -> list[Any]:
+    """A ``custom_jvp`` function with its rule: each output element becomes a SymPy function
+    of the input elements it uses, whose value is the body's and whose partial derivatives are
+    the coefficients of the rule's tangent output (so SymPy's chain rule, and a second
+    derivative, differentiate what the rule computes, as JAX does)."""
+    import sympy
+
+    S = ctx.S
+    if S.name != "sympy":
+        _needs_sympy()
+    nc = eqn.params["num_consts"]
+    if any(is_symbolic(v) for v in invals[:nc]):
+        raise Refusal("a custom_jvp function closing over values that depend on the inputs")
+    n = len(invals) - nc
+    rule = custom_jvp_rule(eqn)
+    if any(isinstance(c, jax.core.Tracer) for c in rule.consts):
+        raise Refusal("a custom_jvp rule closing over traced values")
+    holders: dict[Any, Any] = {}  # placeholder -> the input element it stands for
+    t_of: dict[Any, Any] = {}  # tangent symbol -> placeholder
+
+    def fresh(v: Any, prefix: str, table: dict[Any, Any]) -> np.ndarray:
+        out = np.empty(v.shape, dtype=object)
+        for i, e in enumerate(v.flat):
+            out.flat[i] = sympy.Dummy(prefix)
+            table[out.flat[i]] = e
+        return out
+
+    primals = [fresh(v, "p", holders) if is_symbolic(v) else v for v in invals]
+    tangents = [
+        fresh(v, "t", t_of)
+        if is_symbolic(v) and is_float(var.aval)
+        else np.zeros(var.aval.shape, var.aval.dtype)
+        for v, var in zip(primals[nc:], rule.jaxpr.invars[n:], strict=True)
+    ]
+    n_stops = len(ctx.stops)
+    values = interpret(eqn.params["call_jaxpr"], primals, handle)
+    # the rule usually calls the function itself for its primal output: that call, inside
+    # its own rule, is read as its body
+    ctx.rules_open.add(_rule_key(eqn))
+    try:
+        res = interpret(rule, [*primals[nc:], *tangents], handle)
+    finally:
+        ctx.rules_open.discard(_rule_key(eqn))
+    ctx.stops[n_stops:] = [(s, e.xreplace(holders)) for s, e in ctx.stops[n_stops:]]
+    outs = []
+    for value, tangent in zip(values, res[len(values) :], strict=True):
+        if not is_symbolic(value) and not is_symbolic(tangent):
+            outs.append(value)
+            continue
+        pairs = zip(
+            *(
+                np.broadcast_to(as_expressions(S, x), np.shape(value)).flat
+                for x in (value, tangent)
+            ),
+            strict=True,
+        )
+        elements = (_custom_element(v, t, t_of, holders) for v, t in pairs)
+        outs.append(_objects(np.shape(value), elements))
+    return outs
+
+
+def _custom_element(value: Any, tangent: Any, t_of: dict, holders: dict) -> Any:
+    """One output element: ``Custom<k>(inputs used)`` (one class per distinct rule)."""
+    import sympy
+
+    used = sorted(
+        {t_of[t] for t in tangent.free_symbols if t in t_of}
+        | {p for p in value.free_symbols if p in holders},
+        key=lambda p: p.dummy_index,
+    )
+    if not used:
+        return value
+    qs = [sympy.Symbol(f"_q{i}", real=True) for i in range(len(used))]
+    canon = dict(zip(used, qs, strict=True))
+    tangent_of = {p: t for t, p in t_of.items()}
+    partials = tuple(
+        sympy.diff(tangent, tangent_of[p]).xreplace(canon) if p in tangent_of else sympy.S.Zero
+        for p in used
+    )
+    key = (value.xreplace(canon), partials)
+    cls = _CUSTOM_KEYS.get(key)
+    if cls is None:
+        base = _jax_functions()["Floor"].__mro__[1]  # JaxBase
+        name = f"Custom{len(CUSTOM)}"
+        cls = type(
+            name,
+            (base,),
+            {
+                "template": f'_custom["{name}"]({{args}})',
+                "rule": staticmethod(
+                    lambda a, out, i, ps=partials, qs=qs: ps[i].xreplace(
+                        dict(zip(qs, a, strict=True))
+                    )
+                ),
+                "holders": tuple(qs),
+                "value": key[0],
+                "partials": partials,
+            },
+        )
+        _CUSTOM_KEYS[key] = CUSTOM[name] = cls
+    return cls(*(holders[p] for p in used))
 
 
 def _dot_general(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
@@ -587,6 +1019,9 @@ RULES: dict[str, Callable[[Context, Any, list[Any]], list[Any]]] = {
     "select_n": _select_n,
     "stop_gradient": _stop_gradient,
     "dot_general": _dot_general,
+    "argmax": _decided,
+    "argmin": _decided,
+    "sort": _sort,
 }
 
-SUPPORTED = frozenset(RULES) | {"scan", "jit", "pjit", "custom_jvp_call", "custom_vjp_call"}
+SUPPORTED = frozenset(RULES) | {"scan", "cond", "jit", "pjit", "custom_jvp_call"}

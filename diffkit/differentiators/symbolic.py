@@ -608,6 +608,12 @@ def _printer() -> Any:
         def _print_Heaviside(self, e: Any) -> str:  # SymPy's rewrite to Piecewise swells
             return f"jax.numpy.heaviside({self._print(e.args[0])}, 0.5)"
 
+        def _print_JaxBase(self, e: Any) -> str:  # JAX-exact functions: their JAX call (the
+            # name must end in "Base": SymPy only dispatches Function subclasses to those)
+            return rules.print_jax(self, e)
+
+        _print_JaxPredicate = _print_JaxBase
+
     return Printer()
 
 
@@ -626,7 +632,7 @@ def _assignments(S: Any, pairs: Sequence[tuple[Any, Any]]) -> list[str]:
 
 def _compile(source: str, closed: Any, n_outs: int, primals: tuple, n: int) -> Callable:
     """Execute the generated source; wrap it to take and return shaped arrays."""
-    namespace: dict[str, Any] = {"jax": jax, "functools": functools, "math": math}
+    namespace = _namespace()
     exec(compile(source, "<diffkit.symbolic program>", "exec"), namespace)
     program = namespace["program"]
     avals = [(tuple(v.aval.shape), v.aval.dtype) for v in closed.jaxpr.outvars]
@@ -643,6 +649,49 @@ def _compile(source: str, closed: Any, n_outs: int, primals: tuple, n: int) -> C
         return tuple(outs), _assemble(jacobian, (m, n), jac_dtype)
 
     return run
+
+
+def _namespace() -> dict[str, Any]:
+    return {"jax": jax, "functools": functools, "math": math, "_custom": _CUSTOM_FUNCTIONS}
+
+
+class _CustomFunctions:
+    """``_custom[name]`` in a generated program: the ``jax.custom_jvp`` function of a
+    custom_jvp rule met while building (:data:`diffkit._sympy_rules.CUSTOM`), so that JAX
+    (and symbolic, on the program) differentiates the printed program by the same rule."""
+
+    def __init__(self) -> None:
+        self.made: dict[str, Callable[..., Any]] = {}
+
+    def __getitem__(self, name: str) -> Callable[..., Any]:
+        if name not in self.made:
+            cls = rules.CUSTOM[name]
+            qs = ", ".join(map(str, cls.holders))
+            nz = [i for i, p in enumerate(cls.partials) if p != 0]
+            doprint = _printer().doprint
+            source = (
+                f"def value({qs}):\n    return {doprint(cls.value)}\n"
+                f"def partials({qs}):\n    return {_tuple(doprint(cls.partials[i]) for i in nz)}\n"
+            )
+            namespace = _namespace()
+            exec(compile(source, f"<diffkit.symbolic rule {name}>", "exec"), namespace)
+            value, partials = namespace["value"], namespace["partials"]
+
+            @jax.custom_jvp
+            def f(*q: Any) -> Any:
+                return jnp.asarray(value(*q), jnp.result_type(float, *q))
+
+            @f.defjvp
+            def f_jvp(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
+                out = f(*primals)
+                terms = (p * tangents[i] for p, i in zip(partials(*primals), nz, strict=True))
+                return out, sum(terms, jnp.zeros_like(out))
+
+            self.made[name] = f
+        return self.made[name]
+
+
+_CUSTOM_FUNCTIONS = _CustomFunctions()
 
 
 def _assemble(values: Sequence[Any], shape: tuple[int, ...], dtype: Any) -> jax.Array:

@@ -37,11 +37,57 @@ def _rss_bytes(pid: int) -> int | None:
     return None
 
 
-def default_memory_limit() -> float | None:
+def _meminfo(field: str) -> int | None:
+    """A field of ``/proc/meminfo`` in bytes (Linux), or None."""
     try:
-        return 0.75 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: Share of the memory available at the start of a sweep that its worker may use: the rest
+#: is head-room for this process and whatever else runs on the machine.
+MEMORY_SHARE = 0.7
+
+
+def default_memory_limit() -> float | None:
+    """Bytes a sweep's worker may use by default: ``MEMORY_SHARE`` of the memory *available*
+    now (``MemAvailable`` of ``/proc/meminfo``, not physical memory, so other programs keep
+    theirs), or half of physical memory where that is not known; None if neither is.
+
+    Example:
+        >>> from diffkit._process import default_memory_limit
+        >>> limit = default_memory_limit()
+        >>> limit is None or 0 < limit < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        True
+    """
+    available = _meminfo("MemAvailable")
+    if available is not None:
+        return MEMORY_SHARE * available
+    try:
+        return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return None
+
+
+def format_bytes(n: float) -> str:
+    """Bytes for people: ``"300 MiB"``, ``"1.5 GiB"``.
+
+    Example:
+        >>> format_bytes(300 * 2**20), format_bytes(1.5 * 2**30)
+        ('300 MiB', '1.5 GiB')
+    """
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+_MEMORY_WORDS = ("bad_alloc", "MemoryError", "RESOURCE_EXHAUSTED", "Cannot allocate memory")
 
 
 class Worker:
@@ -104,6 +150,7 @@ class Worker:
         """Run one case: ``(record or None, outcome, message, start message)``."""
         self._wait_ready()
         assert self.proc.stdin is not None
+        case = {**case, "memory_limit": memory_limit}  # the worker limits itself too
         self.proc.stdin.write(json.dumps(case) + "\n")
         self.proc.stdin.flush()
         # The shared work of a size (primal, reference) gets its own deadline; the budget
@@ -118,12 +165,16 @@ class Worker:
                     return None, "timeout", f"{what} took over {SHARED_TIMEOUT:g} s", start
                 return None, "timeout", f"exceeded the budget of {budget:g} s", start
             if msg == "out-of-memory":
-                limit = f"{memory_limit / 2**30:.1f} GiB" if memory_limit else "?"
+                limit = format_bytes(memory_limit) if memory_limit else "?"
                 return None, "out-of-memory", f"resident memory passed {limit}", start
             if msg is None:
                 code = self.proc.wait()
-                outcome = "out-of-memory" if code == -9 else "error"
-                return None, outcome, f"worker died (exit {code}): {self._last_error()}", start
+                last = self._last_error()
+                # -9: the kernel's out-of-memory killer; an allocation refused under the
+                # worker's own limit (RLIMIT_DATA) aborts C++ code with bad_alloc.
+                memory = code == -9 or any(s in last for s in _MEMORY_WORDS)
+                outcome = "out-of-memory" if memory else "error"
+                return None, outcome, f"worker died (exit {code}): {last}", start
             assert isinstance(msg, dict)
             if msg.get("event") == "start":
                 start = msg
@@ -159,7 +210,9 @@ _SPARE: list[Worker] = []
 def _environment() -> dict[str, str]:
     """The worker's environment: this process's, with its import path."""
     paths = [p or os.getcwd() for p in sys.path]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env["DIFFKIT_PARENT_PID"] = str(os.getpid())  # the worker exits once this process is gone
+    return env
 
 
 def prestart() -> None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main", "parse_sizes"]
+__all__ = ["build_parser", "main", "parse_memory", "parse_sizes"]
 
 #: The built-in quick suite of ``diffkit compare`` without arguments: problem -> sizes.
 QUICK_SUITE: dict[str, list[int]] = {
@@ -39,6 +39,8 @@ SMALL_ONLY = {"symbolic"}
 QUICK_SMALL: dict[str, list[int]] = {"tiny-net": [9]}
 RESULTS_FILE = "results.jsonl"
 _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
+#: ``diffkit steps``'s rules without --rules (the complex step left out where invalid).
+DEFAULT_RULES = ("forward", "central", "central:4", "complex")
 
 
 class CLIError(Exception):
@@ -82,6 +84,59 @@ def parse_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise CLIError(f"--sizes: sizes must be positive whole numbers, got {text!r}")
     return sizes
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_memory(text: str) -> float | str | None:
+    """Bytes from ``"2G"``, ``"512M"``, ``"1.5GiB"``, ``"300MB"`` or plain bytes (units
+    are powers of 1024); ``"none"`` for no limit, ``"auto"`` for the sweep's default.
+
+    Example:
+        >>> parse_memory("512M"), parse_memory("2G"), parse_memory("1e9"), parse_memory("none")
+        (536870912.0, 2147483648.0, 1000000000.0, None)
+    """
+    if text.strip().lower() in ("none", "off", "unlimited"):
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    try:
+        value = float(match.group(1)) * _UNITS[match.group(2).upper()] if match else -1.0
+    except ValueError:
+        value = -1.0
+    if not value > 0 or not math.isfinite(value):
+        raise CLIError(
+            f"--memory-limit: {text!r} is not a memory size; write e.g. 2G, 512M, 1e9 (bytes), "
+            "auto or none"
+        )
+    return value
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse type: its CLIError becomes argparse's one-line error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except CLIError as exc:
+            raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+
+    return convert
+
+
+def _positive(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a positive number of {what}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -295,11 +350,19 @@ def _compare_in(args: argparse.Namespace) -> int:
     if args.target and args.problem:
         raise CLIError("give either a function (module.py:function) or --problem, not both")
     sizes = parse_sizes(args.sizes) if args.sizes else None
+    named = _split(args.problem) or []
+    if len(named) == 1 and ":" in named[0]:  # --problem module:function is a user function
+        args.target, named = named[0], []
+    if "user" in named:
+        raise CLIError(
+            "--problem user needs your function: give it as the target, e.g. "
+            "diffkit compare my_model.py:loss --input n (or my_module:loss)"
+        )
     if args.target:
         problems = [dk.harness.user_problem(args.target, args.input)]
         problems[0].build(1, args.dtype)  # load the function now: a bad target fails early
-    elif args.problem:
-        problems = [dk.harness.get_problem(p) for p in _split(args.problem) or []]
+    elif named:
+        problems = [dk.harness.get_problem(p) for p in named]
     else:
         problems = [dk.harness.get_problem(p) for p in QUICK_SUITE]
         sizes = sizes or QUICK_SUITE  # type: ignore[assignment]
@@ -310,7 +373,16 @@ def _compare_in(args: argparse.Namespace) -> int:
     if sizes is QUICK_SUITE:  # methods whose cost swells with n: small sizes only
         method_sizes = {m: QUICK_SMALL for m in SMALL_ONLY & set(methods)}
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: this is a file; give a folder for the results")
     path = out / RESULTS_FILE
+    if args.resume and args.fresh:
+        raise CLIError("--resume keeps the results in --out and --fresh moves them aside: give one")
+    if not args.resume and not args.fresh and path.exists() and path.stat().st_size > 0:
+        raise CLIError(
+            f"{path} already holds results: add --resume to continue them, or --fresh to move "
+            "them aside (kept as results.<timestamp>.jsonl) and start again"
+        )
     err = _console(stderr=True)
     err.print(f"diffkit compare: {_header()}, {args.dtype}; results in {out}/")
     progress = _progress("measuring")
@@ -346,6 +418,8 @@ def _compare_in(args: argparse.Namespace) -> int:
                 resume=args.resume,
                 progress=step,
                 min_time=args.min_time,
+                memory_limit=args.memory_limit,
+                retry_failed=args.retry_failed,
             )
     except KeyboardInterrupt:
         _write_outputs(dk.harness.load(path) if path.exists() else dk.harness.Results([]), out)
@@ -566,9 +640,16 @@ def _steps(args: argparse.Namespace) -> int:
 
     prob = dk.harness.get_problem(args.problem)
     inst = prob.build(args.size, args.dtype)
-    if inst.quantity != "grad":
-        raise CLIError(f"steps needs a scalar-valued problem; {prob.name!r} has {inst.m} outputs")
     rules = _split(args.rules) or []
+    if args.rules is None:  # the default set: the complex step only where it is valid
+        rules = list(DEFAULT_RULES)
+        try:
+            with jax.enable_x64(args.dtype == "float64"):
+                dk.fd.check_analytic(lambda x0: inst.fun(x0, *inst.args[1:]), inst.args[0])
+        except dk.DiffkitError as exc:
+            rules.remove("complex")
+            why = str(exc).partition(": ")[2].split(" (first from")[0].split(":")[0]
+            _console(stderr=True).print(f"complex step left out: {why} (not complex-analytic)")
     for spec in rules:
         if not re.fullmatch(r"[a-z]+(:\d+)?", spec):
             raise CLIError(f"--rules: {spec!r} is not SCHEME or SCHEME:ORDER (e.g. central:4)")
@@ -596,7 +677,8 @@ def _steps(args: argparse.Namespace) -> int:
             cells.append("-" if not np.isfinite(e) else f"{e:.1e}{mark}")
         rows.append([f"{h:.0e}", *cells])
     con = _console()
-    title = f"Finite-difference error (rho vs float64 jax.grad) by step: {prob.name} n={inst.n}, {args.dtype}"  # noqa: E501
+    what = "jax.grad" if inst.quantity == "grad" else f"jax.jacrev, m={inst.m}"
+    title = f"Finite-difference error (rho vs float64 {what}) by step: {prob.name} n={inst.n}, {args.dtype}"  # noqa: E501
     con.print(_table(title, ["step", *sweeps], rows))
     for spec, s in sweeps.items():
         con.print(
@@ -814,6 +896,12 @@ _COMPARE_EXAMPLES = """examples:
   diffkit compare my_model.py:loss --input n,32xn --sizes 10,100
   diffkit compare --problem rosenbrock --format csv > rosenbrock.csv
   diffkit compare --resume                           continue an interrupted run
+  diffkit compare --resume --budget 300              ... and retry its timeouts with more time
+  diffkit compare --fresh                            start again; old results moved aside
+  diffkit compare --problem mlp --sizes 1e6 --memory-limit 4G
+
+A results folder is never emptied: running into one that holds results needs --resume or
+--fresh, and a second run into a folder in use is refused.
 """
 
 
@@ -857,10 +945,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sizes", help="sizes, e.g. 10,100,1e3,1e4 or 1..13")
     p.add_argument("--methods", help="comma-separated differentiators (default: all)")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--budget", type=float, default=60.0, help="seconds per case (default 60)")
-    p.add_argument("--min-time", type=float, default=0.05, help="seconds of timing samples")
+    p.add_argument(
+        "--budget", type=_positive("seconds"), default=60.0, help="seconds per case (default 60)"
+    )
+    p.add_argument(
+        "--min-time", type=_positive("seconds"), default=0.05, help="seconds of timing samples"
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=_argument(parse_memory),
+        default="auto",
+        help="memory per case, e.g. 2G, 512M or bytes (default: 70%% of the memory available "
+        "now); a case estimated to need more is recorded out-of-memory without running",
+    )
     p.add_argument("--out", default="results", help="results folder (default results/)")
-    p.add_argument("--resume", action="store_true", help="keep finished cases in --out")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished cases in --out; retry timeouts, skipped sizes, out-of-memory "
+        "and crashes given a larger --budget / --memory-limit",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start again: move --out's results aside (results.<timestamp>.jsonl), never delete",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume, retry timeouts, skipped, out-of-memory and crashed cases anyway",
+    )
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
 
     command("list", "the differentiators and the problems", "example:\n  diffkit list", _list)
@@ -874,7 +988,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", default="logistic-map")
     p.add_argument("--sizes", default="1..13", help="e.g. 1..13 (default) or 1,2,4,8")
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    p.add_argument("--budget", type=float, default=30.0, help="seconds per stage (default 30)")
+    p.add_argument(
+        "--budget", type=_positive("seconds"), default=30.0, help="seconds per stage (default 30)"
+    )
     p.add_argument("--out", default="results", help="folder for the plot (default results/)")
 
     p = command(
@@ -889,8 +1005,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     p.add_argument(
         "--rules",
-        default="forward,central,central:4,complex",
-        help="SCHEME[:ORDER] list (schemes: forward, backward, central, complex, richardson)",
+        help="SCHEME[:ORDER] list (schemes: forward, backward, central, complex, richardson); "
+        "default: forward,central,central:4 and complex where the function is analytic",
     )
     p.add_argument("--out", default="results", help="folder for the plot (default results/)")
 
@@ -929,15 +1045,35 @@ def _jax_settings(args: argparse.Namespace) -> Iterator[None]:
     yield
 
 
+def _check_backend(backend: str | None) -> None:
+    """Fail in one line when the platform asked for with ``--backend`` is not available."""
+    if not backend:
+        return
+    import jax
+
+    try:
+        jax.devices()
+    except Exception as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CLIError(
+            f"--backend {backend}: JAX cannot start a {backend} backend here ({why[:120]}); "
+            f"install JAX with {backend} support (see JAX's installation guide) or use "
+            "--backend cpu"
+        ) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``diffkit`` command; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.append(os.getcwd())  # 'module:function' targets in the working directory
     if args.command is None:
         parser.print_help()
         return 0
     try:
         with _jax_settings(args):
+            _check_backend(args.backend)
             return int(args.run(args))
     except KeyboardInterrupt:
         print("diffkit: interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -179,9 +180,11 @@ def check_analytic(fun: Callable[..., Any], *args: Any, who: str = "fd") -> None
         ...
         diffkit._errors.DiffkitError: fd (scheme='complex'): the function applies 'abs' ...
     """
-    zs = [jnp.asarray(a) + 0j for a in args]
+    zs = jax.tree_util.tree_map(lambda a: jnp.asarray(a) + 0j, list(args))  # pytrees too
     try:
-        closed = jax.make_jaxpr(fun)(*zs)
+        with warnings.catch_warnings():  # complex values into float scatters: refused below
+            warnings.simplefilter("ignore", FutureWarning)
+            closed = jax.make_jaxpr(fun)(*zs)
     except Exception as e:
         raise DiffkitError(
             f"{who} (scheme='complex'): the function does not accept complex inputs "
@@ -354,9 +357,10 @@ def step_sweep(
     order: int | None = None,
     reference: Any = None,
 ) -> StepSweep:
-    """The error of ``dk.get("fd", scheme=scheme, order=order, step=h).grad(f)(x)`` for each
-    ``h`` in ``steps`` (default: 1 down to eps/10, or eps^3 for the complex step), against
-    ``reference`` (default: :func:`jax.grad` in float64). One compilation serves every step.
+    """The error of ``dk.get("fd", scheme=scheme, order=order, step=h).grad(f)(x)`` (the
+    ``jacobian`` where ``f`` is not scalar) for each ``h`` in ``steps`` (default: 1 down to
+    eps/10, or eps^3 for the complex step), against ``reference`` (default: :func:`jax.grad`
+    or :func:`jax.jacrev` in float64). One compilation serves every step.
 
     Example:
         >>> import diffkit as dk, jax.numpy as jnp
@@ -376,14 +380,21 @@ def step_sweep(
     steps = np.asarray(steps, dtype=np.float64)
     if steps.ndim != 1 or not steps.size or not np.all(steps > 0):
         raise DiffkitError("fd.step_sweep: steps must be a non-empty 1-d list of positive numbers")
+    outs = jax.tree_util.tree_leaves(jax.eval_shape(f, x))
+    scalar = len(outs) == 1 and outs[0].shape == ()
     if reference is None:
         with jax.enable_x64(True):
             x64 = jax.tree_util.tree_map(lambda a: a.astype(jnp.float64), x)
-            reference = jax.jit(jax.grad(f))(x64)  # jitted: one compile, not one per op
+            ref = jax.grad(f) if scalar else jax.jacrev(f)
+            reference = jax.jit(ref)(x64)  # jitted: one compile, not one per op
     want = np.concatenate([np.ravel(r) for r in jax.tree_util.tree_leaves(reference)])
     flat = lambda g: np.concatenate([np.ravel(a) for a in jax.tree_util.tree_leaves(g)])  # noqa: E731
-    at_step = jax.jit(lambda h: get("fd", scheme=scheme, order=rule.order, step=h).grad(f)(x))
+
+    def derivative(d: Any) -> Any:
+        return d.grad(f) if scalar else d.jacobian(f)
+
+    at_step = jax.jit(lambda h: derivative(get("fd", scheme=scheme, order=rule.order, step=h))(x))
     with np.errstate(invalid="ignore"):
         errors = np.array([rho(flat(at_step(jnp.asarray(h, dtype))), want) for h in steps])
-    default = rho(flat(jax.jit(get("fd", scheme=scheme, order=rule.order).grad(f))(x)), want)
+    default = rho(flat(jax.jit(derivative(get("fd", scheme=scheme, order=rule.order)))(x)), want)
     return StepSweep(steps, errors, scheme, rule.order, str(dtype), default)

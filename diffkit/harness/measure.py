@@ -32,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 
 from diffkit._errors import DiffkitError
 from diffkit._interface import Differentiator, get, register
+from diffkit._process import format_bytes
 from diffkit.harness.problems import Instance, Problem, get_problem
 
 Array = jax.Array
@@ -109,6 +110,41 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, TimeoutError) or "budget" in type(exc).__name__.lower():
         return "timeout", message
     return "error", message
+
+
+class EstimatedOutOfMemory(MemoryError):
+    """A derivative whose estimated footprint exceeds the memory limit (never run)."""
+
+    outcome = "out-of-memory"
+
+
+def footprint(jaxpr: Any) -> int:
+    """Bytes of a (closed) jaxpr's inputs and every intermediate, none freed: an upper
+    estimate of what running it needs. A sub-program (a loop body, a branch) counts once.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from diffkit.harness.measure import footprint
+        >>> footprint(jax.make_jaxpr(lambda x: jnp.sin(x) * 2)(jnp.ones(1000)))
+        12000
+    """
+    inner = getattr(jaxpr, "jaxpr", jaxpr)
+
+    def size(v: Any) -> int:
+        aval = getattr(v, "aval", None)
+        shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
+        if shape is None or dtype is None:
+            return 0
+        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+    total = sum(size(v) for v in inner.invars)
+    for eqn in inner.eqns:
+        total += sum(size(v) for v in eqn.outvars)
+        subs = [p for v in eqn.params.values() for p in (v if isinstance(v, tuple) else (v,))]
+        total += max(
+            (footprint(p) for p in subs if hasattr(p, "eqns") or hasattr(p, "jaxpr")), default=0
+        )
+    return total
 
 
 def _version(package: str) -> str | None:
@@ -349,11 +385,14 @@ def run_case(
     accuracy: bool = True,
     reference_cache: dict[Any, Any] | None = None,
     on_start: Callable[[dict[str, Any]], None] | None = None,
+    memory_limit: float | None = None,
 ) -> dict[str, Any]:
     """Measure one case in this process and return its record (a JSON-able dict). Errors of
     the differentiator become ``outcome`` and ``message``; nothing is raised. ``on_start``
     is called with the record (n and m known) when the work shared by every method of this
     size (instance, compiled primal, float64 reference) is done and the method's begins.
+    A derivative whose traced program needs more than ``memory_limit`` bytes (the sum of
+    its intermediates, :func:`footprint`) ends ``out-of-memory`` without being compiled or run.
 
     Example:
         >>> import diffkit as dk
@@ -368,7 +407,7 @@ def run_case(
     outcome, message = "ok", ""
     try:
         with jax.enable_x64(dtype == "float64"):
-            _measure(rec, prob, min_time, accuracy, reference_cache, on_start)
+            _measure(rec, prob, min_time, accuracy, reference_cache, on_start, memory_limit)
     except Exception as exc:
         outcome, message = classify(exc)
     rec["rss_peak_bytes"] = peak_rss_bytes()
@@ -383,6 +422,7 @@ def _measure(
     accuracy: bool,
     cache: dict[str, Any] | None,
     on_start: Callable[[dict[str, Any]], None] | None,
+    memory_limit: float | None = None,
 ) -> None:
     # What does not depend on the method (the instance, its compiled primal, the reference)
     # is made first and kept in ``cache`` for the next case of the same problem, size, dtype
@@ -425,7 +465,15 @@ def _measure(
     derivative = d.grad(inst.fun) if inst.quantity == "grad" else d.jacobian(inst.fun)
 
     t0 = time.perf_counter()
-    lowered = jax.jit(derivative).lower(*inst.args)
+    traced = jax.jit(derivative).trace(*inst.args)
+    rec["estimated_bytes"] = estimate = footprint(traced.jaxpr)
+    if memory_limit and estimate > memory_limit:
+        raise EstimatedOutOfMemory(
+            f"out-of-memory (estimated): the traced derivative's intermediates need "
+            f"{format_bytes(estimate)}, over the memory limit of {format_bytes(memory_limit)}; "
+            "not run (raise the limit, e.g. --memory-limit, to try it)"
+        )
+    lowered = traced.lower()
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()

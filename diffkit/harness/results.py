@@ -24,26 +24,64 @@ from typing import Any
 
 import numpy as np
 
+from diffkit._errors import DiffkitError
+
 __all__ = ["Results", "load", "read_records"]
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Every complete record of a JSON-lines file (a torn or foreign line is skipped)."""
+#: Fields every record has, with their types: a line without them is not a diffkit record.
+_REQUIRED = {"key": str, "outcome": str, "problem": str, "method": str, "dtype": str}
+
+
+def read_records(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
+    """Every complete record of a JSON-lines file. A torn (half-written) record is
+    skipped; other lines that are not diffkit records are skipped too, or with ``strict``
+    raise a one-line :class:`DiffkitError` naming the line.
+
+    Example:
+        >>> import json, tempfile
+        >>> rec = {"key": "k", "outcome": "ok", "problem": "p", "method": "a", "dtype": "float32"}
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+        ...     _ = f.write(json.dumps(rec) + '\\n{"other": 1}\\n{"key": "torn')
+        >>> len(read_records(f.name))
+        1
+        >>> read_records(f.name, strict=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        diffkit._errors.DiffkitError: ...:2: not a diffkit record (no 'key'); ...
+    """
     records = []
     with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
+        lines = f.read().split("\n")
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            if i == last or line.startswith('{"'):  # torn by an interrupted write
                 continue
-            if isinstance(rec, dict) and "key" in rec and "outcome" in rec:
+            rec, problem = None, "not JSON"
+        if isinstance(rec, dict):
+            missing = [k for k, t in _REQUIRED.items() if not isinstance(rec.get(k), t)]
+            if not missing:
                 records.append(rec)
+                continue
+            problem = f"no {missing[0]!r}" if missing[0] not in rec else f"bad {missing[0]!r}"
+        elif rec is not None:
+            problem = f"a JSON {type(rec).__name__}, not an object"
+        if strict:
+            raise DiffkitError(
+                f"{path}:{i + 1}: not a diffkit record ({problem}); remove the line, or "
+                "start a new results file (diffkit compare --fresh moves this one aside)"
+            )
     return records
 
 
 def load(path: str | Path) -> Results:
-    """Load a sweep's JSON-lines file; when a case appears twice, its last record wins."""
-    unique = {r["key"]: r for r in read_records(path)}
+    """Load a sweep's JSON-lines file; when a case appears twice, its last record wins.
+    A line that is not a diffkit record is an error naming it (a torn last line is skipped)."""
+    unique = {r["key"]: r for r in read_records(path, strict=True)}
     return Results(list(unique.values()), path=Path(path))
 
 

@@ -9,10 +9,18 @@ times out or runs out of memory at some size, its larger sizes of that problem a
 as skipped.
 Each record is appended with flush + fsync, so an interrupted sweep keeps every finished case
 and ``resume=True`` skips them; a half-written last line is ignored on reading.
+
+A results file is never deleted or truncated: ``resume=False`` moves an existing one aside
+(``results.jsonl`` -> ``results.<timestamp>.jsonl``); a lock (``<file>.lock``, ``flock``)
+makes a second sweep into the same file at the same time fail at once; every record names
+the run that measured it (``run``) and the ``budget`` and ``memory_limit`` it ran under, so
+that a resumed sweep retries timeouts, skipped sizes, out-of-memory and crashed cases when it
+is given more time or memory (or ``retry_failed=True``).
 """
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import tempfile
@@ -27,6 +35,11 @@ from diffkit._interface import names
 from diffkit.harness.measure import finish_record, new_record, resolve_method, run_case
 from diffkit.harness.problems import Problem, get_problem
 from diffkit.harness.results import Results, read_records
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: no lock there
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["QUICK", "compare", "sweep"]
 
@@ -61,6 +74,84 @@ class _Appender:
 
     def close(self) -> None:
         self.file.close()
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``<path>.lock``, refused at once when another run holds it.
+    The lock file stays (removing it would let a third run lock a different file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(path.name + ".lock")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        if fcntl is None:
+            return
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise DiffkitError(
+                f"{path} is being written by another run ({holder}); wait for it to finish "
+                "or write elsewhere (--out)"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+
+    def release(self) -> None:
+        self.file.close()  # closing the file releases the flock
+
+
+def run_id() -> str:
+    """A new run's id: UTC time and process id, e.g. ``20250101T120000Z-4242``."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{os.getpid()}"
+
+
+def move_aside(path: Path) -> Path | None:
+    """Rename an existing, non-empty ``path`` to ``<stem>.<timestamp><suffix>`` (never over
+    another file) and return the new name; None if there was nothing to move."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    stamp = datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y%m%d-%H%M%S")
+    for k in range(1000):
+        target = path.with_name(f"{path.stem}.{stamp}{f'-{k}' if k else ''}{path.suffix}")
+        if not target.exists():
+            path.rename(target)
+            return target
+    raise DiffkitError(f"cannot move {path} aside: too many older result files next to it")
+
+
+#: Outcomes that more time, more memory or another try may change.
+RETRYABLE = ("timeout", "skipped", "out-of-memory")
+
+
+def _retry(rec: dict[str, Any], budget: float, memory_limit: float | None, force: bool) -> bool:
+    """Whether a stored record should be measured again by a resumed sweep: a timeout (or a
+    size skipped after one) given a larger budget, an out-of-memory (or a size skipped after
+    one) given a limit over 10% larger (the default limit moves with the memory available), a
+    crash of the worker; all of them with ``force``. Ok, unsupported and error are kept."""
+    crashed = rec["outcome"] == "error" and rec.get("outcome_by") == "harness"
+    if rec["outcome"] not in RETRYABLE and not crashed:
+        return False
+    if force:
+        return True
+    cause = rec["outcome"]
+    if cause == "skipped":
+        cause = "out-of-memory" if "out-of-memory" in str(rec.get("message")) else "timeout"
+    old_budget, old_limit = rec.get("budget"), rec.get("memory_limit")
+    more_time = isinstance(old_budget, int | float) and budget > old_budget
+    more_memory = isinstance(old_limit, int | float) and (
+        memory_limit is None or memory_limit > 1.1 * old_limit
+    )
+    if cause == "timeout":
+        return more_time
+    if cause == "out-of-memory":
+        return more_memory
+    return more_time or more_memory  # a crash: either may help
 
 
 def _as_problems(problems: str | Problem | Iterable[str | Problem]) -> list[Problem]:
@@ -125,8 +216,9 @@ def sweep(
     min_time: float = 0.2,
     seed: int = 0,
     accuracy: bool = True,
-    memory_limit: float | None = -1,
+    memory_limit: float | str | None = "auto",
     isolate: bool = True,
+    retry_failed: bool = False,
 ) -> Results:
     """Measure every (problem, size, method, dtype) case and return the :class:`Results`.
 
@@ -138,10 +230,15 @@ def sweep(
       name: a problem missing from it gets no case of that method), e.g. to keep a method
       whose cost swells with n to small sizes.
     * ``out``: the JSON-lines file (default: a new temporary file); ``resume``: skip the
-      cases already stored there (False: start the file afresh).
+      cases already stored there, except timeouts, skipped sizes, out-of-memory and crashes
+      when ``budget`` or ``memory_limit`` is larger than they were recorded under, or
+      ``retry_failed``; ``resume=False`` moves an existing file aside (never deletes it).
+      A second sweep into the same file while one runs fails at once.
     * ``budget``: seconds per case for the method's own work (trace, compile, first call,
       timing; the primal and reference shared by a size are timed apart); ``memory_limit``:
-      bytes of resident memory per worker (default 75% of physical memory; None: no limit).
+      bytes per worker ("auto": 70% of the memory available now; None: no limit), enforced
+      by the worker (``RLIMIT_DATA``) and by the parent (resident memory); a derivative
+      whose traced program is estimated to need more is recorded ``out-of-memory`` unrun.
     * ``progress(record, index, total)`` is called after each case.
     * ``isolate=False`` runs the cases in this process (no time or memory budget).
 
@@ -152,6 +249,22 @@ def sweep(
         >>> [(r["n"], r["outcome"]) for r in res]
         [(10, 'ok'), (100, 'ok')]
     """
+    if isinstance(sizes, str | bytes):
+        raise DiffkitError(
+            f"sweep: sizes must be a list of ints (or a dict by problem), got the string "
+            f"{sizes!r}; write e.g. sizes=[10, 100]"
+        )
+    if not isinstance(budget, int | float) or not budget > 0:
+        raise DiffkitError(f"sweep: budget must be a positive number of seconds, got {budget!r}")
+    if memory_limit == "auto":
+        memory_limit = _process.default_memory_limit()
+    elif memory_limit is not None and (
+        not isinstance(memory_limit, int | float) or not memory_limit > 0
+    ):
+        raise DiffkitError(
+            f"sweep: memory_limit must be a positive number of bytes, 'auto' or None, "
+            f"got {memory_limit!r}"
+        )
     probs = _as_problems(problems)
     methods = list(methods) if methods is not None else names()
     for method in methods:
@@ -170,20 +283,49 @@ def sweep(
                     "register it (or give the user function as 'module:function'), or pass "
                     "isolate=False"
                 )
-    memory_limit = _process.default_memory_limit() if memory_limit == -1 else memory_limit
-    if out is None:
-        fd, out = tempfile.mkstemp(prefix="diffkit-sweep-", suffix=".jsonl")
-        os.close(fd)
-    path = Path(out)
-    if not resume and path.exists():
-        path.unlink()
-    done = {r["key"]: r for r in read_records(path)} if path.exists() else {}
     unknown = set(method_sizes or {}) - set(methods)
     if unknown:
         raise DiffkitError(
             f"sweep: method_sizes names {', '.join(sorted(unknown))}, not among the methods"
         )
     groups = list(_plan(probs, sizes, methods, dtypes, seed, method_sizes))
+    if out is None:
+        fd, out = tempfile.mkstemp(prefix="diffkit-sweep-", suffix=".jsonl")
+        os.close(fd)
+    path = Path(out)
+    if path.is_dir():
+        raise DiffkitError(
+            f"sweep: out={str(path)!r} is a directory; give a file in it, e.g. "
+            f"{str(path / 'results.jsonl')!r}"
+        )
+    lock = _Lock(path)
+    try:
+        return _sweep(
+            groups, path, budget, resume, progress, min_time, seed, accuracy,
+            memory_limit, isolate, retry_failed,
+        )  # fmt: skip
+    finally:
+        lock.release()
+
+
+def _sweep(
+    groups: list[tuple[Problem, str, list[dict[str, Any]]]],
+    path: Path,
+    budget: float,
+    resume: bool,
+    progress: Progress | None,
+    min_time: float,
+    seed: int,
+    accuracy: bool,
+    memory_limit: float | None,
+    isolate: bool,
+    retry_failed: bool,
+) -> Results:
+    if not resume:
+        move_aside(path)
+    stored = read_records(path, strict=True) if path.exists() else []
+    done = {r["key"]: r for r in stored if not _retry(r, budget, memory_limit, retry_failed)}
+    run = run_id()
     total = sum(len(cases) for *_, cases in groups)
     stopped: dict[tuple[str, str, str, str], dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
@@ -214,7 +356,9 @@ def sweep(
                         rec = run_case(
                             prob, case["size"], case["method"], dtype, seed=seed,
                             min_time=min_time, accuracy=accuracy, reference_cache=shared,
+                            memory_limit=memory_limit,
                         )  # fmt: skip
+                    rec.update(run=run, budget=budget, memory_limit=memory_limit)
                     writer.append(rec)
                 if rec["outcome"] in ("timeout", "out-of-memory"):
                     stopped.setdefault(series, rec)

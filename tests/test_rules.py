@@ -285,6 +285,23 @@ SECTIONS: dict[str, list[Spec]] = {
             R3,
             modes=("dual",),
         ),
+        Spec(  # vmap makes the predicate batched: the loop runs while any lane does
+            "while",
+            lambda x: jax.vmap(
+                lambda a: lax.while_loop(
+                    lambda c: c[1] < a, lambda c: (c[0] * a, c[1] + 0.5), (a, 0.0)
+                )
+            )(jnp.abs(x) + 0.5)[0],
+            R3,
+            modes=("dual",),
+            label="batched predicate",
+        ),
+        Spec("remat2", lambda x: jax.checkpoint(lambda z: jnp.sin(z) * z)(x), R3),
+        Spec(
+            "custom_linear_solve",
+            lambda a, b: jnp.linalg.solve(a + 4 * jnp.eye(3, dtype=a.dtype), b),
+            (("real", (3, 3)), ("real", (3,))),
+        ),
     ],
 }
 # Sections kept in their own modules (tests/specs_*.py, each defining SECTIONS).

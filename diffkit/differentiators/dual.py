@@ -223,13 +223,25 @@ def _while(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     body, cond = p["body_jaxpr"], p["cond_jaxpr"]
     mask = carry_mask(body.jaxpr, _active(bconsts), _active(init))
 
-    def cond_fun(carry):
+    def pred(carry):
         return interpret(cond, [*cconsts, *carry[0]], evaluate)[0]
 
     def body_fun(carry):
-        return _split(duals.run(body, [*bconsts, *_join(*carry, mask)], site), mask)
+        new = _split(duals.run(body, [*bconsts, *_join(*carry, mask)], site), mask)
+        if jnp.ndim(cond.out_avals[0]) == 0:
+            return new
+        # a batched predicate (a vmapped loop): only the lanes still running take the step
+        running = pred(carry)
+        return jax.tree.map(lambda n, o: _where_lanes(running, n, o), new, carry)
 
-    return _join(*lax.while_loop(cond_fun, body_fun, _split(init, mask)), mask)
+    return _join(*lax.while_loop(lambda c: jnp.any(pred(c)), body_fun, _split(init, mask)), mask)
+
+
+def _where_lanes(running: Any, new: Any, old: Any) -> Any:
+    """``new`` where ``running`` (over the leading axes), else ``old``."""
+    return jnp.where(
+        running.reshape(running.shape + (1,) * (jnp.ndim(new) - running.ndim)), new, old
+    )
 
 
 def _scan(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:

@@ -19,6 +19,7 @@ import importlib
 import importlib.util
 import itertools
 import math
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -348,17 +349,34 @@ def _resolve(target: str) -> Callable[..., Any]:
     try:
         if where.endswith(".py"):
             path = Path(where).resolve()
+            if not path.is_file():
+                raise DiffkitError(
+                    f"user problem: cannot load {target!r}: file not found ({path}); check the "
+                    "path, relative to the working directory"
+                )
             spec = importlib.util.spec_from_file_location(path.stem, path)
-            if spec is None or spec.loader is None or not path.exists():
-                raise FileNotFoundError(path)
+            if spec is None or spec.loader is None:
+                raise ImportError(f"{path} is not a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules.setdefault(path.stem, module)
             spec.loader.exec_module(module)
         else:
+            if os.getcwd() not in sys.path and "" not in sys.path:
+                sys.path.append(os.getcwd())  # a module in the working directory
             module = importlib.import_module(where)
-        return getattr(module, attr)
-    except (ImportError, FileNotFoundError, AttributeError) as exc:
+    except ModuleNotFoundError as exc:
+        raise DiffkitError(
+            f"user problem: cannot load {target!r}: module {exc.name!r} not found (from the "
+            "working directory or the installed packages); for a file write path/to/file.py:name"
+        ) from None
+    except ImportError as exc:
         raise DiffkitError(f"user problem: cannot load {target!r}: {exc}") from None
+    if not hasattr(module, attr):
+        raise DiffkitError(
+            f"user problem: cannot load {target!r}: {where} has no {attr!r} (missing); "
+            "check the name after the colon"
+        )
+    return getattr(module, attr)
 
 
 def user_problem(target: str | Callable[..., Any], inputs: str = "n") -> Problem:

@@ -63,6 +63,8 @@ CALL_PARAMS = {
     "remat2": "jaxpr",  # jax.checkpoint / flax's nn.remat: what to save is a cost, not a meaning
     "checkpoint": "jaxpr",
     "remat": "jaxpr",
+    "composite": "jaxpr",  # lax.composite: a named decomposition
+    "custom_vmap_call": "call",  # jax.custom_batching: the rule is about batching only
 }
 
 #: Primitives that carry a library author's derivative rule: interpreters must apply the rule,

@@ -45,7 +45,7 @@ from jax import lax
 from diffkit._errors import UnsupportedPrimitiveError
 from diffkit._jaxpr import evaluate
 
-__all__ = ["REFUSED", "RULES", "Rule", "elementwise", "linear", "zero"]
+__all__ = ["REFUSED", "RULES", "Rule", "elementwise", "linear", "refused_markdown", "zero"]
 
 Array = Any
 #: ``jvp(prim, xs, x_dots, ys, params) -> y_dots``; a ``None`` tangent is a zero tangent.
@@ -436,6 +436,10 @@ def _top_k_order(xs, ys, prm):
     return ys[1], prm.get("axis", -1) % jnp.ndim(xs[0])
 
 
+def _approx_top_k_order(xs, ys, prm):
+    return ys[1], prm["reduction_dimension"] % jnp.ndim(xs[0])
+
+
 def _recurrence(b: Array, a: Array, axis: int, reverse: bool, log: bool = False) -> Array:
     """``h`` with ``h_i = b_i h_(i-1) + a_i`` along ``axis`` (``h_(i+1)`` when ``reverse``;
     0 before the start), in log depth: an associative scan over the affine maps ``(b, a)``.
@@ -610,6 +614,7 @@ RULES: dict[str, Rule] = {
     "reduce_prod": _reduction(_others_product),
     "sort": _permutation(_sort_order, primal=lambda xs, prm: list(_sorted(xs, prm))),
     "top_k": _permutation(_top_k_order),
+    "approx_top_k": _permutation(_approx_top_k_order),
     "cumprod": _cumulative(1.0, lax.mul, lambda x, y_prev, y: (x, y_prev)),
     "cummax": _cumulative(
         -np.inf,
@@ -630,6 +635,10 @@ RULES: dict[str, Rule] = {
     # type and copies
     "convert_element_type": linear(lambda i, ct, x, **_: ct.astype(jnp.result_type(x))),
     "copy": linear(lambda i, ct, x: ct),
+    # placement: the identity on values (device_put maps several operands at once)
+    "device_put": linear(lambda i, cts, *xs, **_: cts[i]),
+    "sharding_constraint": linear(lambda i, ct, x, **_: ct),
+    "layout_constraint": linear(lambda i, ct, x, **_: ct),
     "reduce_precision": linear(lambda i, ct, x, **p: lax.reduce_precision(ct, **p)),
     # shape
     "broadcast_in_dim": linear(_broadcast_t),
@@ -660,7 +669,93 @@ RULES: dict[str, Rule] = {
 #: (shown in the refusal's one-line error and in the README). ``tests/test_census.py`` checks
 #: that every differentiable primitive of the installed JAX is a row, a call, control flow, a
 #: custom rule, integer-valued, or here.
-REFUSED: dict[str, str] = {}
+_COLLECTIVE = (
+    "a collective over a named mesh axis (shard_map, pmap): the hand-written interpreters "
+    "run one device's program"
+)
+_STATE = "mutable state (array refs, boxes, run_state): the interpreters model pure programs"
+_OPAQUE = "an opaque host or foreign call: JAX differentiates it only through a custom rule"
+_INTERNAL = "an internal primitive of JAX's own transformations, not met in user programs"
+REFUSED: dict[str, str] = {
+    **dict.fromkeys(
+        [
+            "all_gather",
+            "all_gather_invariant",
+            "all_gather_reduced",
+            "all_to_all",
+            "ppermute",
+            "psum",
+            "psum_invariant",
+            "pbroadcast",
+            "preduced",
+            "pvary",
+            "ragged_all_to_all",
+            "reduce_scatter",
+            "reduced_vary_cast_p",
+            "reshard",
+            "unreduced_psum",
+            "unreduced_reduce_scatter",
+            "vary_unreduced_cast_p",
+        ],
+        _COLLECTIVE,
+    ),
+    **dict.fromkeys(
+        [
+            "accum_grad_in_ref",
+            "addupdate",
+            "box_get",
+            "box_set",
+            "empty_ref",
+            "free_ref",
+            "freeze",
+            "get",
+            "new_box",
+            "new_ref",
+            "run_state",
+            "swap",
+        ],
+        _STATE,
+    ),
+    **dict.fromkeys(["ffi_call", "io_callback", "pure_callback"], _OPAQUE),
+    **dict.fromkeys(
+        [
+            "call_hi_primitive",
+            "check",
+            "dce_sink",
+            "eval_jaxpr",
+            "from_edtype",
+            "log_extend",
+            "log_read",
+            "name",
+            "new_log",
+            "remat_opt",
+            "stage",
+            "tie",
+            "to_edtype",
+        ],
+        _INTERNAL,
+    ),
+    "linear_call": "jax.custom_transpose's linear call: not yet supported",
+    "ragged_dot_general": "grouped matmul of ragged groups: not yet supported",
+}
+
+
+def refused_markdown() -> str:
+    """The README's list of refused primitives, one line per reason (generated from
+    :data:`REFUSED`, so it is never stale).
+
+    Example:
+        >>> print(refused_markdown().splitlines()[0][:40])
+        - a collective over a named mesh axis (s
+    """
+    by_reason: dict[str, list[str]] = {}
+    for name, reason in REFUSED.items():
+        by_reason.setdefault(reason, []).append(name)
+    return "\n".join(
+        f"- {reason}: " + ", ".join(f"`{n}`" for n in sorted(names))
+        for reason, names in by_reason.items()
+    )
+
 
 # Sections of the table kept in their own modules (they build rows with the constructors above).
 from diffkit import _rules_array, _rules_linalg, _rules_special  # noqa: E402

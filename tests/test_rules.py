@@ -23,10 +23,13 @@ import pytest
 from _spec import DOMAINS, IDX, OUT, R3, R34, R34_2, Spec, custom_vjp_square, ew
 from jax import lax
 from jax._src.ad_util import add_jaxvals
+from jax.experimental.layout import Layout, with_layout_constraint
 
 import diffkit as dk
 from diffkit._rules import RULES
 from diffkit.accuracy import rho_tree
+
+_ONE_DEVICE = jax.sharding.SingleDeviceSharding(jax.devices()[0])
 
 SECTIONS: dict[str, list[Spec]] = {
     "arithmetic": [
@@ -150,6 +153,17 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec("convert_element_type", lambda x: x.astype(jnp.float16).astype(x.dtype) + x, R3),
         Spec("copy", lambda x: lax.copy_p.bind(x), R3),
         Spec("reduce_precision", lambda x: lax.reduce_precision(x, 8, 23), R3),
+        Spec("device_put", lambda x, y: jax.device_put((x, y))[1] * x, R34_2),
+        Spec(
+            "sharding_constraint",
+            lambda x: jax.lax.with_sharding_constraint(x, _ONE_DEVICE) * x,
+            R3,
+        ),
+        Spec(
+            "layout_constraint",
+            lambda x: with_layout_constraint(x, Layout(major_to_minor=(0, 1))) * x,
+            R34,
+        ),
     ],
     "shape": [
         Spec(
@@ -248,6 +262,7 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec("sort", lambda x: jnp.median(x, axis=1), R34, label="median"),
         Spec("sort", lambda x: x[jnp.argsort(x[:, 0])], R34, label="argsort"),
         Spec("top_k", lambda x: lax.top_k(x, 2)[0], R34),
+        Spec("approx_top_k", lambda x: lax.approx_max_k(x, 2)[0] * 2, R34),
     ],
     "control": [
         Spec("jit", lambda x: jax.jit(lambda z: jnp.sin(z) * z)(x), R3),

@@ -1,0 +1,83 @@
+"""The census: every primitive the installed JAX differentiates is accounted for.
+
+For each hand-written interpreter (``dual``, ``tape``), a primitive with a JVP rule in JAX
+must be a row of the rule table, a call the interpreters inline, one they handle themselves
+(control flow, custom rules), integer- or boolean-valued (nothing to differentiate: the
+interpreters evaluate it), or listed in ``REFUSED`` with its reason. A new JAX release that
+adds a primitive fails here, not in a user's hands. The README's list of refused primitives
+is checked against the same table, so it is never stale.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import pytest
+from jax._src.interpreters import ad
+
+import diffkit as dk
+from diffkit._jaxpr import CALL_PARAMS
+from diffkit._rules import REFUSED, RULES
+from diffkit.differentiators.dual import _Duals
+from diffkit.differentiators.tape import _Recorder
+
+#: Primitives whose outputs are never floating point: no derivative flows through them.
+INTEGER_VALUED = {
+    *("and", "or", "not", "xor", "shift_left", "shift_right_arithmetic"),
+    *("shift_right_logical", "mulhi", "eq", "ne", "ge", "gt", "le", "lt"),
+    *("eq_to", "le_to", "lt_to", "is_finite", "argmax", "argmin"),
+    *("random_bits", "random_fold_in", "random_seed", "random_split"),
+    *("random_wrap", "random_unwrap"),
+    # effects only, no outputs
+    *("debug_callback", "debug_print", "inspect_sharding"),
+}
+
+
+def _differentiable() -> set[str]:
+    import jax.experimental.ode
+    import jax.scipy.linalg
+    import jax.scipy.special  # noqa: F401
+
+    return {p.name for p in ad.primitive_jvps}
+
+
+@pytest.mark.parametrize("interpreter", [_Duals, _Recorder], ids=["dual", "tape"])
+def test_every_differentiable_primitive_is_accounted_for(interpreter) -> None:
+    known = set(RULES) | set(CALL_PARAMS) | set(interpreter.special) | INTEGER_VALUED
+    missing = sorted(_differentiable() - known - set(REFUSED))
+    assert not missing, f"{interpreter.who}: no row, handler or refusal for {missing}"
+
+
+def test_refused_and_covered_do_not_overlap() -> None:
+    assert not set(REFUSED) & (set(RULES) | set(CALL_PARAMS) | set(_Duals.special))
+    assert all(len(reason) > 20 for reason in REFUSED.values())  # a reason, not a stub
+
+
+def test_census_figures() -> None:
+    """Most of what JAX differentiates is covered; what is refused is collective, stateful,
+    opaque or internal (the reasons say which)."""
+    jax_prims = _differentiable()
+    covered = jax_prims - set(REFUSED)
+    assert len(covered) / len(jax_prims) > 0.7
+    assert {"conv_general_dilated", "cholesky", "stack", "polygamma"} <= covered
+
+
+def test_readme_lists_exactly_the_refused_primitives() -> None:
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    start = readme.index("<!-- refused:start -->")
+    block = readme[start : readme.index("<!-- refused:end -->")]
+    listed = {word.strip("`,") for word in block.split() if word.startswith("`")}
+    regenerate = "python -c 'from diffkit._rules import refused_markdown as m; print(m())'"
+    assert listed == set(REFUSED), f"README is stale; regenerate the list with {regenerate}"
+
+
+@pytest.mark.parametrize("name", ["dual", "tape"])
+def test_a_refusal_gives_its_reason_in_one_line(name: str) -> None:
+    f = lambda x: jax.pure_callback(lambda a: a * 2, jax.ShapeDtypeStruct((2,), x.dtype), x)  # noqa: E731
+    with pytest.raises(dk.UnsupportedPrimitiveError) as info:
+        dk.get(name).grad(lambda x: jnp.sum(f(x)))(jnp.ones(2))
+    message = str(info.value)
+    assert "'pure_callback'" in message and REFUSED["pure_callback"] in message
+    assert "test_census.py" in message and "\n" not in message

@@ -188,7 +188,7 @@ _TEMPLATES: dict[str, tuple[str, Any]] = {
     "Absolute": ("jax.numpy.abs({0})", "abs"),
     "Maximum": ("functools.reduce(jax.numpy.maximum, ({args},))", "extremum"),
     "Minimum": ("functools.reduce(jax.numpy.minimum, ({args},))", "extremum"),
-    "Clamp": ("jax.lax.clamp({0}, {1}, {2})", "clamp"),
+    "Clamp": ("jax.numpy.clip({1}, {0}, {2})", "clamp"),  # lax.clamp wants equal dtypes
     "Rem": ("jax.lax.rem({0}, {1})", "rem"),
     "Cbrt": ("jax.lax.cbrt({0})", "cbrt"),
     "Lgamma": ("jax.lax.lgamma({0})", "lgamma"),
@@ -637,7 +637,8 @@ def _convert(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
     against 0; integer conversions are ``lax.convert_element_type`` itself (JAX-exact)."""
     S, (a,) = ctx.S, invals
     old, new = np.dtype(eqn.invars[0].aval.dtype), np.dtype(eqn.params["new_dtype"])
-    if not all(np.issubdtype(d, np.floating | np.integer | np.bool_) for d in (old, new)):
+    real = (np.floating, np.integer, np.bool_)
+    if not all(any(np.issubdtype(d, k) for k in real) for d in (old, new)):
         raise _not_symbolic(eqn, f"a conversion to {new.name} of values")
     if new == old or (np.issubdtype(new, np.floating) and np.issubdtype(old, np.floating)):
         return [a]
@@ -809,7 +810,7 @@ def _cumulative(name: str, ctx: Context, eqn: Any, invals: list[Any]) -> list[An
 # ------------------------------------------------- choices decided at the point
 
 
-def _at_point(ctx: Context, eqn: Any, values: np.ndarray) -> np.ndarray:
+def _at_point(ctx: Context, values: np.ndarray, dtype: Any) -> np.ndarray:
     """The numeric values of ``values`` at the input point; marks the result as valid only
     there (:class:`Context`)."""
     if ctx.point is None:
@@ -818,19 +819,26 @@ def _at_point(ctx: Context, eqn: Any, values: np.ndarray) -> np.ndarray:
             "jax.jit, vmap or another transformation); call the derivative on concrete arrays"
         )
     ctx.decided = True
-    return ctx.point(values)
+    return ctx.point(values, dtype)
 
 
 def _decided(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
     """argmax / argmin: an integer result, evaluated at the point (valid only there)."""
-    return _evaluate(eqn, [_at_point(ctx, eqn, v) if is_symbolic(v) else v for v in invals])
+    values = [
+        _at_point(ctx, v, var.aval.dtype) if is_symbolic(v) else v
+        for v, var in zip(invals, eqn.invars, strict=True)
+    ]
+    return _evaluate(eqn, values)
 
 
 def _sort(ctx: Context, eqn: Any, invals: list[Any]) -> list[Any]:
     """The permutation ``sort`` applies at the point (JAX's own sort of the numeric keys,
     stable, NaNs last), applied to the expressions: valid only at that point."""
     nk, dim = eqn.params["num_keys"], eqn.params["dimension"]
-    keys = [_at_point(ctx, eqn, v) if is_symbolic(v) else np.asarray(v) for v in invals[:nk]]
+    keys = [
+        _at_point(ctx, v, var.aval.dtype) if is_symbolic(v) else np.asarray(v)
+        for v, var in zip(invals[:nk], eqn.invars, strict=False)
+    ]
     shape = np.shape(invals[0])
     iota = np.broadcast_to(
         np.arange(shape[dim], dtype=np.int32).reshape(

@@ -43,7 +43,7 @@ from jax.extend import core as jex_core
 from jax.flatten_util import ravel_pytree
 
 from diffkit import _sympy_rules as rules
-from diffkit._errors import DiffkitError
+from diffkit._errors import DiffkitError, UnsupportedPrimitiveError
 from diffkit._interface import (
     Differentiator,
     _flatten_fun,
@@ -53,7 +53,7 @@ from diffkit._interface import (
 )
 from diffkit._jaxpr import inner_jaxpr, interpret, trace
 
-__all__ = ["BudgetExceeded", "Sizes", "Swell", "Symbolic", "SymbolicForm"]
+__all__ = ["BudgetExceeded", "Sizes", "SpotCheckError", "Swell", "Symbolic", "SymbolicForm"]
 
 _CACHE: collections.OrderedDict[Any, _Program] = collections.OrderedDict()
 _CACHE_SIZE = 128
@@ -260,6 +260,8 @@ class _Program:
     const_index: tuple[int, ...]
     form: SymbolicForm
     report: Swell
+    primal: Callable[..., Any]  # the jaxpr itself, jitted: the spot-check's reference
+    point: str | None = None  # digest of the inputs an order was decided at (sort, argmax)
 
 
 # -------------------------------------------------------------- the class
@@ -274,7 +276,21 @@ class Symbolic(Differentiator):
     ``"symengine"``, the optional extra), ``memoize`` (differentiate each distinct
     subexpression once; ``False`` calls ``sympy.diff``, which walks shared expressions as
     trees), ``time_budget`` (seconds per stage), ``size_budget`` (expression nodes while
-    building and differentiating, operations after CSE and in the printed program).
+    building and differentiating, operations after CSE and in the printed program),
+    ``spot_check`` (default True: on concrete inputs, the compiled program's values are
+    compared with JAX's own evaluation of the function, NaN-aware, and a mismatch raises
+    :class:`SpotCheckError` instead of returning a number from a wrong translation; one
+    extra jitted primal call).
+
+    Semantics: primitives are translated with JAX's meaning (NaN, infinities, integer
+    conversions, rounding) and JAX's derivative conventions at kinks (``abs`` at 0: 1;
+    ``max``/``min`` ties: 1/2 each; ``clamp`` at a bound: 0); ``custom_jvp`` functions are
+    differentiated by their rule; ``custom_vjp`` ones are refused. ``select`` differentiates
+    as JAX's JVP (the chosen branch's derivative), so a NaN derivative in the branch not
+    taken does not leak in as it does through ``jax.grad``. ``sort``, ``argsort``,
+    ``argmax`` and ``argmin`` of values that depend on the inputs use the order at the input
+    point: such a program is valid only there, is rebuilt for new inputs, and is refused
+    under ``jax.jit`` (inputs not concrete).
 
     Cost: every operation is one call of the compiled program, which returns the outputs and
     the whole ``m x n`` Jacobian; JVPs and VJPs are products with it. The symbolic work is
@@ -302,10 +318,12 @@ class Symbolic(Differentiator):
         memoize: bool = True,
         time_budget: float = 300.0,
         size_budget: int = 200_000,
+        spot_check: bool = True,
         **base: Any,
     ) -> None:
         super().__init__(**base)
-        for opt, value in (("cse", cse), ("simplify", simplify), ("memoize", memoize)):
+        options = (("cse", cse), ("simplify", simplify), ("memoize", memoize))
+        for opt, value in (*options, ("spot_check", spot_check)):
             if not isinstance(value, bool):
                 raise DiffkitError(f"symbolic: {opt} must be True or False, got {value!r}")
         if not (isinstance(time_budget, int | float) and time_budget > 0):
@@ -320,6 +338,7 @@ class Symbolic(Differentiator):
         if simplify and backend != "sympy":
             raise DiffkitError("symbolic: simplify=True needs backend='sympy'")
         self.cse, self.simplify, self.memoize = cse, simplify, memoize
+        self.spot_check = spot_check
         self.time_budget, self.size_budget = float(time_budget), size_budget
 
     @functools.cached_property
@@ -356,8 +375,11 @@ class Symbolic(Differentiator):
     def _evaluate(self, fun, primals):
         program, traced = self._program(fun, primals)
         consts = [traced.closed.consts[i] for i in program.const_index]
-        strong = (jnp.asarray(a, a.dtype) for a in (*primals, *consts))  # as compiled: not weak
+        strong = [jnp.asarray(a, a.dtype) for a in (*primals, *consts)]  # as compiled: not weak
         values, jac = program.fn(*strong)
+        if self.spot_check and _concrete([*primals, *traced.closed.consts]):
+            want = program.primal(list(traced.closed.consts), *strong[: len(primals)])
+            _spot_check(values, want)
         return tuple(values[: traced.n_outs]), tuple(values[traced.n_outs :]), jac
 
     # ------------------------------------------------------ public extras
@@ -419,6 +441,15 @@ class Symbolic(Differentiator):
             tuple(_const_key(c) for c in traced.closed.consts),
         )
         program = None if fresh else _CACHE.get(key)
+        if program is not None and program.point is not None:  # valid at one point only
+            if not _concrete([*primals, *traced.closed.consts]):
+                raise UnsupportedPrimitiveError(
+                    "symbolic: this function sorts or takes argmax/argmin of values that depend "
+                    "on the inputs; its expressions hold at concrete inputs only: call the "
+                    "derivative outside jax.jit/vmap, or use jax-fwd/jax-rev"
+                )
+            if program.point != _digest([*primals, *traced.closed.consts]):
+                program = None
         if program is None:
             program = self._build(traced, primals, budget, compile_now=fresh)
             _CACHE[key] = program
@@ -450,6 +481,9 @@ class Symbolic(Differentiator):
             consts[i] = c
 
         ctx = rules.Context(S)
+        if _concrete([*primals, *closed.consts]):
+            values_at = [*primals, *(closed.consts[i] for i in const_index)]
+            ctx.point = _evaluator(S, [*xs, *cs], values_at, ctx)
         with budget.stage("build", "DAG nodes"), jax.ensure_compile_time_eval():
             seen: set[Any] = set()
             ctx.after = lambda outs: budget.check(
@@ -543,7 +577,9 @@ class Symbolic(Differentiator):
             jacobian=jac,
             source=source,
         )
-        return _Program(fn, const_index, form, report)
+        primal = jax.jit(functools.partial(jax.core.eval_jaxpr, closed.jaxpr))
+        point = _digest([*primals, *closed.consts]) if ctx.decided else None
+        return _Program(fn, const_index, form, report, primal, point)
 
     def _cse(self, exprs: list[Any], prefix: str) -> tuple[list[tuple[Any, Any]], list[Any]]:
         if not self.cse or not exprs:
@@ -584,6 +620,64 @@ def _const_key(c: Any) -> tuple:
         return ("arg", tuple(np.shape(c)), str(c.dtype))
     data = np.asarray(jax.random.key_data(c) if _extended(c) else c)
     return ("value", str(c.dtype), data.shape, hashlib.sha1(data.tobytes()).hexdigest())
+
+
+def _concrete(values: Sequence[Any]) -> bool:
+    return not any(isinstance(v, jax.core.Tracer) for v in values)
+
+
+def _digest(values: Sequence[Any]) -> str:
+    h = hashlib.sha1()
+    for v in values:
+        h.update(np.asarray(jax.random.key_data(v) if _extended(v) else v).tobytes())
+    return h.hexdigest()
+
+
+def _evaluator(S: Any, symbols: list[np.ndarray], values: list[Any], ctx: Any) -> Callable:
+    """``point(expressions, dtype)``: their numeric values at the input point, computed by the
+    printed JAX code (so exactly as the compiled program computes them)."""
+    env: dict[str, Any] = {}
+    for syms, v in zip(symbols, values, strict=True):
+        flat = np.ravel(np.asarray(v))
+        env.update((str(s), jnp.asarray(flat[i])) for i, s in enumerate(syms.flat))
+
+    def point(exprs: np.ndarray, dtype: Any) -> np.ndarray:
+        namespace = {**_namespace(), **env}
+        try:
+            for s, e in ctx.stops:
+                namespace.setdefault(str(s), eval(_printed(S, [e]), namespace)[0])
+            out = eval(_printed(S, list(exprs.flat)), namespace)
+        except NameError:
+            raise rules.Refusal("an order of values inside a custom_jvp function") from None
+        return np.array([np.asarray(o, dtype) for o in out], dtype).reshape(exprs.shape)
+
+    return point
+
+
+class SpotCheckError(DiffkitError):
+    """The compiled symbolic program disagrees with JAX's own value of the function."""
+
+
+def _spot_check(got: Sequence[Any], want: Sequence[Any]) -> None:
+    """Raise :class:`SpotCheckError` where the program's values differ from JAX's: NaN and
+    infinities must sit at the same places, finite values agree to sqrt(eps) relative to
+    each output's scale."""
+    for j, (g, w) in enumerate(zip(got, want, strict=True)):
+        g, w = np.asarray(g), np.asarray(w)
+        if np.issubdtype(w.dtype, np.inexact):
+            tol = float(np.sqrt(np.finfo(w.dtype).eps))
+            finite = w[np.isfinite(w)]
+            scale = max(1.0, float(np.max(np.abs(finite)))) if finite.size else 1.0
+            bad = ~np.isclose(g, w, rtol=tol, atol=tol * scale, equal_nan=True)
+        else:
+            bad = g != w
+        if np.any(bad):
+            i = tuple(int(k) for k in np.argwhere(bad)[0])
+            raise SpotCheckError(
+                f"symbolic: the compiled expressions give {g[i]} where JAX gives {w[i]} "
+                f"(output {j}, element {i}) at this input: a translation differs from JAX's "
+                "semantics here; use jax-fwd/jax-rev for this function"
+            )
 
 
 def _cse_ops(replacements: list[tuple[Any, Any]], reduced: list[Any]) -> int:

@@ -190,6 +190,7 @@ class Differentiator:
             (0.0, 2.0)
         """
         where = f"{self.name}.jvp"
+        _check_callable(where, f)
         if not isinstance(primals, tuple | list) or not isinstance(tangents, tuple | list):
             raise InputTypeError(
                 f"{where}: primals and tangents must be tuples, like jax.jvp(f, (x,), (v,))"
@@ -214,6 +215,7 @@ class Differentiator:
             [3.0, 6.0]
         """
         where = f"{self.name}.vjp"
+        _check_callable(where, f)
         primals = tuple(_as_arrays(where, "primal", primals))
         x_leaves, in_tree = jax.tree_util.tree_flatten(primals)
         fun, store = _flatten_fun(f, in_tree, has_aux)
@@ -240,6 +242,7 @@ class Differentiator:
             (8.0, [12.0])
         """
         where = f"{self.name}.grad"
+        _check_callable(where, f)
 
         @functools.wraps(f)
         def value_and_grad_f(*args: PyTree, **kwargs: Any):
@@ -291,6 +294,7 @@ class Differentiator:
             [[2.0, 0.0], [0.0, 6.0]]
         """
         where = f"{self.name}.jacobian"
+        _check_callable(where, f)
         if strategy not in (None, "fwd", "rev"):
             raise DiffkitError(f"{where}: strategy must be 'fwd', 'rev' or None, got {strategy!r}")
 
@@ -396,10 +400,20 @@ def _flatten_fun(f: Callable, in_tree: jax.tree_util.PyTreeDef, has_aux: bool):
     return fun, store
 
 
+def _check_callable(where: str, f: Any) -> None:
+    if not callable(f):
+        raise InputTypeError(
+            f"{where}: expected a function to differentiate, got a {type(f).__name__}; "
+            "pass the function itself, e.g. grad(f)(x), not grad(f(x))"
+        )
+
+
 def _as_arrays(where: str, role: str, values: Sequence[PyTree]) -> list[PyTree]:
-    """Convert every leaf to a JAX array, rejecting what is not numeric."""
+    """Convert every leaf to a JAX array, rejecting what is not numeric (and None)."""
     result = []
     for i, value in enumerate(values):
+        if value is None:  # (None inside a pytree is an empty subtree, as in JAX)
+            raise InputTypeError(f"{where}: {role} {i} is None; pass an array or a Python float")
 
         def convert(path: Any, leaf: Any, i: int = i) -> Array:
             if isinstance(leaf, jax.Array | np.ndarray | np.generic | float | int | bool | complex):
@@ -442,6 +456,12 @@ def _check_same(where: str, role: str, primals: tuple, others: tuple) -> None:
             raise DiffkitError(
                 f"{where}: {label} has shape {tuple(o.shape)}, expected {tuple(p.shape)} "
                 f"(the shape of the {'output' if role == 'cotangent' else 'primal'})"
+            )
+        if not jnp.issubdtype(p.dtype, jnp.inexact) and jnp.issubdtype(o.dtype, jnp.inexact):
+            raise InputTypeError(
+                f"{where}: primal{label[len(role) :]} has dtype {p.dtype}, which has no "
+                f"derivative, but its {role.rstrip('s')} is {o.dtype}: pass the primal as floats "
+                "(e.g. jnp.asarray(x, jnp.float32)) to differentiate it"
             )
         if jnp.issubdtype(p.dtype, jnp.inexact) and p.dtype != o.dtype and not _weak(o):
             raise DiffkitError(

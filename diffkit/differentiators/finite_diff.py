@@ -119,8 +119,16 @@ class FiniteDifferences(Differentiator):
             y_dot = jnp.where(moving, y_dot, 0.0)
         return outs, _unravel_like(outs, y_dot), aux
 
-    def _cols(self, fun: FlatFun, primals: tuple[Array, ...], outs: tuple[Array, ...]) -> Array:
-        """All ``n`` coordinate stencils, vmapped in chunks: ``J^T`` as an (n, m) array."""
+    def _cols(
+        self,
+        fun: FlatFun,
+        primals: tuple[Array, ...],
+        outs: tuple[Array, ...],
+        split: bool = False,
+    ) -> Array:
+        """All ``n`` coordinate stencils, vmapped in chunks: ``J^T`` as an (n, m) array
+        (``split``, for complex inputs in the base class, changes nothing: fd takes real
+        inputs only)."""
         with self._precision():
             x, f_flat = self._flat(fun, primals)
             h = self._steps(x)
@@ -202,9 +210,22 @@ class FiniteDifferences(Differentiator):
         return jax.enable_x64(True) if self.precision else contextlib.nullcontext()
 
     def _flat(self, fun: FlatFun, primals: tuple[Array, ...]):
-        """The primals as one flat vector (in the evaluation dtype) and ``f`` on such vectors."""
+        """The primals as one flat vector (in the evaluation dtype) and ``f`` on such vectors.
+        An empty input, or (outside ``jit``) a non-finite one, is a one-line error."""
+        if not sum(int(np.size(p)) for p in primals):
+            raise DiffkitError(
+                "fd: the input has no entries (an empty array or pytree): there is no "
+                "coordinate to step along; give at least one number"
+            )
         dtype = jnp.float64 if self.precision else jnp.result_type(*primals)
         x = jnp.concatenate([jnp.ravel(p).astype(dtype) for p in primals])
+        if not isinstance(x, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(x))):
+            i = int(jnp.argmin(jnp.isfinite(x)))
+            raise DiffkitError(
+                f"fd: input coordinate {i} is {float(x[i])}: finite differences evaluate f "
+                "around x and need finite inputs; use an AD method (jax-fwd, jax-rev, dual, "
+                "tape) there"
+            )
         shapes = [p.shape for p in primals]
         if self.scheme == "complex":
             check_analytic(lambda *xs: fun(*xs)[0], *(jnp.asarray(p, dtype) for p in primals))

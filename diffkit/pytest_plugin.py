@@ -16,12 +16,21 @@ Example (in a test file)::
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from diffkit._errors import DiffkitError
 from diffkit.testing import check_grads
+
+#: Options the marker may set: check_grads's keyword arguments.
+OPTIONS = tuple(
+    name
+    for name, p in inspect.signature(check_grads).parameters.items()
+    if p.kind is p.KEYWORD_ONLY
+)
 
 _INI = {
     "rtol": ("diffkit_gradcheck_rtol", float, "per-element tolerance of check_grads (rho)"),
@@ -55,7 +64,25 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
     for key, (ini_name, convert, _) in _INI.items():
         value = request.config.getini(ini_name)
         if value not in (None, "", []):
-            options[key] = convert(value)
+            try:
+                options[key] = convert(value)
+            except ValueError:
+                kind = getattr(convert, "__name__", "list")
+                raise DiffkitError(
+                    f"pytest configuration: {ini_name} = {value!r} is not a valid {kind}; "
+                    f"fix it in pytest.ini or [tool.pytest.ini_options] ({_INI[key][2]})"
+                ) from None
     for marker in reversed(list(request.node.iter_markers("gradcheck"))):
+        if marker.args:
+            raise DiffkitError(
+                f"@pytest.mark.gradcheck takes keyword options only ({', '.join(OPTIONS)}), "
+                f"got positional {marker.args!r}"
+            )
+        unknown = sorted(set(marker.kwargs) - set(OPTIONS))
+        if unknown:
+            raise DiffkitError(
+                f"@pytest.mark.gradcheck: unknown option(s) {', '.join(unknown)}; "
+                f"the options are: {', '.join(OPTIONS)}"
+            )
         options.update(marker.kwargs)
     return functools.partial(check_grads, **options)

@@ -124,6 +124,8 @@ def check_grads(
         >>> from diffkit.testing import check_grads
         >>> check_grads(lambda x: jnp.sum(jnp.sin(x) * x), (jnp.arange(3.0),), order=2)
     """
+    _check_options(modes, rtol, atol, directions, seed)
+    modes = (modes,) if isinstance(modes, str) else modes
     args = tuple(jax.tree_util.tree_map(jnp.asarray, a) for a in args)
     if not args:
         raise DiffkitError("check_grads: args is empty; pass the point as a tuple, e.g. (x,)")
@@ -159,6 +161,24 @@ def check_grads(
                     return vjp_fn(jax.tree_util.tree_map(lambda a, o: a.astype(o.dtype), u, out))
 
                 _first_order(g, args, v, ku, ("fwd",), engine, tol, k, what="second derivative")
+
+
+def _check_options(modes: Any, rtol: Any, atol: Any, directions: Any, seed: Any) -> None:
+    """One-line errors for option values of the wrong kind (from a marker or an ini file)."""
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0
+        ):
+            raise DiffkitError(
+                f"check_grads: {name} must be a non-negative number, got {value!r}; "
+                f"e.g. {name}=1e-5"
+            )
+    if isinstance(directions, bool) or not isinstance(directions, int) or directions < 1:
+        raise DiffkitError(f"check_grads: directions must be a positive int, got {directions!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise DiffkitError(f"check_grads: seed must be an int, got {seed!r}")
+    if not isinstance(modes, str | tuple | list):
+        raise DiffkitError(f"check_grads: modes must be 'fwd', 'rev' or both, got {modes!r}")
 
 
 @dataclass(frozen=True)

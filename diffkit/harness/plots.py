@@ -3,75 +3,138 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 if TYPE_CHECKING:
     from diffkit.harness.results import Results
 
-__all__ = ["plot_results"]
+__all__ = ["figure", "plot_results"]
 
 
 def plot_results(results: Results, folder: Path) -> list[Path]:
     """One PNG per (problem, dtype): run time (primal dotted) with each method's fitted
     log-log slope drawn dashed and given in the legend, derivative/primal ratio, and rho
-    against the float64 reference, each against n (m for wide outputs)."""
+    against the float64 reference, each against n (m where only the outputs vary). Where
+    every method has one size only, a dot plot instead: one labelled row per method."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
 
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     ok = results.filter(outcome="ok")
     fits = {(f["problem"], f["method"], f["dtype"]): f for f in ok.fit_exponents()}
     for problem, dtype in sorted({(r["problem"], r["dtype"]) for r in ok}):
         recs = ok.filter(problem=problem, dtype=dtype).records
-        axis = (
-            "n"
-            if len({r["n"] for r in recs}) > 1
-            else "m"
-            if len({r["m"] for r in recs}) > 1
-            else "size"
-        )
-        fig, (ax_t, ax_r, ax_a) = plt.subplots(1, 3, figsize=(15, 4.2))
-        for method in sorted({r["method"] for r in recs}):
-            rs = sorted((r for r in recs if r["method"] == method), key=lambda r: r[axis])
-            xs = [r[axis] for r in rs]
-            times = [r["time_median"] for r in rs]
-            fit = fits.get((problem, method, dtype), {})
-            slope = fit.get("slope_time") if fit.get("against") == axis else None
-            label = method if slope is None else f"{method} (slope {slope:.2f})"
-            (line,) = ax_t.loglog(xs, times, "o-", label=label)
-            ax_t.loglog(xs, [r["primal_median"] for r in rs], ":", color=line.get_color())
-            if slope is not None:  # the fitted power law over the sizes it was fitted on
-                lo, hi = fit["range"]
-                used = [(x, t) for x, t in zip(xs, times, strict=True) if lo <= x <= hi]
-                cx, ct = (float(np.exp(np.mean(np.log(v)))) for v in zip(*used, strict=True))
-                ends = np.array([lo, hi], dtype=float)
-                ax_t.loglog(ends, ct * (ends / cx) ** slope, "--", color=line.get_color())
-            ax_r.loglog(xs, [r["ratio"] for r in rs], "o-", label=method)
-            rho = [(x, r["rho_max"]) for x, r in zip(xs, rs, strict=True) if r.get("rho_max")]
-            if rho:
-                ax_a.loglog(*zip(*rho, strict=True), "o-", label=method)
-        ax_t.set(xlabel=axis, ylabel="run time [s] (dotted: primal)", title=f"{problem} {dtype}")
-        ax_r.set(xlabel=axis, ylabel="derivative / primal time", title="cost ratio")
-        ax_a.set(xlabel=axis, ylabel="max rho vs float64 reference", title="accuracy")
-        for ax in (ax_t, ax_r, ax_a):
-            # Plain "1e-05" labels and no minor ticks: mathtext labels and the minor ticks of
-            # log axes make drawing several times slower.
-            ax.minorticks_off()
-            ax.xaxis.set_major_formatter(plain)
-            ax.yaxis.set_major_formatter(plain)
-            ax.grid(True, alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8)
-        fig.subplots_adjust(left=0.065, right=0.98, bottom=0.13, top=0.92, wspace=0.28)
+        fig = figure(recs, problem, dtype, fits, plt)
         path = folder / f"{problem}-{dtype}.png"
         fig.savefig(path, dpi=100)
         plt.close(fig)
         paths.append(path)
     return paths
+
+
+_PANELS = (
+    ("time_median", "run time [s]", "run time"),
+    ("ratio", "derivative / primal time", "cost ratio"),
+    ("rho_max", "max rho vs float64 reference", "accuracy"),
+)
+
+
+def figure(
+    recs: list[dict[str, Any]], problem: str, dtype: str, fits: dict[Any, Any], plt: Any
+) -> Any:
+    """The three panels of one (problem, dtype) as a matplotlib figure."""
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    methods = sorted({r["method"] for r in recs})
+    dots = len({r["size"] for r in recs}) == 1
+    if dots:
+        _dots(recs, methods, axes, problem, dtype)
+    else:
+        _lines(recs, methods, axes, problem, dtype, fits)
+    for ax in axes:
+        # Plain "1e-05" labels and no minor ticks: mathtext labels and the minor ticks of
+        # log axes make drawing several times slower.
+        ax.minorticks_off()
+        _plain_ticks(ax.xaxis)
+        if not dots:  # (a dot plot's y axis names the methods)
+            _plain_ticks(ax.yaxis)
+        ax.grid(True, alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.35)
+    return fig
+
+
+def _dots(recs: list[dict[str, Any]], methods: list[str], axes: Any, problem: str, dtype: str):
+    """One size: a row per method, its value marked and written next to the dot."""
+    r0 = recs[0]
+    rows = range(len(methods))
+    for ax, (field, label, title) in zip(axes, _PANELS, strict=True):
+        got = {r["method"]: r.get(field) for r in recs}
+        for i, method in enumerate(methods):
+            value = got.get(method)
+            if value:
+                ax.plot([value], [i], "o", color=f"C{i % 10}")
+                ax.annotate(f" {value:.3g}", (value, i), va="center", fontsize=8)
+        if field == "time_median":
+            primal = r0.get("primal_median")
+            if primal:
+                ax.axvline(primal, ls=":", color="gray", label=f"primal {primal:.3g} s")
+        ax.set_xscale("log")
+        ax.margins(x=0.3)  # room for the values written right of the dots
+        ax.set_yticks(list(rows), methods)
+        ax.set_ylim(len(methods) - 0.5, -0.5)
+        ax.set(xlabel=label, title=title if field != "time_median" else "")
+    where = f"n={r0.get('n')}, m={r0.get('m')}"
+    axes[0].set_title(f"{problem} {dtype} ({where})")
+
+
+def _lines(recs, methods, axes, problem, dtype, fits) -> None:  # type: ignore[no-untyped-def]
+    ax_t, ax_r, ax_a = axes
+    varies = {k: len({r[k] for r in recs}) > 1 for k in ("n", "m")}
+    axis = "n" if varies["n"] else "m"
+    # Markers of methods that land on one another stay visible: each its own shape and size.
+    shapes = "os^vD<>ph*"
+    for i, method in enumerate(methods):
+        rs = sorted((r for r in recs if r["method"] == method), key=lambda r: r[axis])
+        xs = [r[axis] for r in rs]
+        style = dict(marker=shapes[i % len(shapes)], ms=9 - 0.6 * (i % 6), mfc="none")
+        times = [r["time_median"] for r in rs]
+        fit = fits.get((problem, method, dtype), {})
+        slope = fit.get("slope_time") if fit.get("against") == axis else None
+        label = method if slope is None else f"{method} (slope {slope:.2f})"
+        (line,) = ax_t.loglog(xs, times, "-", label=label, **style)
+        ax_t.loglog(xs, [r["primal_median"] for r in rs], ":", color=line.get_color())
+        if slope is not None:  # the fitted power law over the sizes it was fitted on
+            lo, hi = fit["range"]
+            used = [(x, t) for x, t in zip(xs, times, strict=True) if lo <= x <= hi]
+            cx, ct = (float(np.exp(np.mean(np.log(v)))) for v in zip(*used, strict=True))
+            ends = np.array([lo, hi], dtype=float)
+            ax_t.loglog(ends, ct * (ends / cx) ** slope, "--", color=line.get_color())
+        ax_r.loglog(xs, [r["ratio"] for r in rs], "-", label=method, **style)
+        rho = [(x, r["rho_max"]) for x, r in zip(xs, rs, strict=True) if r.get("rho_max")]
+        if rho:
+            ax_a.loglog(*zip(*rho, strict=True), "-", label=method, **style)
+    xlabel = "n (inputs)" if axis == "n" else "m (outputs)"
+    ax_t.set(xlabel=xlabel, ylabel="run time [s] (dotted: primal)", title=f"{problem} {dtype}")
+    ax_r.set(xlabel=xlabel, ylabel="derivative / primal time", title="cost ratio")
+    ax_a.set(xlabel=xlabel, ylabel="max rho vs float64 reference", title="accuracy")
+
+
+def _plain_ticks(axis: Any) -> None:
+    """Plain labels on a log axis, with at least three ticks even within one decade."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    if axis.get_scale() != "log":
+        return
+    lo, hi = sorted(axis.axes.get_ylim() if axis.axis_name == "y" else axis.axes.get_xlim())
+    if lo <= 0 or not np.isfinite([lo, hi]).all():
+        return
+    inside = [t for t in axis.get_majorticklocs() if lo <= t <= hi]
+    if len(inside) < 3:
+        axis.set_major_locator(FixedLocator(np.geomspace(lo, hi, 4)))

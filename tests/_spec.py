@@ -20,6 +20,8 @@ DOMAINS: dict[str, Callable] = {
     "zeros": lambda r, s: np.where(
         np.arange(np.prod(s)).reshape(s) % 5 == 1, 0.0, r.normal(size=s)
     ),
+    # the kinks of piecewise rules: 0, -0, halves, +-1 (ties, bounds, round-half points)
+    "kinks": lambda r, s: r.choice([-1.0, -0.5, -0.0, 0.0, 0.5, 1.0], size=s),
 }
 
 

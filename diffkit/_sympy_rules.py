@@ -183,13 +183,14 @@ _TEMPLATES: dict[str, tuple[str, Any]] = {
     "Ceil": ("jax.numpy.ceil({0})", None),
     "Round": ("jax.lax.round({0}, {1})", None),  # {1}: the rounding method, 0 or 1
     "Sign": ("jax.numpy.sign({0})", None),
-    "IntDiv": ("jax.lax.div({0}, {1})", None),  # integer division, truncating
+    # integer division, truncating (the pair stacked: one dtype, as lax.div requires)
+    "IntDiv": ("jax.lax.div(*jax.numpy.asarray(({0}, {1})))", None),
     "Select": ("jax.numpy.where({0}, {1}, {2})", "select"),  # {1} where {0} holds, else {2}
     "Absolute": ("jax.numpy.abs({0})", "abs"),
     "Maximum": ("functools.reduce(jax.numpy.maximum, ({args},))", "extremum"),
     "Minimum": ("functools.reduce(jax.numpy.minimum, ({args},))", "extremum"),
     "Clamp": ("jax.numpy.clip({1}, {0}, {2})", "clamp"),  # lax.clamp wants equal dtypes
-    "Rem": ("jax.lax.rem({0}, {1})", "rem"),
+    "Rem": ("jax.lax.rem(*jax.numpy.asarray(({0}, {1})))", "rem"),
     "Cbrt": ("jax.lax.cbrt({0})", "cbrt"),
     "Lgamma": ("jax.lax.lgamma({0})", "lgamma"),
     "Digamma": ("jax.lax.digamma({0})", "digamma"),

@@ -41,10 +41,45 @@ FUNCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "cummax": lambda x: jnp.sum(lax.cummax(x) * jnp.sin(x)),  # no ties: see the README
     "cumlogsumexp": lambda x: jnp.sum(lax.cumlogsumexp(x)),
 }
+
+
+def _square(x: jax.Array) -> jax.Array:
+    k = round(x.size**0.5)
+    return x[: k * k].reshape(k, k)
+
+
+def _sym_pd(a: jax.Array) -> jax.Array:
+    """``a + a^T + k I``: symmetric, positive definite for a normal ``a`` (diagonal-heavy)."""
+    return a + a.T + a.shape[0] * jnp.eye(a.shape[0], dtype=a.dtype)
+
+
 # Rows of the section modules diffkit/_rules_{array,linalg,special}.py, one dict each; every
 # function takes the float32 vector x of n entries (reshape it as the row needs).
 ARRAY: dict[str, Callable[[jax.Array], jax.Array]] = {}
-LINALG: dict[str, Callable[[jax.Array], jax.Array]] = {}
+LINALG: dict[str, Callable[[jax.Array], jax.Array]] = {  # x: a square matrix, k x k
+    "cholesky": lambda x: jnp.sum(jnp.linalg.cholesky(_sym_pd(_square(x))) ** 2),
+    "triangular_solve": lambda x: jnp.sum(
+        lax.linalg.triangular_solve(_sym_pd(_square(x)), _square(x), left_side=True, lower=True)
+        ** 2
+    ),
+    "lu": lambda x: jnp.sum(lax.linalg.lu(_square(x))[0] ** 2),
+    "qr": lambda x: (lambda q, r: jnp.sum(q * _square(x)) + jnp.sum(r**2))(
+        *jnp.linalg.qr(_square(x))
+    ),
+    # functions of the factors that do not depend on the eigen/singular vectors' signs
+    "eigh": lambda x: (lambda w, v: jnp.sum(w**2) + jnp.sum(jnp.outer(v[:, -1], v[:, -1]) ** 3))(
+        *jnp.linalg.eigh(_sym_pd(_square(x)))
+    ),
+    "svd": lambda x: (lambda u, s, vt, m: jnp.sum(jnp.sin((u[:, :m] * s[:m]) @ vt[:m])))(
+        *jnp.linalg.svd(_square(x), full_matrices=False), round(x.size**0.5) // 2
+    ),
+    "eig (eigenvalues)": lambda x: jnp.sum(
+        lax.convert_element_type(jnp.linalg.eigvals(_square(x)) ** 2, x.dtype)
+    ),
+    "tridiagonal_solve": lambda x: jnp.sum(
+        lax.linalg.tridiagonal_solve(jnp.tanh(x), 4 + x * x, jnp.tanh(x), jnp.cos(x)[:, None]) ** 2
+    ),
+}
 SPECIAL: dict[str, Callable[[jax.Array], jax.Array]] = {}
 FUNCTIONS.update({**ARRAY, **LINALG, **SPECIAL})
 

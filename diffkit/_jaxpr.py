@@ -301,7 +301,7 @@ class Interpreter:
     Example (an interpreter that counts how often each rule row is applied):
         >>> import jax, jax.numpy as jnp
         >>> class Count(Interpreter):
-        ...     who, rules, special = "count", {"sin": None, "mul": None}, {}
+        ...     who, rules, special = "count", {"sin": "a row", "mul": "a row"}, {}
         ...     def __init__(self): self.seen = []
         ...     def active(self, v): return True
         ...     def primal(self, v): return v
@@ -379,9 +379,11 @@ def user_site(eqn: Any, site: Any = None) -> str:
 
     Example:
         >>> import jax, jax.numpy as jnp
-        >>> eqn = jax.make_jaxpr(jnp.sin)(1.0).jaxpr.eqns[0]
-        >>> user_site(eqn)  # traced from inside jax.numpy, called here
-        '<doctest ...>:1 (<module>), in jax/numpy/ufuncs.py:sin'
+        >>> def loss(x):
+        ...     return jnp.sum(x * x)
+        >>> eqn = jax.make_jaxpr(loss)(jnp.ones(2)).jaxpr.eqns[1]
+        >>> eqn.primitive.name, user_site(eqn)  # doctest: +ELLIPSIS
+        ('reduce_sum', '<doctest ...>:2 (loss), in jax/numpy/reductions.py:sum')
     """
     frames = _frames(eqn)
     for i, f in enumerate(frames):
@@ -396,7 +398,10 @@ def user_site(eqn: Any, site: Any = None) -> str:
             return here
     if site is not None and site is not eqn:
         return user_site(site)
-    return source_line(eqn)
+    called = [g for g in frames if not (_library(g.file_name) or "").startswith(_NOT_CALLED)]
+    if called:  # JAX kept no frame of the user's (a jitted library function): name it
+        return f"{_library(called[-1].file_name)}:{called[-1].function_name.split('.')[-1]}"
+    return source_line(eqn) or "<unknown location>"
 
 
 # JAX's own machinery (tracing, dispatch) and diffkit: never the function a user called

@@ -55,14 +55,45 @@ def _sym_pd(a: jax.Array) -> jax.Array:
 
 # Rows of the section modules diffkit/_rules_{array,linalg,special}.py, one dict each; every
 # function takes the float32 vector x of n entries (reshape it as the row needs).
-ARRAY: dict[str, Callable[[jax.Array], jax.Array]] = {}
+ARRAY: dict[str, Callable[[jax.Array], jax.Array]] = {  # images (1, 50, n / 200, 4)
+    "conv 3x3 NHWC (x and w)": lambda x: jnp.sum(
+        jnp.tanh(
+            lax.conv_general_dilated(
+                x.reshape(1, 50, -1, 4),
+                0.1 * x[:288].reshape(3, 3, 4, 8),
+                (1, 1),
+                "SAME",
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+        )
+    ),
+    "max_pool 3x3/2 SAME": lambda x: jnp.sum(
+        lax.reduce_window(
+            x.reshape(1, 50, -1, 4), -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME"
+        )
+        ** 2
+    ),
+    "avg_pool 2x2/2": lambda x: jnp.sum(
+        jnp.sin(
+            lax.reduce_window(
+                x.reshape(1, 50, -1, 4), 0.0, lax.add, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"
+            )
+        )
+    ),
+    "stack+tile": lambda x: jnp.sum(jnp.tile(jnp.stack([x, x * x], axis=1), (1, 2)) ** 3),
+    "segment_max": lambda x: jnp.sum(
+        jnp.sin(
+            jax.ops.segment_max(x, jnp.arange(x.size) % max(1, x.size // 10), max(1, x.size // 10))
+        )
+    ),
+}
 LINALG: dict[str, Callable[[jax.Array], jax.Array]] = {  # x: a square matrix, k x k
     "cholesky": lambda x: jnp.sum(jnp.linalg.cholesky(_sym_pd(_square(x))) ** 2),
     "triangular_solve": lambda x: jnp.sum(
         lax.linalg.triangular_solve(_sym_pd(_square(x)), _square(x), left_side=True, lower=True)
         ** 2
     ),
-    "lu": lambda x: jnp.sum(lax.linalg.lu(_square(x))[0] ** 2),
+    "lu": lambda x: jnp.sum(lax.linalg.lu(_sym_pd(_square(x)))[0] ** 2),
     "qr": lambda x: (lambda q, r: jnp.sum(q * _square(x)) + jnp.sum(r**2))(
         *jnp.linalg.qr(_square(x))
     ),
@@ -80,7 +111,16 @@ LINALG: dict[str, Callable[[jax.Array], jax.Array]] = {  # x: a square matrix, k
         lax.linalg.tridiagonal_solve(jnp.tanh(x), 4 + x * x, jnp.tanh(x), jnp.cos(x)[:, None]) ** 2
     ),
 }
-SPECIAL: dict[str, Callable[[jax.Array], jax.Array]] = {}
+SPECIAL: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "bessel_i0e, i1e": lambda x: jnp.sum(lax.bessel_i0e(x) * lax.bessel_i1e(x)),
+    "polygamma": lambda x: jnp.sum(lax.polygamma(jnp.full_like(x, 2.0), 1 + jnp.abs(x))),
+    "igamma (a and x)": lambda x: jnp.sum(lax.igamma(1 + jnp.abs(x), 1 + x * x)),
+    "betainc (x)": lambda x: jnp.sum(lax.betainc(jnp.full_like(x, 2.0), 3.0, lax.logistic(x))),
+    "random_gamma": lambda x: jnp.sum(jax.random.gamma(jax.random.key(0), 1 + jnp.abs(x))),
+    "complex abs, exp": lambda x: jnp.sum(jnp.abs(jnp.exp(lax.complex(x, 0.5 * x)))),
+    "fft power spectrum": lambda x: jnp.sum(jnp.abs(jnp.fft.fft(lax.complex(x, x[::-1]))) ** 2),
+    "rfft / irfft": lambda x: jnp.sum(jnp.fft.irfft(jnp.fft.rfft(x) * 0.5j, x.size) ** 2),
+}
 FUNCTIONS.update({**ARRAY, **LINALG, **SPECIAL})
 
 

@@ -457,7 +457,8 @@ def _extremal_weights(x, indices, u, y, prm):
     is split evenly among the operand entry and the updates that equal it (JAX's
     convention). ``u_w`` weighs each update; ``x_w`` is the change of the operand's weight
     that each of the ``k`` updates landing on its entry carries (summed: weight - 1)."""
-    win = lambda a: _windows(a, indices, u.shape, **prm)  # noqa: E731
+    clip = {**prm, "mode": lax.GatherScatterMode.CLIP}  # in bounds: dropped ones weigh 0
+    win = lambda a: _windows(a, indices, u.shape, **clip)  # noqa: E731
     target = win(y)
     won = u == target
     kept = win(x) == target

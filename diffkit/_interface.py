@@ -116,23 +116,29 @@ class Differentiator:
             return "fwd" if n < m else "rev"
         return "rev" if self.mode == "reverse" else "fwd"
 
+    @property
+    def _ad(self) -> bool:
+        """Forward and reverse modes take complex inputs (grad of a real output, as JAX)."""
+        return self.mode in ("forward", "reverse")
+
     # ------------------------------------------------------- the two primitives
     def _jvp(self, fun: FlatFun, primals: tuple[Array, ...], tangents: tuple[Array, ...]):
         """Default: ``J @ x_dot`` from the Jacobian assembled by VJPs (``m`` passes)."""
         outs, vjp_fn, aux = self._vjp(fun, primals)
         x_dot, _ = ravel_pytree(tangents)
-        rows = self._rows(fun, primals, vjp_fn, outs)
-        y_dot = rows @ x_dot.astype(rows.dtype)
+        rows = self._rows(fun, primals, vjp_fn, outs)  # (m, n); (2m, n) for complex outputs
+        y_dot = _paired(rows @ x_dot.astype(rows.dtype), ravel_pytree(outs)[0])
         return outs, _unravel_like(outs, y_dot), aux
 
     def _vjp(self, fun: FlatFun, primals: tuple[Array, ...]):
         """Default: ``y_bar @ J`` from the Jacobian assembled by JVPs (``n`` passes)."""
         outs, aux = fun(*primals)
-        cols = self._cols(fun, primals, outs)  # (n, m)
+        split = {"split": True} if jnp.iscomplexobj(ravel_pytree(primals)[0]) else {}
+        cols = self._cols(fun, primals, outs, **split)  # (n, m); (2n, m) for complex x
 
         def vjp_fn(out_bars: tuple[Array, ...]) -> tuple[Array, ...]:
             y_bar, _ = ravel_pytree(out_bars)
-            x_bar = cols @ y_bar.astype(cols.dtype)
+            x_bar = _paired(cols @ y_bar.astype(cols.dtype), ravel_pytree(primals)[0])
             return _unravel_like(primals, x_bar)
 
         return outs, vjp_fn, aux
@@ -151,27 +157,39 @@ class Differentiator:
             return jax.vmap(fn)(idx)
         return lax.map(fn, idx, batch_size=chunk)
 
-    def _cols(self, fun: FlatFun, primals: tuple[Array, ...], outs: tuple[Array, ...]) -> Array:
-        """``J^T`` as an (n, m) array: one JVP per input direction."""
+    def _cols(
+        self, fun: FlatFun, primals: tuple[Array, ...], outs: tuple[Array, ...], split=False
+    ) -> Array:
+        """``J^T`` as an (n, m) array: one JVP per input direction. Complex inputs take two
+        directions each, ``e`` and ``i e``, combined as ``d/dRe - i d/dIm`` (JAX's convention for
+        the gradient of a real output: the transpose under the pairing ``Re(u v)``), or stacked
+        (2n, m) with ``split``."""
         x, unravel = ravel_pytree(primals)
+        n_dirs = 2 * x.size if jnp.iscomplexobj(x) else x.size
 
         def col(i: Array) -> Array:
-            x_dot = unravel(jax.nn.one_hot(i, x.size, dtype=x.dtype))
-            _, y_dot, _ = self._jvp(fun, primals, x_dot)
+            e = jax.nn.one_hot(i % x.size, x.size, dtype=x.dtype)
+            e = jnp.where(i < x.size, e, 1j * e) if n_dirs > x.size else e
+            _, y_dot, _ = self._jvp(fun, primals, unravel(e))
             return ravel_pytree(y_dot)[0]
 
-        return self._map_basis(col, x.size, _bytes_per_direction(fun, primals))
+        cols = self._map_basis(col, n_dirs, _bytes_per_direction(fun, primals))
+        return cols if split or n_dirs == x.size else cols[: x.size] - 1j * cols[x.size :]
 
     def _rows(
         self, fun: FlatFun, primals: tuple[Array, ...], vjp_fn: Callable, outs: tuple
     ) -> Array:
-        """``J`` as an (m, n) array: one VJP per output direction."""
+        """``J`` as an (m, n) array: one VJP per output direction (complex outputs: then one
+        per ``i e``, stacked below, for :func:`_paired`)."""
         y, unravel = ravel_pytree(outs)
 
         def row(j: Array) -> Array:
-            return ravel_pytree(vjp_fn(unravel(jax.nn.one_hot(j, y.size, dtype=y.dtype))))[0]
+            e = jax.nn.one_hot(j % y.size, y.size, dtype=y.dtype)
+            e = jnp.where(j < y.size, e, 1j * e) if n_dirs > y.size else e
+            return ravel_pytree(vjp_fn(unravel(e)))[0]
 
-        return self._map_basis(row, y.size, _bytes_per_direction(fun, primals))
+        n_dirs = 2 * y.size if jnp.iscomplexobj(y) else y.size
+        return self._map_basis(row, n_dirs, _bytes_per_direction(fun, primals))
 
     # --------------------------------------------------------- the public API
     def jvp(
@@ -246,7 +264,7 @@ class Differentiator:
 
         @functools.wraps(f)
         def value_and_grad_f(*args: PyTree, **kwargs: Any):
-            g, diff_args, unpack = _select_args(where, f, args, kwargs, argnums)
+            g, diff_args, unpack = _select_args(where, f, args, kwargs, argnums, self._ad)
             x_leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
             fun, store = _flatten_fun(g, in_tree, has_aux)
             outs, grads, aux = self._scalar_grad(where, fun, tuple(x_leaves), store)
@@ -300,7 +318,7 @@ class Differentiator:
 
         @functools.wraps(f)
         def jacobian_f(*args: PyTree, **kwargs: Any):
-            g, diff_args, unpack = _select_args(where, f, args, kwargs, argnums)
+            g, diff_args, unpack = _select_args(where, f, args, kwargs, argnums, self._ad)
             x_leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
             fun, store = _flatten_fun(g, in_tree, has_aux)
             x_leaves = tuple(x_leaves)
@@ -428,11 +446,15 @@ def _as_arrays(where: str, role: str, values: Sequence[PyTree]) -> list[PyTree]:
     return result
 
 
-def _check_differentiable(where: str, args: Sequence[PyTree], argnums: Sequence[int]) -> None:
+def _check_differentiable(
+    where: str, args: Sequence[PyTree], argnums: Sequence[int], complex_ok: bool = False
+) -> None:
+    """Inputs must be real floats; complex too with ``complex_ok`` (AD modes, as jax.grad)."""
+    ok = jnp.inexact if complex_ok else jnp.floating
     for i, arg in zip(argnums, args, strict=True):
         for path, leaf in jax.tree_util.tree_flatten_with_path(arg)[0]:
             dtype = jnp.result_type(leaf)
-            if not jnp.issubdtype(dtype, jnp.floating):
+            if not jnp.issubdtype(dtype, ok):
                 at = f" at {jax.tree_util.keystr(path)}" if path else ""
                 kind = "complex" if jnp.issubdtype(dtype, jnp.complexfloating) else str(dtype)
                 raise InputTypeError(
@@ -474,7 +496,14 @@ def _weak(x: Array) -> bool:
     return bool(getattr(x, "weak_type", False))
 
 
-def _select_args(where: str, f: Callable, args: tuple, kwargs: dict, argnums: int | Sequence[int]):
+def _select_args(
+    where: str,
+    f: Callable,
+    args: tuple,
+    kwargs: dict,
+    argnums: int | Sequence[int],
+    complex_ok: bool = False,
+):
     """Split ``args`` into the differentiated ones and a closure ``g`` over the rest."""
     single = isinstance(argnums, int)
     nums = (argnums,) if single else tuple(argnums)
@@ -492,7 +521,7 @@ def _select_args(where: str, f: Callable, args: tuple, kwargs: dict, argnums: in
             )
     nums = tuple(a % len(args) for a in nums)
     diff_args = tuple(_as_arrays(where, "argument", [args[a] for a in nums]))
-    _check_differentiable(where, diff_args, nums)
+    _check_differentiable(where, diff_args, nums, complex_ok)
 
     def g(*diff: PyTree) -> Any:
         full = list(args)
@@ -519,6 +548,15 @@ def _describe_shapes(shapes: list[tuple[int, ...]]) -> str:
     if len(shapes) == 1:
         return f"an array of shape {shapes[0]}"
     return f"{len(shapes)} outputs of shapes {shapes}"
+
+
+def _paired(v: Array, like: Array) -> Array:
+    """A product with a derivative taken along ``e`` and then ``i e`` (``v`` twice as long as
+    ``like``, a complex vector) as JAX pairs complex values, by ``Re(u v)``: ``Re(v_e) -
+    i Re(v_ie)``; the real part where ``like`` is real."""
+    if len(v) > like.size:
+        return v.real[: like.size] - 1j * v.real[like.size :]
+    return v if jnp.iscomplexobj(like) else v.real
 
 
 def _unravel_like(leaves: Sequence[Array], flat: Array) -> tuple[Array, ...]:

@@ -19,7 +19,8 @@ jaxpr's equations. They share, all here:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,6 +44,7 @@ __all__ = [
     "inner_jaxpr",
     "interpret",
     "is_float",
+    "located",
     "source_line",
     "split_solve",
     "trace",
@@ -351,7 +353,20 @@ class Interpreter:
         rule = self.rules.get(name)
         if rule is None:
             raise unsupported(self.who, eqn, site=site)
-        return self.apply(eqn, invals, xs, rule)
+        with located(self.who, eqn, site):
+            return self.apply(eqn, invals, xs, rule)
+
+
+@contextlib.contextmanager
+def located(who: str, eqn: Any, site: Any = None) -> Iterator[None]:
+    """Re-raise a rule's refusal (an :class:`UnsupportedPrimitiveError` it raised itself)
+    with the differentiator's name and the user's line, which the rule cannot know."""
+    try:
+        yield
+    except UnsupportedPrimitiveError as error:
+        if " (at " in str(error):
+            raise
+        raise UnsupportedPrimitiveError(f"{who}: {error} (at {user_site(eqn, site)})") from None
 
 
 def _frames(eqn: Any) -> list[Any]:

@@ -43,6 +43,7 @@ from diffkit._jaxpr import (
     evaluate,
     interpret,
     is_float,
+    located,
     split_solve,
     trace,
     user_site,
@@ -210,7 +211,7 @@ class _Recorder(Interpreter):
         if rule.kind == "zero":
             return ys
         needs = [isinstance(v, Tracked) for v in invals]
-        pullback = _bind_rule(rule.vjp, eqn.primitive, xs, found, needs, eqn.params)
+        pullback = _bind_rule(rule.vjp, eqn, xs, found, needs)
         return self.record(eqn, invals, ys, pullback)
 
     def record(self, eqn: Any, invals: list[Any], ys: Sequence[Any], pullback: Callable) -> list:
@@ -222,10 +223,10 @@ class _Recorder(Interpreter):
         return [y if k is None else Tracked(y, k) for y, k in zip(ys, out_keys, strict=True)]
 
 
-def _bind_rule(vjp, prim, xs, ys, needs, params) -> Callable[[list[Any]], list[Any]]:
+def _bind_rule(vjp, eqn, xs, ys, needs) -> Callable[[list[Any]], list[Any]]:
     def pullback(y_bars: list[Any]) -> list[Any]:
-        with jax.named_scope(f"d_{prim.name}"):  # names the rule in errors
-            return vjp(prim, xs, ys, y_bars, needs, params)
+        with located("tape", eqn), jax.named_scope(f"d_{eqn.primitive.name}"):
+            return vjp(eqn.primitive, xs, ys, y_bars, needs, eqn.params)
 
     return pullback
 

@@ -20,7 +20,7 @@ jaxpr's equations. They share, all here:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -456,13 +456,13 @@ def _rule_scope(eqn: Any) -> str | None:
 
 
 def unsupported(
-    who: str, eqn: Any, supported: Any = None, site: Any = None
+    who: str, eqn: Any, reasons: Mapping[str, str] | None = None, site: Any = None
 ) -> UnsupportedPrimitiveError:
     """The one short error for a primitive without a rule (returned, for the caller to raise):
-    which differentiator, which primitive, why (a reason from the refusal table, or the
-    derivative that needed it), the user's own line, and what to do. ``site`` is the user's
-    call equation an inlined body came from. (``supported`` is accepted for older callers;
-    ``diffkit list --primitives`` shows the full coverage.)
+    which differentiator, which primitive, why (a reason from the refusal tables,
+    ``diffkit._rules.REFUSED`` and the interpreter's own ``reasons``, or the derivative that
+    needed it), the user's own line, and what to do. ``site`` is the user's call equation an
+    inlined body came from.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -474,7 +474,8 @@ def unsupported(
 
     name = eqn.primitive.name
     needed_by = _rule_scope(eqn)
-    why = f"; {REFUSED[name]}" if name in REFUSED else ""
+    reasons = {**REFUSED, **(reasons or {})}
+    why = f"; {reasons[name]}" if name in reasons else ""
     what = f"no rule for primitive '{name}'"
     if needed_by is not None:
         what += f", which the derivative of '{needed_by}' needs (a higher-order derivative)"

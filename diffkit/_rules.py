@@ -696,6 +696,8 @@ REFUSED: dict[str, str] = {
             "unreduced_psum",
             "unreduced_reduce_scatter",
             "vary_unreduced_cast_p",
+            "global_array_to_host_local_array",
+            "host_local_array_to_global_array",
         ],
         _COLLECTIVE,
     ),

@@ -526,7 +526,7 @@ def handler(ctx: Context) -> Callable[..., list[Any]]:
             elif name in RULES:
                 outs = RULES[name](ctx, eqn, invals)
             else:
-                raise unsupported(WHO, eqn, SUPPORTED, site)
+                raise unsupported(WHO, eqn, REFUSED, site)
         except Refusal as r:
             raise r.with_eqn(eqn, site) from None
         ctx.after(outs)
@@ -552,6 +552,7 @@ def _not_symbolic(eqn: Any, what: str) -> Refusal:
 ELEMENTWISE: dict[str, Callable[..., Any]] = {
     "neg": lambda S, p, a: -a,
     "add": lambda S, p, a, b: a + b,
+    "add_any": lambda S, p, a, b: a + b,
     "sub": lambda S, p, a, b: a - b,
     "mul": lambda S, p, a, b: a * b,
     "div": lambda S, p, a, b: a / b,
@@ -735,6 +736,12 @@ STRUCTURAL: dict[str, Sequence[int] | None] = {
     "split": (0,),
     "stack": None,
     "unstack": (0,),
+    "tile": (0,),
+    # placement and scheduling: the identity on values
+    "device_put": None,
+    "sharding_constraint": (0,),
+    "layout_constraint": (0,),
+    "optimization_barrier": None,
 }
 
 
@@ -1034,3 +1041,41 @@ RULES: dict[str, Callable[[Context, Any, list[Any]], list[Any]]] = {
 }
 
 SUPPORTED = frozenset(RULES) | {"scan", "cond", "jit", "pjit", "custom_jvp_call"}
+
+_LINALG = "a matrix decomposition or solve: its entries have no closed form worth building"
+_WINDOWS = "convolutions and windows: write them as dot_general / slices for symbolic"
+_COMPLEX = "complex numbers: symbolic differentiates real functions of real inputs"
+_MISSING = "a special function SymPy cannot evaluate with JAX's semantics"
+_ORDER = "a value-dependent order or loop: no fixed expression"
+#: Primitives dual and tape differentiate that symbolic refuses (beyond diffkit._rules.REFUSED),
+#: with the reason; tests/test_census.py checks the inventory.
+REFUSED: dict[str, str] = {
+    **dict.fromkeys(
+        ["cholesky", "eig", "eigh", "lu", "qr", "svd", "triangular_solve", "tridiagonal_solve"],
+        _LINALG,
+    ),
+    "custom_linear_solve": _LINALG,
+    **dict.fromkeys(
+        [
+            "conv_general_dilated",
+            "reduce_window",
+            "reduce_window_max",
+            "reduce_window_min",
+            "reduce_window_sum",
+            "select_and_gather_add",
+            "select_and_scatter_add",
+            "reduce",
+        ],
+        _WINDOWS,
+    ),
+    **dict.fromkeys(["complex", "conj", "fft", "imag", "real"], _COMPLEX),
+    **dict.fromkeys(["bessel_i0e", "bessel_i1e", "igamma", "igammac", "random_gamma"], _MISSING),
+    "regularized_incomplete_beta": _MISSING,
+    "bitcast_convert_type": "a reinterpretation of bits, not a function of the value",
+    **dict.fromkeys(["top_k", "approx_top_k", "while"], _ORDER),
+    "cumlogsumexp": "not yet translated (cumsum, cumprod, cummax, cummin are)",
+    **dict.fromkeys(
+        ["scatter-add", "scatter-max", "scatter-min", "scatter-mul", "scatter-sub"],
+        "not yet translated (x.at[i].set is)",
+    ),
+}

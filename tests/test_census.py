@@ -10,12 +10,14 @@ is checked against the same table, so it is never stale.
 
 from __future__ import annotations
 
+import functools
 import pathlib
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import pytest
-from jax._src.interpreters import ad
 
 import diffkit as dk
 from diffkit._jaxpr import CALL_PARAMS
@@ -35,12 +37,31 @@ INTEGER_VALUED = {
 }
 
 
-def _differentiable() -> set[str]:
-    import jax.experimental.ode
-    import jax.scipy.linalg
-    import jax.scipy.special  # noqa: F401
+#: The modules whose primitives the census covers: JAX and what ships with it for users.
+MODULES = (
+    "jax",
+    "jax.numpy",
+    "jax.scipy.special",
+    "jax.scipy.linalg",
+    "jax.scipy.signal",
+    "jax.scipy.stats",
+    "jax.nn",
+    "jax.experimental.ode",
+    "jax.experimental.multihost_utils",
+)
 
-    return {p.name for p in ad.primitive_jvps}
+
+@functools.cache
+def _differentiable() -> frozenset[str]:
+    """The primitives with a JVP rule once :data:`MODULES` are imported, found in a fresh
+    interpreter (so what other tests imported does not change the census)."""
+    code = (
+        f"import importlib; [importlib.import_module(m) for m in {MODULES!r}]\n"
+        "from jax._src.interpreters import ad\n"
+        "print(' '.join(sorted({p.name for p in ad.primitive_jvps})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return frozenset(out.stdout.split())
 
 
 @pytest.mark.parametrize("interpreter", [_Duals, _Recorder], ids=["dual", "tape"])
@@ -80,4 +101,24 @@ def test_a_refusal_gives_its_reason_in_one_line(name: str) -> None:
         dk.get(name).grad(lambda x: jnp.sum(f(x)))(jnp.ones(2))
     message = str(info.value)
     assert "'pure_callback'" in message and REFUSED["pure_callback"] in message
+    assert "test_census.py" in message and "\n" not in message
+
+
+def test_symbolic_accounts_for_every_primitive_dual_and_tape_differentiate() -> None:
+    from diffkit._sympy_rules import REFUSED as SYMBOLIC_REFUSED
+    from diffkit._sympy_rules import SUPPORTED
+
+    known = set(SUPPORTED) | set(CALL_PARAMS) | INTEGER_VALUED | set(REFUSED)
+    missing = sorted(_differentiable() - known - set(SYMBOLIC_REFUSED))
+    assert not missing, f"symbolic: no translation or refusal for {missing}"
+    assert not set(SYMBOLIC_REFUSED) & set(SUPPORTED)
+
+
+def test_symbolic_refusal_gives_its_reason(x64: None) -> None:
+    from diffkit._sympy_rules import REFUSED as SYMBOLIC_REFUSED
+
+    with pytest.raises(dk.UnsupportedPrimitiveError) as info:
+        dk.get("symbolic").grad(lambda x: jnp.sum(jnp.linalg.cholesky(x)))(jnp.eye(2))
+    message = str(info.value)
+    assert "'cholesky'" in message and SYMBOLIC_REFUSED["cholesky"] in message
     assert "test_census.py" in message and "\n" not in message

@@ -708,6 +708,13 @@ def _printer() -> Any:
 
         _print_JaxPredicate = _print_JaxBase
 
+        def _print_ComplexInfinity(self, e: Any) -> str:  # x**y at x = 0, log(0) * 0, ...
+            raise UnsupportedPrimitiveError(
+                "symbolic: the derivative has an infinite constant (SymPy's zoo) at a special "
+                "point, where JAX's rules give a finite value (e.g. d(x**y)/dy at x = 0); use "
+                "dual, tape, jax-fwd or jax-rev for this function"
+            )
+
     return Printer()
 
 

@@ -454,7 +454,7 @@ def test_symbolic_matches_jax_on_every_elementwise_row(x64: None) -> None:
         except TypeError:  # the row's function is written for (3, 4) inputs
             continue
         checked.append(_id(spec))
-        ct = jax.tree.map(lambda o: jnp.asarray(rng.normal(size=o.shape), o.dtype), out)
+        ct = jax.tree.map(lambda o, r=rng: jnp.asarray(r.normal(size=o.shape), o.dtype), out)
         try:
             got = symbolic.jvp(spec.fun, xs, ts)[1], symbolic.vjp(spec.fun, *xs)[1](ct)
         except dk.UnsupportedPrimitiveError as error:

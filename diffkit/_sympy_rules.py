@@ -917,6 +917,11 @@ def _custom_jvp(ctx: Context, eqn: Any, invals: list[Any], handle: Callable) -> 
         res = interpret(rule, [*primals[nc:], *tangents], handle)
     finally:
         ctx.rules_open.discard(_rule_key(eqn))
+    # stop_gradient inside the function or its rule: symbols of the outer program, which the
+    # custom function printed on its own cannot see. In its value they are replaced by what
+    # they stand for (the rule alone gives its derivative); in its partials they would change
+    # the second derivative, so there they are refused.
+    inner_stops = dict(ctx.stops[n_stops:])
     ctx.stops[n_stops:] = [(s, e.xreplace(holders)) for s, e in ctx.stops[n_stops:]]
     outs = []
     for value, tangent in zip(values, res[len(values) :], strict=True):
@@ -930,15 +935,19 @@ def _custom_jvp(ctx: Context, eqn: Any, invals: list[Any], handle: Callable) -> 
             ),
             strict=True,
         )
-        elements = (_custom_element(v, t, t_of, holders) for v, t in pairs)
+        elements = (_custom_element(v, t, t_of, holders, inner_stops) for v, t in pairs)
         outs.append(_objects(np.shape(value), elements))
     return outs
 
 
-def _custom_element(value: Any, tangent: Any, t_of: dict, holders: dict) -> Any:
+def _custom_element(value: Any, tangent: Any, t_of: dict, holders: dict, stops: dict) -> Any:
     """One output element: ``Custom<k>(inputs used)`` (one class per distinct rule)."""
     import sympy
 
+    if stops and tangent.free_symbols & set(stops):
+        raise Refusal("a custom_jvp rule whose tangent uses stop_gradient")
+    while stops and value.free_symbols & set(stops):
+        value = value.xreplace(stops)
     used = sorted(
         {t_of[t] for t in tangent.free_symbols if t in t_of}
         | {p for p in value.free_symbols if p in holders},

@@ -193,3 +193,18 @@ def test_second_derivative_through_a_rule(x64: None) -> None:
     got = dk.get("symbolic").hessian(f)(x)
     assert np.allclose(got, jax.hessian(f)(x), rtol=1e-12, atol=1e-12)
     assert np.isclose(got[0, 0], -(np.pi**2) / 3, rtol=1e-12)
+
+
+def test_stop_gradient_inside_a_custom_jvp_function(x64: None) -> None:
+    """Its value uses the stopped expression (was: NameError for an undefined symbol); a rule
+    whose tangent uses stop_gradient is refused in one line."""
+    f = jax.custom_jvp(lambda x: x - jax.lax.stop_gradient(x) * 0.5)
+    f.defjvp(lambda p, t: (f(*p), t[0]))
+    g = lambda x: jnp.sum(f(x) * x)  # noqa: E731
+    x = jnp.array([1.0, 2.0])
+    assert np.array_equal(dk.get("symbolic").grad(g)(x), jax.grad(g)(x))
+
+    h = jax.custom_jvp(lambda x: x * 2.0)
+    h.defjvp(lambda p, t: (h(*p), t[0] * jax.lax.stop_gradient(p[0])))
+    with pytest.raises(dk.UnsupportedPrimitiveError, match="stop_gradient"):
+        dk.get("symbolic").grad(lambda x: jnp.sum(h(x)))(x)

@@ -48,6 +48,12 @@ def _mm(a: Array, b: Array) -> Array:
     return jnp.matmul(a, b, precision=_HI)
 
 
+def _mm0(a: Array, b: Array) -> Array:
+    """A matrix product at the default precision (JAX's ``qr`` and ``svd`` rules use it;
+    on the CPU the highest precision takes another, slower path for large matrices)."""
+    return jnp.matmul(a, b)
+
+
 def _eye(n: int, dtype: Any) -> Array:
     return jnp.eye(n, dtype=dtype)
 
@@ -217,18 +223,18 @@ def _thin_qr_jvp(q: Array, r: Array, dx: Array) -> tuple[Array, Array]:
     """``X = QR`` with ``m >= n`` (real): ``D = dX R^-1``, ``C = Q^T D``,
     ``dO = tril(C, -1) - tril(C, -1)^T``; ``dQ = Q (dO - C) + D``, ``dR = (C - dO) R``."""
     d = _solve_tri(r, dx, left_side=False, lower=False)
-    c = _mm(_T(q), d)
+    c = _mm0(_T(q), d)
     cl = jnp.tril(c, -1)
     do = cl - _T(cl)
-    return _mm(q, do - c) + d, _mm(c - do, r)
+    return _mm0(q, do - c) + d, _mm0(c - do, r)
 
 
 def _thin_qr_vjp(q: Array, r: Array, q_bar: Array, r_bar: Array) -> Array:
     """The transpose of :func:`_thin_qr_jvp`: with ``M = Q^T Q_bar - R_bar R^T``,
     ``C_bar = -M + tril(M - M^T, -1)`` and ``dX_bar = (Q_bar + Q C_bar) R^-T``."""
-    m = _mm(_T(q), q_bar) - _mm(r_bar, _T(r))
+    m = _mm0(_T(q), q_bar) - _mm0(r_bar, _T(r))
     c_bar = jnp.tril(m - _T(m), -1) - m
-    return _solve_tri(r, q_bar + _mm(q, c_bar), left_side=False, lower=False, transpose_a=True)
+    return _solve_tri(r, q_bar + _mm0(q, c_bar), left_side=False, lower=False, transpose_a=True)
 
 
 def _qr_primal(xs, prm):
@@ -242,7 +248,7 @@ def _qr_full_extra(q: Array, n: int) -> tuple[Array, Array]:
     q_mn = q[..., :, :n]
     z_t = _lu_solve(_T(q_mn[..., :n, :] - _eye(n, q.dtype)), _T(q_mn[..., n:, :]), trans=False)
     z = _T(z_t)
-    return z, q_mn + _mm(q[..., :, n:], z)
+    return z, q_mn + _mm0(q[..., :, n:], z)
 
 
 def _qr_jvp(prim, xs, x_dots, ys, prm):
@@ -257,13 +263,13 @@ def _qr_jvp(prim, xs, x_dots, ys, prm):
         x, dx = (_cols(y, p[0]) for y in (x, dx))
     if m < n:  # wide: X = Q [R1 R2], R2 = Q^T X2
         dq, dr1 = _thin_qr_jvp(q, r[..., :, :m], dx[..., :, :m])
-        dr2 = _mm(_T(dq), x[..., :, m:]) + _mm(_T(q), dx[..., :, m:])
+        dr2 = _mm0(_T(dq), x[..., :, m:]) + _mm0(_T(q), dx[..., :, m:])
         return [dq, jnp.concatenate([dr1, dr2], -1), *[None] * len(p)]
     full = prm["full_matrices"] and m > n
     dq, dr = _thin_qr_jvp(q[..., :, :n], r[..., :n, :n], dx)
     if full:
         z, w = _qr_full_extra(q, n)
-        dq_mp = _mm(dq, _T(z)) - _mm(w, _T(dq[..., n:, :] - _mm(z, dq[..., :n, :])))
+        dq_mp = _mm0(dq, _T(z)) - _mm0(w, _T(dq[..., n:, :] - _mm0(z, dq[..., :n, :])))
         dq = jnp.concatenate([dq, dq_mp], -1)
         dr = jnp.concatenate([dr, jnp.zeros((*dr.shape[:-2], m - n, n), dr.dtype)], -2)
     return [dq, dr, *[None] * len(p)]
@@ -276,16 +282,16 @@ def _qr_vjp(prim, xs, ys, y_bars, needs, prm):
     if m < n:
         x2 = (_cols(x, p[0]) if prm["pivoting"] else x)[..., :, m:]
         r2_bar = r_bar[..., :, m:]
-        dx1 = _thin_qr_vjp(q, r[..., :, :m], q_bar + _mm(x2, _T(r2_bar)), r_bar[..., :, :m])
-        dx = jnp.concatenate([dx1, _mm(q, r2_bar)], -1)
+        dx1 = _thin_qr_vjp(q, r[..., :, :m], q_bar + _mm0(x2, _T(r2_bar)), r_bar[..., :, :m])
+        dx = jnp.concatenate([dx1, _mm0(q, r2_bar)], -1)
     else:
         q_mn_bar = q_bar[..., :, :n]
         if prm["full_matrices"] and m > n:
             z, w = _qr_full_extra(q, n)
             qb_mp = q_bar[..., :, n:]
-            e_bar = -_mm(_T(qb_mp), w)
-            rows = jnp.concatenate([-_mm(_T(z), e_bar), e_bar], -2)
-            q_mn_bar = q_mn_bar + _mm(qb_mp, z) + rows
+            e_bar = -_mm0(_T(qb_mp), w)
+            rows = jnp.concatenate([-_mm0(_T(z), e_bar), e_bar], -2)
+            q_mn_bar = q_mn_bar + _mm0(qb_mp, z) + rows
         dx = _thin_qr_vjp(q[..., :, :n], r[..., :n, :n], q_mn_bar, r_bar[..., :n, :n])
     if prm["pivoting"]:
         dx = _T(_unrows(_T(dx), p[0]))
@@ -359,20 +365,20 @@ def _svd_jvp(prim, xs, x_dots, ys, prm):
     (a,), (a_dot,), (s, u, vt) = xs, x_dots, ys[:3]
     m, n = a.shape[-2:]
     v = _T(vt)
-    dav = _mm(a_dot, v)
-    ds_mat = _mm(_T(u), dav)
+    dav = _mm0(a_dot, v)
+    ds_mat = _mm0(_T(u), dav)
     ds = _diag(ds_mat)
     if not prm["compute_uv"]:
         return [ds]
     f, row, col = _svd_gaps(s), s[..., None, :], s[..., :, None]
     dss, sds = ds_mat * row, col * ds_mat
-    du = _mm(u, f * (dss + _T(dss)))
-    dv = _mm(v, f * (sds + _T(sds)))
+    du = _mm0(u, f * (dss + _T(dss)))
+    dv = _mm0(v, f * (sds + _T(sds)))
     if m > n:
-        du = du + (dav - _mm(u, ds_mat)) / row
+        du = du + (dav - _mm0(u, ds_mat)) / row
     if n > m:
-        dahu = _mm(_T(a_dot), u)
-        dv = dv + (dahu - _mm(v, _mm(vt, dahu))) / row
+        dahu = _mm0(_T(a_dot), u)
+        dv = dv + (dahu - _mm0(v, _mm0(vt, dahu))) / row
     return [ds, du, _T(dv)]
 
 
@@ -383,19 +389,19 @@ def _svd_vjp(prim, xs, ys, y_bars, needs, prm):
     (a,), (s, u, vt) = xs, ys[:3]
     s_bar = y_bars[0]
     if not prm["compute_uv"]:
-        return [_mm(u * s_bar[..., None, :], vt)]
+        return [_mm0(u * s_bar[..., None, :], vt)]
     u_bar, vt_bar = y_bars[1], y_bars[2]
     m, n = a.shape[-2:]
     f, row, col = _svd_gaps(s), s[..., None, :], s[..., :, None]
-    g_u, g_v = _mm(_T(u), u_bar), _mm(vt, _T(vt_bar))
+    g_u, g_v = _mm0(_T(u), u_bar), _mm0(vt, _T(vt_bar))
     h, k = f * g_u, f * g_v
     eye = _eye(s.shape[-1], s.dtype)
     ds_bar = s_bar[..., None, :] * eye + (h + _T(h)) * row + col * (k + _T(k))
     if m > n:
-        return [_mm(_mm(u, ds_bar - g_u / row) + u_bar / row, vt)]
+        return [_mm0(_mm0(u, ds_bar - g_u / row) + u_bar / row, vt)]
     if n > m:
-        return [_mm(u, _mm(ds_bar - _T(g_v) / col, vt) + vt_bar / col)]
-    return [_mm(_mm(u, ds_bar), vt)]
+        return [_mm0(u, _mm0(ds_bar - _T(g_v) / col, vt) + vt_bar / col)]
+    return [_mm0(_mm0(u, ds_bar), vt)]
 
 
 # ------------------------------------------------------------------------------ eig

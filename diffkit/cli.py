@@ -367,8 +367,8 @@ def _compare_in(args: argparse.Namespace) -> int:
         problems = [dk.harness.get_problem(p) for p in QUICK_SUITE]
         sizes = sizes or QUICK_SUITE  # type: ignore[assignment]
     methods = _split(args.methods) or dk.names()
-    for m in methods:
-        dk.get(m)  # fail early, naming the valid choices
+    for m in methods:  # fail early, naming the valid choices; "module:Class" is imported
+        dk.harness.measure.resolve_method(m) if ":" in m else dk.get(m)
     method_sizes = None
     if sizes is QUICK_SUITE:  # methods whose cost swells with n: small sizes only
         method_sizes = {m: QUICK_SMALL for m in SMALL_ONLY & set(methods)}

@@ -57,12 +57,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture
-def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
-    """``gradcheck(f, args, **options)``: check_grads with the project's and marker's options."""
+def gradcheck_options(config: Any, node: Any) -> dict[str, Any]:
+    """check_grads's options from the ini file and the test's ``gradcheck`` markers (the
+    nearest marker wins); a bad value or an unknown option is a one-line DiffkitError."""
     options: dict[str, Any] = {}
     for key, (ini_name, convert, _) in _INI.items():
-        value = request.config.getini(ini_name)
+        value = config.getini(ini_name)
         if value not in (None, "", []):
             try:
                 options[key] = convert(value)
@@ -72,7 +72,7 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
                     f"pytest configuration: {ini_name} = {value!r} is not a valid {kind}; "
                     f"fix it in pytest.ini or [tool.pytest.ini_options] ({_INI[key][2]})"
                 ) from None
-    for marker in reversed(list(request.node.iter_markers("gradcheck"))):
+    for marker in reversed(list(node.iter_markers("gradcheck"))):
         if marker.args:
             raise DiffkitError(
                 f"@pytest.mark.gradcheck takes keyword options only ({', '.join(OPTIONS)}), "
@@ -85,4 +85,10 @@ def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
                 f"the options are: {', '.join(OPTIONS)}"
             )
         options.update(marker.kwargs)
-    return functools.partial(check_grads, **options)
+    return options
+
+
+@pytest.fixture
+def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``gradcheck(f, args, **options)``: check_grads with the project's and marker's options."""
+    return functools.partial(check_grads, **gradcheck_options(request.config, request.node))

@@ -328,7 +328,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys) -> None:
         (["compare", "--dtype", "float16"], "invalid choice"),
         (["explain", "diffkit.examples:tiny_network", "--at", "1,2,3"], "takes 1 argument"),
         (["plot", str(tmp_path)], "no results"),
-        (["steps", "--problem", "wide-output"], "scalar-valued"),
+        (["compare", f"{tmp_path}/missing.py:f"], "file not found"),
         (["steps", "--rules", "central:3"], "even orders"),
         (["frobnicate"], "invalid choice"),
     ]

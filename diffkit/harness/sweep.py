@@ -324,7 +324,8 @@ def _sweep(
     if not resume:
         move_aside(path)
     stored = read_records(path, strict=True) if path.exists() else []
-    done = {r["key"]: r for r in stored if not _retry(r, budget, memory_limit, retry_failed)}
+    latest = {r["key"]: r for r in stored}  # the last record of a case wins
+    done = {k: r for k, r in latest.items() if not _retry(r, budget, memory_limit, retry_failed)}
     run = run_id()
     total = sum(len(cases) for *_, cases in groups)
     stopped: dict[tuple[str, str, str, str], dict[str, Any]] = {}

@@ -1,22 +1,12 @@
 """The one table of derivative rules, keyed by jaxpr primitive name.
 
 Both hand-written differentiators read this table: ``dual`` calls a row's ``jvp`` (push a
-tangent forward), ``tape`` calls its ``vjp`` (pull a cotangent back). Rows come in three kinds,
-each built by one constructor that writes its chain rule once:
-
-* :func:`elementwise` -- the local partial derivatives ``p_i = d out / d x_i``, as functions of
-  ``(out, *xs)``. Forward: ``out_dot = sum_i p_i * x_dot_i``; reverse: ``x_bar_i = p_i * y_bar``
-  (summed back to the shape of ``x_i`` where a scalar was broadcast).
-* :func:`linear` -- for primitives linear in their floating-point arguments (jointly, or in each
-  one separately when ``multilinear``, like ``dot_general``): the tangent action is the primitive
-  itself applied to the tangents, and one transpose function gives each argument's cotangent.
-* :func:`zero` -- piecewise-constant primitives and ``stop_gradient``: no derivative flows.
-
-Reductions whose derivative depends on the values (``reduce_max``, ``reduce_prod``) are rows
-of one more constructor, ``_reduction``, from their partials ``d y / d x``; reorderings whose
-order depends on the values (``sort``, ``top_k``) are rows of ``_permutation``, from where
-each output entry came from; running reductions (``cumprod``, ``cummax``) rows of
-``_cumulative``, from the partials of one step of the recurrence.
+tangent forward), ``tape`` calls its ``vjp`` (pull a cotangent back). Every row is built by
+one of the constructors of :mod:`diffkit._rule_kinds` (``elementwise``, ``linear``, ``zero``,
+``reduction``, ``permutation``, ``cumulative``), each of which writes its chain rule once; this
+module holds the row-specific functions (transposes, partials) and the table. Sections of the
+table live in their own modules (``_rules_array``, ``_rules_linalg``, ``_rules_special``) and
+are merged in at the bottom.
 
 Every rule is written with ``jax.numpy`` / ``lax``, so what the differentiators emit is itself a
 JAX program: it can be jit-compiled, vmapped and differentiated again. An equation whose inputs
@@ -34,8 +24,6 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import jax.numpy as jnp
@@ -43,150 +31,24 @@ import numpy as np
 from jax import lax
 
 from diffkit._errors import UnsupportedPrimitiveError
-from diffkit._jaxpr import evaluate
+from diffkit._rule_kinds import (
+    Rule,
+    cumulative,
+    elementwise,
+    linear,
+    permutation,
+    reduction,
+    scatter_windows,
+    sum_to,
+    zero,
+)
 
 __all__ = ["REFUSED", "RULES", "Rule", "elementwise", "linear", "refused_markdown", "zero"]
 
 Array = Any
-#: ``jvp(prim, xs, x_dots, ys, params) -> y_dots``; a ``None`` tangent is a zero tangent.
-JvpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], dict], list]
-#: ``vjp(prim, xs, ys, y_bars, needs, params) -> x_bars``; only inputs with ``needs[i]``.
-VjpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], Sequence[bool], dict], list]
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One row of the table: how a primitive pushes tangents and pulls cotangents."""
-
-    kind: str  # "elementwise", "linear", "reduction", "permutation", "cumulative", "zero"
-    jvp: JvpFn
-    vjp: VjpFn
-    #: ``primal(xs, params) -> [*ys, *extra]``: how the row computes the outputs, where not
-    #: by the primitive itself: together with values that ``jvp`` and ``vjp`` then find after
-    #: them in ``ys`` (``sort``: where each entry came from, so it is sorted once), or in a
-    #: faster form (running reductions: an associative scan).
-    primal: Callable[[Sequence[Any], dict], list] | None = None
-
-    def outputs(self, eqn: Any, xs: Sequence[Any]) -> list:
-        """The equation's outputs on the primal values ``xs``, then any extras of ``primal``."""
-        return self.primal(xs, eqn.params) if self.primal else evaluate(eqn, xs)
-
-
-def _scale(p: Any, t: Array) -> Array:
-    """``p * t``, skipping the multiplication for the constant partials +1 and -1; a boolean
-    partial is a mask, ``t`` where set and 0 elsewhere (a select, as JAX's rules write it: an
-    infinite or NaN tangent stays out of the entries the mask leaves alone)."""
-    if isinstance(p, int) and p in (1, -1):
-        return t if p == 1 else -t
-    if jnp.result_type(p) == jnp.bool_:
-        return jnp.where(p, t, jnp.zeros((), jnp.result_type(t)))
-    return p * t
-
-
-def _cast(v: Array, dtype: Any) -> Array:
-    """``v`` as ``dtype``; a complex value cast to a real dtype keeps its real part (JAX's
-    convention: a cotangent is the transpose, so ``real`` and ``complex`` transpose to each
-    other)."""
-    if jnp.iscomplexobj(v) and not jnp.issubdtype(dtype, jnp.complexfloating):
-        v = lax.real(v)
-    return v.astype(dtype)
-
-
-def _unbroadcast(ct: Array, x: Any) -> Array:
-    """Sum a cotangent back to the shape of ``x``, which the primitive broadcast."""
-    shape = jnp.shape(x)
-    if jnp.shape(ct) == shape:
-        return ct
-    lead = jnp.ndim(ct) - len(shape)
-    ones = [lead + d for d, n in enumerate(shape) if n == 1 and jnp.shape(ct)[lead + d] != 1]
-    return jnp.sum(ct, axis=(*range(lead), *ones)).reshape(shape)
-
-
-def elementwise(*partials: Callable[..., Array] | int, params: bool = False) -> Rule:
-    """A row from the partial derivatives ``p_i(out, *xs)`` of an elementwise primitive
-    (an ``int`` stands for a constant partial; ``params=True`` passes the equation's params).
-    """
-
-    def partial(i: int, xs: Sequence[Any], y: Array, prm: dict) -> Any:
-        p = partials[i]
-        return p if isinstance(p, int) else p(y, *xs, **(prm if params else {}))
-
-    def jvp(prim, xs, x_dots, ys, prm):
-        terms = [
-            _scale(partial(i, xs, ys[0], prm), t) for i, t in enumerate(x_dots) if t is not None
-        ]
-        y_dot = sum(terms[1:], terms[0])
-        return [_cast(jnp.broadcast_to(y_dot, jnp.shape(ys[0])), ys[0].dtype)]
-
-    def vjp(prim, xs, ys, y_bars, needs, prm):
-        return [
-            _cast(_unbroadcast(_scale(partial(i, xs, ys[0], prm), y_bars[0]), x), _dtype(x))
-            if need
-            else None
-            for i, (x, need) in enumerate(zip(xs, needs, strict=True))
-        ]
-
-    return Rule("elementwise", jvp, vjp)
-
-
-def linear(transpose: Callable[..., Array], multilinear: bool = False, tangent=None) -> Rule:
-    """A row for a primitive linear in its floating-point arguments.
-
-    ``transpose(i, ct, *xs, **params)`` is the cotangent of argument ``i`` given the output's
-    cotangent ``ct``. Jointly linear primitives (``concatenate``, ``pad``, ``select_n``) act on
-    the tangents with zeros for the missing ones; ``multilinear`` ones (``dot_general``) sum one
-    term per tangent with the other arguments at their primal values. ``tangent(*args,
-    **params)`` overrides the tangent action (default: the primitive itself).
-    """
-
-    def act(prim, args, prm):
-        return tangent(*args, **prm) if tangent else prim.bind(*args, **prm)
-
-    def jvp(prim, xs, x_dots, ys, prm):
-        if multilinear:
-            terms = [
-                act(prim, [*xs[:i], t, *xs[i + 1 :]], prm)
-                for i, t in enumerate(x_dots)
-                if t is not None
-            ]
-            return [sum(terms[1:], terms[0])]
-        args = [
-            x if t is None and not _is_float(x) else (jnp.zeros_like(x) if t is None else t)
-            for x, t in zip(xs, x_dots, strict=True)
-        ]
-        out = act(prim, args, prm)
-        return list(out) if prim.multiple_results else [out]
-
-    def vjp(prim, xs, ys, y_bars, needs, prm):
-        ct = y_bars if prim.multiple_results else y_bars[0]
-        return [transpose(i, ct, *xs, **prm) if need else None for i, need in enumerate(needs)]
-
-    return Rule("linear", jvp, vjp)
-
-
-def zero() -> Rule:
-    """A row for a primitive through which no derivative flows."""
-    return Rule("zero", lambda prim, xs, x_dots, ys, prm: [None] * len(ys), _no_cotangents)
-
-
-def _no_cotangents(prim, xs, ys, y_bars, needs, prm):
-    return [None] * len(xs)
-
-
-def _dtype(x: Any) -> Any:
-    return jnp.result_type(x)
-
-
-def _is_float(x: Any) -> bool:
-    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
 
 
 # ------------------------------------------------------------ transposes
-
-
-def _sum_to(ct: Array, x: Array, axes: Sequence[int]) -> Array:
-    """Broadcast a reduced cotangent back over the reduced ``axes`` of ``x``."""
-    return jnp.broadcast_to(jnp.expand_dims(ct, tuple(axes)), jnp.shape(x))
 
 
 def _broadcast_t(i, ct, x, *dyn, shape, broadcast_dimensions, **_):
@@ -277,37 +139,8 @@ def _gather_t(
     )
 
 
-def _windows(ct, indices, updates_shape, *, dimension_numbers, mode, indices_are_sorted, **_):
-    """The windows of ``ct`` that a scatter with these parameters writes ``updates`` into
-    (shaped like the updates; 0 where an index falls outside and the scatter drops it)."""
-    dn = dimension_numbers
-    gather_dn = lax.GatherDimensionNumbers(
-        offset_dims=dn.update_window_dims,
-        collapsed_slice_dims=dn.inserted_window_dims,
-        start_index_map=dn.scatter_dims_to_operand_dims,
-        operand_batching_dims=dn.operand_batching_dims,
-        start_indices_batching_dims=dn.scatter_indices_batching_dims,
-    )
-    window = iter(dn.update_window_dims)
-    slice_sizes = [
-        1
-        if d in dn.inserted_window_dims or d in dn.operand_batching_dims
-        else updates_shape[next(window)]
-        for d in range(jnp.ndim(ct))
-    ]
-    return lax.gather(
-        ct,
-        indices,
-        gather_dn,
-        slice_sizes,
-        mode=mode,
-        indices_are_sorted=indices_are_sorted,
-        fill_value=0,
-    )
-
-
 def _scatter_add_t(i, ct, x, indices, updates, **prm):
-    return ct if i == 0 else _windows(ct, indices, jnp.shape(updates), **prm)
+    return ct if i == 0 else scatter_windows(ct, indices, jnp.shape(updates), **prm)
 
 
 def _scatter_masks(operand, indices, updates, **prm):
@@ -332,7 +165,7 @@ def _scatter_masks(operand, indices, updates, **prm):
         indices_are_sorted=prm["indices_are_sorted"],
         mode=prm["mode"],
     )
-    return written == 0, _windows(written, indices, shape, **prm) == ids
+    return written == 0, scatter_windows(written, indices, shape, **prm) == ids
 
 
 def _scatter_tangent(t, indices, t_updates, **prm):
@@ -351,7 +184,7 @@ def _scatter_t(i, ct, x, indices, updates, **prm):
     kept, landed = _scatter_masks(x, indices, updates, **prm)
     if i == 0:
         return jnp.where(kept, ct, 0)
-    return jnp.where(landed, _windows(ct, indices, jnp.shape(updates), **prm), 0)
+    return jnp.where(landed, scatter_windows(ct, indices, jnp.shape(updates), **prm), 0)
 
 
 def _gather_tangent(t, indices, **prm):
@@ -363,8 +196,8 @@ def _gather_tangent(t, indices, **prm):
 
 def _chooser(x, y, axes):
     """Where ``reduce_max`` / ``reduce_min`` picked their value, split evenly among ties."""
-    hit = (x == _sum_to(y, x, axes)).astype(y.dtype)
-    return hit / _sum_to(jnp.sum(hit, axis=axes), x, axes)
+    hit = (x == sum_to(y, x, axes)).astype(y.dtype)
+    return hit / sum_to(jnp.sum(hit, axis=axes), x, axes)
 
 
 def _others_product(x, y, axes):
@@ -379,44 +212,6 @@ def _others_product(x, y, axes):
     right = jnp.cumprod(flat[..., ::-1], axis=-1)[..., ::-1]
     right = jnp.concatenate([right[..., 1:], ones], axis=-1)
     return jnp.transpose((left * right).reshape(moved.shape), np.argsort(order))
-
-
-def _reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:
-    """A row for a reduction ``y = r(x, axes)`` from its partials ``weights(x, y, axes)``
-    (``d y / d x``, shaped like ``x``): ``y_dot = sum(w * x_dot)``, ``x_bar = w * y_bar``."""
-
-    def jvp(prim, xs, x_dots, ys, prm):
-        return [jnp.sum(weights(xs[0], ys[0], prm["axes"]) * x_dots[0], axis=prm["axes"])]
-
-    def vjp(prim, xs, ys, y_bars, needs, prm):
-        w = weights(xs[0], ys[0], prm["axes"])
-        return [w * _sum_to(y_bars[0], xs[0], prm["axes"])]
-
-    return Rule("reduction", jvp, vjp)
-
-
-def _permutation(
-    indices: Callable[[Sequence[Any], Sequence[Any], dict], Array],
-    primal: Callable[[Sequence[Any], dict], list] | None = None,
-) -> Rule:
-    """A row for a primitive whose output ``j`` takes the entries of input ``j`` at
-    ``indices(xs, ys, params)`` along an axis (``sort``, ``top_k``); outputs
-    past the inputs (``top_k``'s indices) are integers. Forward: gather the tangents there;
-    reverse: put the cotangents back there."""
-
-    def jvp(prim, xs, x_dots, ys, prm):
-        idx, axis = indices(xs, ys, prm)
-        y_dots = [None if t is None else jnp.take_along_axis(t, idx, axis) for t in x_dots]
-        return y_dots + [None] * (len(ys) - len(xs))
-
-    def vjp(prim, xs, ys, y_bars, needs, prm):
-        idx, axis = indices(xs, ys, prm)
-        return [
-            jnp.put_along_axis(jnp.zeros_like(x), idx, ct, axis, inplace=False) if need else None
-            for x, ct, need in zip(xs, y_bars, needs, strict=False)
-        ]
-
-    return Rule("permutation", jvp, vjp, primal)
 
 
 def _sorted(xs, prm):
@@ -438,67 +233,6 @@ def _top_k_order(xs, ys, prm):
 
 def _approx_top_k_order(xs, ys, prm):
     return ys[1], prm["reduction_dimension"] % jnp.ndim(xs[0])
-
-
-def _recurrence(b: Array, a: Array, axis: int, reverse: bool, log: bool = False) -> Array:
-    """``h`` with ``h_i = b_i h_(i-1) + a_i`` along ``axis`` (``h_(i+1)`` when ``reverse``;
-    0 before the start), in log depth: an associative scan over the affine maps ``(b, a)``.
-    With ``log``, ``b`` holds ``log b_i``: products of many factors near 1 become sums."""
-
-    def compose(first, then):
-        if log:
-            return then[0] + first[0], jnp.exp(then[0]) * first[1] + then[1]
-        return then[0] * first[0], then[0] * first[1] + then[1]
-
-    return lax.associative_scan(compose, (b, a), reverse=reverse, axis=axis)[1]
-
-
-def _shifted(a: Array, fill: float, axis: int, reverse: bool) -> Array:
-    """``a_(i-1)`` at ``i`` (``a_(i+1)`` when ``reverse``), with ``fill`` past the edge."""
-    if jnp.shape(a)[axis] == 0:  # nothing to shift (prod over no axes differentiated twice)
-        return a
-    edge = jnp.full_like(lax.slice_in_dim(a, 0, 1, axis=axis), fill)
-    if reverse:
-        return lax.concatenate([lax.slice_in_dim(a, 1, None, axis=axis), edge], axis)
-    return lax.concatenate([edge, lax.slice_in_dim(a, 0, -1, axis=axis)], axis)
-
-
-def _cumulative(
-    identity: float,
-    combine: Callable[[Array, Array], Array],
-    partials: Callable[[Array, Array, Array], tuple[Array, Array]],
-    log: bool = False,
-) -> Rule:
-    """A row for a running reduction ``y_i = g(y_(i-1), x_i)`` (``cumprod``, ``cummax``,
-    ``cumlogsumexp``; ``y_(-1) = identity``; from the end when ``reverse``) from
-    ``partials(x, y_prev, y) -> (b, c) = (d g / d y_prev, d g / d x)``. The tangent obeys the
-    linear recurrence ``y_dot_i = b_i y_dot_(i-1) + c_i x_dot_i``, the cotangent its transpose,
-    run the other way: ``w_i = y_bar_i + b_(i+1) w_(i+1)``, ``x_bar_i = c_i w_i``. No
-    division, so exact where x has zeros. With ``log``, ``partials`` gives ``log b``
-    (``cumlogsumexp``: ``b_i = exp(y_(i-1) - y_i)``, near 1 over long runs, whose product
-    in float32 would lose digits at each factor while the sum of the logs telescopes
-    exactly). The primal is an associative scan of ``combine``
-    (``g`` as a binary operation), as in JAX's own derivatives: on the CPU the primitive's
-    lowering is up to 4x slower (``cumlogsumexp``)."""
-
-    def primal(xs, prm):
-        return [lax.associative_scan(combine, xs[0], reverse=prm["reverse"], axis=prm["axis"])]
-
-    def local(xs, ys, prm):
-        y_prev = _shifted(ys[0], identity, prm["axis"], prm["reverse"])
-        return partials(xs[0], y_prev, ys[0])
-
-    def jvp(prim, xs, x_dots, ys, prm):
-        b, c = local(xs, ys, prm)
-        return [_recurrence(b, c * x_dots[0], prm["axis"], prm["reverse"], log)]
-
-    def vjp(prim, xs, ys, y_bars, needs, prm):
-        b, c = local(xs, ys, prm)
-        axis, back = prm["axis"], not prm["reverse"]
-        b_next = _shifted(b, -np.inf if log else 0.0, axis, back)
-        return [c * _recurrence(b_next, y_bars[0], axis, back, log)]
-
-    return Rule("cumulative", jvp, vjp, primal)
 
 
 def _reshape_t(i, ct, x, *dyn, dimensions, **_):
@@ -608,25 +342,25 @@ RULES: dict[str, Rule] = {
     "round": zero(),
     "stop_gradient": zero(),
     # reductions
-    "reduce_sum": linear(lambda i, ct, x, *, axes, **_: _sum_to(ct, x, axes)),
-    "reduce_max": _reduction(_chooser),
-    "reduce_min": _reduction(_chooser),
-    "reduce_prod": _reduction(_others_product),
-    "sort": _permutation(_sort_order, primal=lambda xs, prm: list(_sorted(xs, prm))),
-    "top_k": _permutation(_top_k_order),
-    "approx_top_k": _permutation(_approx_top_k_order),
-    "cumprod": _cumulative(1.0, lax.mul, lambda x, y_prev, y: (x, y_prev)),
-    "cummax": _cumulative(
+    "reduce_sum": linear(lambda i, ct, x, *, axes, **_: sum_to(ct, x, axes)),
+    "reduce_max": reduction(_chooser),
+    "reduce_min": reduction(_chooser),
+    "reduce_prod": reduction(_others_product),
+    "sort": permutation(_sort_order, primal=lambda xs, prm: list(_sorted(xs, prm))),
+    "top_k": permutation(_top_k_order),
+    "approx_top_k": permutation(_approx_top_k_order),
+    "cumprod": cumulative(1.0, lax.mul, lambda x, y_prev, y: (x, y_prev)),
+    "cummax": cumulative(
         -np.inf,
         lax.max,
         lambda x, y_prev, y: (_ties(y_prev, x, y.dtype), _ties(x, y_prev, y.dtype)),
     ),
-    "cummin": _cumulative(
+    "cummin": cumulative(
         np.inf,
         lax.min,
         lambda x, y_prev, y: (_ties(x, y_prev, y.dtype), _ties(y_prev, x, y.dtype)),
     ),
-    "cumlogsumexp": _cumulative(
+    "cumlogsumexp": cumulative(
         -np.inf, jnp.logaddexp, lambda x, y_prev, y: (y_prev - y, jnp.exp(x - y)), log=True
     ),
     "cumsum": linear(lambda i, ct, x, *, axis, reverse: lax.cumsum(ct, axis, not reverse)),
@@ -759,7 +493,7 @@ def refused_markdown() -> str:
     )
 
 
-# Sections of the table kept in their own modules (they build rows with the constructors above).
+# Sections of the table kept in their own modules (they build rows with _rule_kinds too).
 from diffkit import _rules_array, _rules_linalg, _rules_special  # noqa: E402
 
 RULES.update({**_rules_array.ROWS, **_rules_linalg.ROWS, **_rules_special.ROWS})

@@ -36,7 +36,7 @@ from jax.extend import core as jex_core
 
 from diffkit._errors import UnsupportedPrimitiveError
 from diffkit._interface import get
-from diffkit._rules import Rule, _windows, linear
+from diffkit._rule_kinds import Rule, linear, scatter_windows
 
 __all__ = ["ROWS", "linear_in"]
 
@@ -409,7 +409,7 @@ def _barrier_vjp(prim, xs, ys, y_bars, needs, prm):
 
 
 def _scatter_sub_t(i, ct, x, indices, updates, **prm):
-    return ct if i == 0 else -_windows(ct, indices, updates.shape, **prm)
+    return ct if i == 0 else -scatter_windows(ct, indices, updates.shape, **prm)
 
 
 def _scatter_kw(prm):
@@ -448,7 +448,7 @@ def _scatter_mul_vjp(prim, xs, ys, y_bars, needs, prm):
     u_bar = None
     if needs[2]:
         _need_unique(prm, "x.at[i].multiply")
-        u_bar = _windows(ct * x, indices, u.shape, **prm)
+        u_bar = scatter_windows(ct * x, indices, u.shape, **prm)
     return [x_bar, None, u_bar]
 
 
@@ -458,7 +458,7 @@ def _extremal_weights(x, indices, u, y, prm):
     convention). ``u_w`` weighs each update; ``x_w`` is the change of the operand's weight
     that each of the ``k`` updates landing on its entry carries (summed: weight - 1)."""
     clip = {**prm, "mode": lax.GatherScatterMode.CLIP}  # in bounds: dropped ones weigh 0
-    win = lambda a: _windows(a, indices, u.shape, **clip)  # noqa: E731
+    win = lambda a: scatter_windows(a, indices, u.shape, **clip)  # noqa: E731
     target = win(y)
     won = u == target
     kept = win(x) == target
@@ -478,14 +478,14 @@ def _extremal() -> Rule:
         x_w, u_w = _extremal_weights(x, indices, u, ys[0], prm)
         t_x = jnp.zeros_like(x) if x_dots[0] is None else x_dots[0]
         t_u = jnp.zeros_like(u) if x_dots[2] is None else x_dots[2]
-        moved = _windows(t_x, indices, u.shape, **prm) * x_w + t_u * u_w
+        moved = scatter_windows(t_x, indices, u.shape, **prm) * x_w + t_u * u_w
         return [_scatter_add(t_x, indices, moved, prm)]
 
     def vjp(prim, xs, ys, y_bars, needs, prm):
         x, indices, u = xs
         ct = y_bars[0]
         x_w, u_w = _extremal_weights(x, indices, u, ys[0], prm)
-        at = _windows(ct, indices, u.shape, **prm)
+        at = scatter_windows(ct, indices, u.shape, **prm)
         x_bar = ct + _scatter_add(jnp.zeros_like(ct), indices, at * x_w, prm) if needs[0] else None
         return [x_bar, None, at * u_w if needs[2] else None]
 

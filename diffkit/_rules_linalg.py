@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from diffkit._errors import UnsupportedPrimitiveError
-from diffkit._rules import Rule
+from diffkit._rule_kinds import Rule
 
 Array = Any
 _HI = lax.Precision.HIGHEST  # as JAX's own linear-algebra derivatives

@@ -31,7 +31,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from diffkit._errors import DiffkitError
-from diffkit._interface import Differentiator, get, register
+from diffkit._interface import Differentiator
+from diffkit._registry import get, register
 from diffkit._process import format_bytes
 from diffkit.harness.problems import Instance, Problem, get_problem
 
@@ -102,7 +103,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     message = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
     declared = getattr(exc, "outcome", None)
     if declared in OUTCOMES:
-        return declared, message
+        return declared, message.partition(": ")[2] if getattr(exc, "plain", False) else message
     if isinstance(exc, NotImplementedError):
         return "unsupported", message
     if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
@@ -116,6 +117,7 @@ class EstimatedOutOfMemory(MemoryError):
     """A derivative whose estimated footprint exceeds the memory limit (never run)."""
 
     outcome = "out-of-memory"
+    plain = True  # the message says it all: recorded without the class name
 
 
 def footprint(jaxpr: Any) -> int:

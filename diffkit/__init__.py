@@ -23,6 +23,7 @@ _EXPORTS = {
     "accuracy": "",
     "differentiators": "",  # importing it registers the built-in differentiators
     "examples": "",
+    "extend": "",
     "fd": "",
     "harness": "",
     "DiffkitError": "diffkit._errors",
@@ -30,11 +31,11 @@ _EXPORTS = {
     "UnknownDifferentiatorError": "diffkit._errors",
     "UnsupportedPrimitiveError": "diffkit._errors",
     "Differentiator": "diffkit._interface",
-    "get": "diffkit._interface",
-    "names": "diffkit._interface",
-    "options": "diffkit._interface",
-    "register": "diffkit._interface",
-    "unregister": "diffkit._interface",
+    "get": "diffkit._registry",
+    "names": "diffkit._registry",
+    "options": "diffkit._registry",
+    "register": "diffkit._registry",
+    "unregister": "diffkit._registry",
     "Dual": "diffkit.differentiators.dual",
     "BudgetExceeded": "diffkit.differentiators.symbolic",
     "compare": "diffkit.harness",
@@ -61,6 +62,7 @@ if TYPE_CHECKING:
     from diffkit import accuracy as accuracy
     from diffkit import differentiators as differentiators
     from diffkit import examples as examples
+    from diffkit import extend as extend
     from diffkit import fd as fd
     from diffkit import harness as harness
     from diffkit._errors import DiffkitError as DiffkitError
@@ -68,11 +70,11 @@ if TYPE_CHECKING:
     from diffkit._errors import UnknownDifferentiatorError as UnknownDifferentiatorError
     from diffkit._errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
     from diffkit._interface import Differentiator as Differentiator
-    from diffkit._interface import get as get
-    from diffkit._interface import names as names
-    from diffkit._interface import options as options
-    from diffkit._interface import register as register
-    from diffkit._interface import unregister as unregister
+    from diffkit._registry import get as get
+    from diffkit._registry import names as names
+    from diffkit._registry import options as options
+    from diffkit._registry import register as register
+    from diffkit._registry import unregister as unregister
     from diffkit.differentiators.dual import Dual as Dual
     from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
     from diffkit.harness import compare as compare

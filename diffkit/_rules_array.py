@@ -35,7 +35,7 @@ from jax import lax
 from jax.extend import core as jex_core
 
 from diffkit._errors import UnsupportedPrimitiveError
-from diffkit._interface import get
+from diffkit._registry import get
 from diffkit._rule_kinds import Rule, linear, scatter_windows
 
 __all__ = ["ROWS", "linear_in"]

@@ -18,17 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffkit._errors import DiffkitError
-from diffkit._interface import (
-    Array,
-    Differentiator,
-    FlatFun,
-    _bytes_per_direction,
-    _flatten_fun,
-    _select_args,
-    _unravel_like,
-    register,
-)
-from diffkit.fd import FDResult, check_analytic, default_step, stencil
+from diffkit._interface import Array, Differentiator, FlatFun
+from diffkit._registry import register
+from diffkit._stencils import FDResult, check_analytic, default_step, stencil
+from diffkit._trees import TracedFun, bytes_per_direction, select_args, trace_fun, unravel_like
 
 __all__ = ["FiniteDifferences"]
 
@@ -64,6 +57,7 @@ class FiniteDifferences(Differentiator):
 
     mode = "numerical"
     native = frozenset({"jvp"})
+    traced = True
     description = "finite differences (any order, complex step, Richardson), vmapped and chunked"
 
     def __init__(
@@ -117,7 +111,7 @@ class FiniteDifferences(Differentiator):
             t = jnp.where(moving, t, 1.0)
             y_dot = self._along(f_flat, x, lambda c: x + c * v, t, self._center(f_flat, x, outs))
             y_dot = jnp.where(moving, y_dot, 0.0)
-        return outs, _unravel_like(outs, y_dot), aux
+        return outs, unravel_like(outs, y_dot), aux
 
     def _cols(
         self,
@@ -146,7 +140,7 @@ class FiniteDifferences(Differentiator):
             def col(i: Array) -> Array:
                 return self._along(f_flat, x, lambda c: _add_at(x, i, c), h[i], f0)
 
-            per_dir = _bytes_per_direction(fun, primals) * max(self.stencil.per_direction, 1)
+            per_dir = bytes_per_direction(fun, primals) * max(self.stencil.per_direction, 1)
             per_dir *= 2 if self.scheme == "complex" else 1
             per_dir *= max(1.0, self.memory_budget / CHUNK_BYTES)  # chunks of <= CHUNK_BYTES
             cols = self._map_basis(col, x.size, per_dir)
@@ -167,11 +161,11 @@ class FiniteDifferences(Differentiator):
         where = f"{self.name}.gradient"
 
         def gradient_f(*args: Any, **kwargs: Any) -> FDResult:
-            g, diff_args, unpack = _select_args(where, f, args, kwargs, argnums)
+            g, diff_args, unpack = select_args(where, f, args, kwargs, argnums)
             x_leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
             x_leaves = tuple(x_leaves)
-            fun, store = _flatten_fun(g, in_tree, False)
-            outs, grads, _ = self._scalar_grad(where, fun, x_leaves, store)
+            fun = trace_fun(g, in_tree, x_leaves, False)
+            outs, grads, _ = self._scalar_grad(where, fun, x_leaves)
             twice = copy.copy(self)
             twice._factor = 2.0 * self._factor
             coarse = twice._cols(fun, x_leaves, outs)[:, 0]
@@ -190,11 +184,11 @@ class FiniteDifferences(Differentiator):
                 error = 2.0 * jnp.abs(d - coarse.astype(x.dtype)) + rounding
 
             def tree(flat: Array) -> Any:
-                return unpack(jax.tree_util.tree_unflatten(in_tree, _unravel_like(x_leaves, flat)))
+                return unpack(jax.tree_util.tree_unflatten(in_tree, unravel_like(x_leaves, flat)))
 
             n = int(x.size)
             return FDResult(
-                value=store.unflatten(outs),
+                value=fun.unflatten(outs),
                 grad=unpack(jax.tree_util.tree_unflatten(in_tree, list(grads))),
                 error=tree(error),
                 evaluations=2 * n * self.stencil.per_direction + 1,
@@ -227,6 +221,10 @@ class FiniteDifferences(Differentiator):
                 "tape) there"
             )
         shapes = [p.shape for p in primals]
+        if isinstance(fun, TracedFun) and (self.scheme == "complex" or self.precision):
+            # the record's jaxpr holds the traced dtypes: complex or float64 evaluations need
+            # the function itself, traced again at those dtypes
+            fun = fun.fun
         if self.scheme == "complex":
             check_analytic(lambda *xs: fun(*xs)[0], *(jnp.asarray(p, dtype) for p in primals))
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import jax
 
-from diffkit._interface import Differentiator, register
+from diffkit._interface import Differentiator
+from diffkit._registry import register
 
 __all__ = ["JaxForward", "JaxReverse"]
 
@@ -27,6 +28,7 @@ class JaxForward(Differentiator):
 
     mode = "forward"
     native = frozenset({"jvp"})
+    traced = True
     description = "jax.jvp; Jacobians and gradients by vmapped JVPs, chunked"
 
     def _jvp(self, fun, primals, tangents):
@@ -46,6 +48,7 @@ class JaxReverse(Differentiator):
 
     mode = "reverse"
     native = frozenset({"vjp"})
+    traced = True
     description = "jax.vjp; one backward pass per gradient"
 
     def _vjp(self, fun, primals):

@@ -44,14 +44,10 @@ from jax.flatten_util import ravel_pytree
 
 from diffkit import _sympy_rules as rules
 from diffkit._errors import DiffkitError, UnsupportedPrimitiveError
-from diffkit._interface import (
-    Differentiator,
-    _flatten_fun,
-    _select_args,
-    _unravel_like,
-    register,
-)
+from diffkit._interface import Differentiator
 from diffkit._jaxpr import inner_jaxpr, interpret, trace
+from diffkit._registry import register
+from diffkit._trees import TracedFun, flatten_fun, select_args, unravel_like
 
 __all__ = ["BudgetExceeded", "Sizes", "SpotCheckError", "Swell", "Symbolic", "SymbolicForm"]
 
@@ -307,6 +303,7 @@ class Symbolic(Differentiator):
 
     mode = "symbolic"
     native = frozenset({"jvp", "vjp"})
+    traced = True
     description = "SymPy: exact derivative expressions, CSE, compiled to JAX; swell measured"
 
     def __init__(
@@ -361,14 +358,14 @@ class Symbolic(Differentiator):
     def _jvp(self, fun, primals, tangents):
         outs, aux, jac = self._evaluate(fun, primals)
         x_dot = ravel_pytree(tangents)[0].astype(jac.dtype)
-        return outs, _unravel_like(outs, jac @ x_dot), aux
+        return outs, unravel_like(outs, jac @ x_dot), aux
 
     def _vjp(self, fun, primals):
         outs, aux, jac = self._evaluate(fun, primals)
 
         def vjp_fn(out_bars):
             y_bar = ravel_pytree(out_bars)[0].astype(jac.dtype)
-            return _unravel_like(primals, y_bar @ jac)
+            return unravel_like(primals, y_bar @ jac)
 
         return outs, vjp_fn, aux
 
@@ -419,9 +416,9 @@ class Symbolic(Differentiator):
         return dataclasses.replace(program.form, const_values=values)
 
     def _prepare(self, what: str, f: Callable, args: tuple, argnums: Any, fresh: bool):
-        g, diff_args, _ = _select_args(f"{self.name}.{what}", f, args, {}, argnums)
+        g, diff_args, _ = select_args(f"{self.name}.{what}", f, args, {}, argnums)
         leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
-        fun, _ = _flatten_fun(g, in_tree, False)
+        fun, _ = flatten_fun(g, in_tree, False)
         program, traced = self._program(fun, tuple(leaves), fresh)
         return program, traced, leaves
 
@@ -429,7 +426,8 @@ class Symbolic(Differentiator):
     def _program(self, fun: Callable, primals: tuple, fresh: bool = False):
         budget = _Budget(self.time_budget, self.size_budget)
         with budget.stage("trace", "equations"):
-            traced = trace(fun, primals)
+            # the record of grad/jvp/vjp/jacobian; swell and expressions trace here, timed
+            traced = fun if isinstance(fun, TracedFun) else trace(fun, primals)
         key = (
             self.S.name,
             self.cse,

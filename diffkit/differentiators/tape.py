@@ -32,7 +32,7 @@ import numpy as np
 from jax import lax
 
 from diffkit._errors import UnsupportedPrimitiveError
-from diffkit._interface import Differentiator, register
+from diffkit._interface import Differentiator
 from diffkit._jaxpr import (
     Interpreter,
     carry_mask,
@@ -45,10 +45,10 @@ from diffkit._jaxpr import (
     is_float,
     located,
     split_solve,
-    trace,
     user_site,
     zero_tangent,
 )
+from diffkit._registry import register
 from diffkit._rules import RULES
 
 __all__ = ["Node", "Tape", "TapeReverse"]
@@ -430,13 +430,13 @@ class TapeReverse(Differentiator):
 
     mode = "reverse"
     native = frozenset({"vjp"})
+    traced = True
     description = "hand-written tape (Wengert list) over the jaxpr, swept backward; one rule table"
 
     def _vjp(self, fun, primals):
-        traced = trace(fun, primals)
-        tape = Tape.record(traced.closed, primals, [True] * len(primals))
+        tape = Tape.record(fun.closed, primals, [True] * len(primals))  # fun: the TracedFun
         values = [_value(o) for o in tape.outputs]
-        n, n_aux = traced.n_outs, traced.n_aux
+        n, n_aux = fun.n_outs, fun.n_aux
 
         def vjp_fn(out_bars):
             return tuple(tape.sweep([*out_bars, *[None] * n_aux]))

@@ -31,7 +31,7 @@ from typing import Any
 
 from diffkit import _process
 from diffkit._errors import DiffkitError
-from diffkit._interface import names
+from diffkit._registry import names
 from diffkit.harness.measure import finish_record, new_record, resolve_method, run_case
 from diffkit.harness.problems import Problem, get_problem
 from diffkit.harness.results import Results, read_records

@@ -1,0 +1,70 @@
+"""What adding a rule or an interpreter needs, in one public place.
+
+* a rule: a row of :data:`RULES` (primitive name -> :class:`Rule`), built by one of the row
+  constructors :func:`elementwise`, :func:`linear`, :func:`zero`, :func:`reduction`,
+  :func:`permutation`, :func:`cumulative`; :data:`REFUSED` names the primitives the
+  hand-written interpreters refuse, and why;
+* an interpreter: a subclass of :class:`Interpreter` (the per-equation dispatch), run by
+  :func:`interpret` on the closed jaxpr that :func:`trace` makes; :func:`evaluate` evaluates
+  one equation on plain arrays;
+* a differentiator: a subclass of :class:`Differentiator`, named with :func:`register`.
+
+Example: a new primitive ``my_cube`` (``x**3``), with an implementation, an abstract
+evaluation and a JAX JVP rule, so that :func:`jax.grad` differentiates it; one row of the rule
+table teaches ``dual`` and ``tape`` the same derivative.
+
+    >>> import jax, jax.numpy as jnp
+    >>> import diffkit as dk
+    >>> from jax.extend.core import Primitive
+    >>> from jax.interpreters import ad
+    >>> from diffkit import extend
+    >>> cube_p = Primitive("my_cube")
+    >>> _ = cube_p.def_impl(lambda x: x * x * x)
+    >>> _ = cube_p.def_abstract_eval(lambda x: x)  # same shape and dtype
+    >>> ad.defjvp(cube_p, lambda t, x: 3.0 * x * x * t)
+    >>> f = lambda x: jnp.sin(cube_p.bind(x))
+    >>> round(float(jax.grad(f)(0.5)), 4)  # 3 x^2 cos(x^3)
+    0.7441
+    >>> dk.get("tape").grad(f)(0.5)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    diffkit._errors.UnsupportedPrimitiveError: tape: ... 'my_cube' ...
+    >>> extend.RULES["my_cube"] = extend.elementwise(lambda out, x: 3.0 * x * x)
+    >>> [float(dk.get(m).grad(f)(0.5)) == float(jax.grad(f)(0.5)) for m in ("dual", "tape")]
+    [True, True]
+    >>> del extend.RULES["my_cube"]  # leave the table as it was
+"""
+
+from __future__ import annotations
+
+from diffkit._interface import Differentiator
+from diffkit._jaxpr import Interpreter, evaluate, interpret, trace
+from diffkit._registry import register
+from diffkit._rule_kinds import (
+    Rule,
+    cumulative,
+    elementwise,
+    linear,
+    permutation,
+    reduction,
+    zero,
+)
+from diffkit._rules import REFUSED, RULES
+
+__all__ = [
+    "REFUSED",
+    "RULES",
+    "Differentiator",
+    "Interpreter",
+    "Rule",
+    "cumulative",
+    "elementwise",
+    "evaluate",
+    "interpret",
+    "linear",
+    "permutation",
+    "reduction",
+    "register",
+    "trace",
+    "zero",
+]

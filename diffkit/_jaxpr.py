@@ -470,7 +470,7 @@ def unsupported(
         >>> str(unsupported("dual", eqn)).split(" (at ")[0]
         "dual: no rule for primitive 'sin'"
     """
-    from diffkit._rules import REFUSED
+    from diffkit._rules import REFUSED  # lazy: _rules is built from this module (_rule_kinds)
 
     name = eqn.primitive.name
     needed_by = _rule_scope(eqn)

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's diffkit
 
 import diffkit as dk
-from diffkit._interface import _bytes_per_direction
+from diffkit._trees import bytes_per_direction
 from diffkit.accuracy import rho
 
 BATCH = 32
@@ -126,7 +126,7 @@ def main() -> None:
         n, prob = problem(223)
         dual = dk.get("dual")
         chunk = dual._chunk(
-            n, _bytes_per_direction(lambda w: ((mlp_loss(w, *prob[1:]),), ()), prob[:1])
+            n, bytes_per_direction(lambda w: ((mlp_loss(w, *prob[1:]),), ()), prob[:1])
         )
         print(f"dual at n = {n}: {n} directions in chunks of {chunk} (1 GiB budget)", flush=True)
         t, g = first_call(jax.jit(dual.grad(mlp_loss)), prob)

@@ -479,7 +479,7 @@ def unsupported(
     what = f"no rule for primitive '{name}'"
     if needed_by is not None:
         what += f", which the derivative of '{needed_by}' needs (a higher-order derivative)"
-    return UnsupportedPrimitiveError(
-        f"{who}: {what} (at {user_site(eqn, site)}){why}; use jax-fwd or jax-rev for this "
-        "function, or add a rule (diffkit.extend)"
+    advice = (
+        "" if "custom_jvp" in why else "; use jax-fwd or jax-rev, or add a rule (diffkit.extend)"
     )
+    return UnsupportedPrimitiveError(f"{who}: {what} (at {user_site(eqn, site)}){why}{advice}")

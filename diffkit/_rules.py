@@ -408,7 +408,10 @@ _COLLECTIVE = (
     "run one device's program"
 )
 _STATE = "mutable state (array refs, boxes, run_state): the interpreters model pure programs"
-_OPAQUE = "an opaque host or foreign call: JAX differentiates it only through a custom rule"
+_OPAQUE = (
+    "an opaque host or foreign call, which no automatic method can differentiate (JAX neither): "
+    "wrap it in a jax.custom_jvp or jax.custom_vjp rule, which dual and tape then use"
+)
 _INTERNAL = "an internal primitive of JAX's own transformations, not met in user programs"
 REFUSED: dict[str, str] = {
     **dict.fromkeys(

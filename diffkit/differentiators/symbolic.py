@@ -463,78 +463,14 @@ class Symbolic(Differentiator):
         (``compile_now``), which reports that stage; elsewhere the program is compiled where
         it is used (inlined into the caller's ``jax.jit``, or on its first eager call), so a
         jitted derivative is compiled once, not twice."""
-        S, closed = self.S, traced.closed
-        xs = [_symbols(S, f"x{k}", tuple(p.shape)) for k, p in enumerate(primals)]
-        const_index = tuple(i for i, c in enumerate(closed.consts) if _runtime(c))
-        cs = [
-            _symbols(S, f"c{j}", tuple(np.shape(closed.consts[i])))
-            for j, i in enumerate(const_index)
-        ]
-        runtime = set(const_index)  # traced under jit: never converted to NumPy
-        consts = [
-            c if _extended(c) or i in runtime else np.asarray(c)
-            for i, c in enumerate(closed.consts)
-        ]
-        for i, c in zip(const_index, cs, strict=True):
-            consts[i] = c
-
-        ctx = rules.Context(S)
-        if _concrete([*primals, *closed.consts]):
-            values_at = [*primals, *(closed.consts[i] for i in const_index)]
-            ctx.point = _evaluator(S, [*xs, *cs], values_at, ctx)
-        with budget.stage("build", "DAG nodes"), jax.ensure_compile_time_eval():
-            seen: set[Any] = set()
-            ctx.after = lambda outs: budget.check(
-                budget.size
-                + rules.dag_nodes(_flat([o for o in outs if rules.is_symbolic(o)]), seen)
-            )
-            sub = jex_core.ClosedJaxpr(closed.jaxpr, consts)
-            values = [rules.as_expressions(S, v) for v in interpret(sub, xs, rules.handler(ctx))]
+        closed = traced.closed
+        xs, cs, const_index, ctx, values = self._expressions(traced, primals, budget)
         outs, inputs = _flat(values[: traced.n_outs]), _flat(xs)
-
-        with budget.stage("differentiate", "DAG nodes"):
-            seen = set()
-            diff = S.diff if self.memoize else S.plain_diff
-            jac = np.empty((len(outs), len(inputs)), dtype=object)
-            for i, x in enumerate(inputs):
-                memo: dict[Any, Any] = {}
-                for j, e in enumerate(outs):
-                    jac[j, i] = diff(e, x, memo)
-                    budget.check(budget.size + rules.dag_nodes([jac[j, i]], seen))
-        if self.simplify:
-            with budget.stage("simplify", "entries"):
-                for j, i in np.ndindex(*jac.shape):
-                    jac[j, i] = S.simplify(jac[j, i])
-                    budget.check(j * jac.shape[1] + i + 1)
-
+        jac = self._differentiate(outs, inputs, budget)
         stops = [e for _, e in ctx.stops]
         f_exprs, d_exprs = [*stops, *_flat(values)], list(jac.flat)
-        with budget.stage("cse", "operations"):
-            f_cse = self._cse(f_exprs, "f")
-            d_cse = self._cse(d_exprs, "d")
-            if self.cse:
-                budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
-        (f_repl, f_red), (d_repl, d_red) = f_cse, d_cse
-        f_assign = [*f_repl, *((s, e) for (s, _), e in zip(ctx.stops, f_red, strict=False))]
-        if self.cse and ctx.stops:
-            f_assign = _ordered(f_assign)
-
-        with budget.stage("codegen", "operations"):
-            budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
-            args = [*(f"a{k}" for k in range(len(xs))), *(f"k{j}" for j in range(len(cs)))]
-            head = [f"def program({', '.join(args)}):"]
-            head += [
-                f"    {_tuple(map(str, s.flat))} = {a}"
-                for a, s in zip(args, [*xs, *cs], strict=True)
-                if s.size
-            ]
-            f_lines = (
-                head
-                + _assignments(S, f_assign)
-                + [f"    values = {_printed(S, f_red[len(stops) :])}"]
-            )
-            d_lines = [*_assignments(S, d_repl), f"    jacobian = {_printed(S, d_red)}"]
-            source = "\n".join([*f_lines, *d_lines, "    return values, jacobian", ""])
+        f_cse, d_cse, f_lines, d_lines = self._codegen(xs, cs, ctx, f_exprs, d_exprs, budget)
+        source = "\n".join([*f_lines, *d_lines, "    return values, jacobian", ""])
 
         fn = jax.jit(_compile(source, closed, traced.n_outs, primals, len(inputs)))
         if compile_now:
@@ -564,20 +500,95 @@ class Symbolic(Differentiator):
             function=sizes(f_exprs, f_cse, f_lines),
             derivative=sizes(d_exprs, d_cse, d_lines),
             times=dict(budget.times),
-            backend=S.name,
+            backend=self.S.name,
             cse=self.cse,
         )
-        form = SymbolicForm(
-            inputs=tuple(xs),
-            consts=tuple(cs),
-            stops=tuple(ctx.stops),
-            outputs=tuple(values),
-            jacobian=jac,
-            source=source,
-        )
+        form = SymbolicForm(tuple(xs), tuple(cs), tuple(ctx.stops), tuple(values), jac, source)
         primal = jax.jit(functools.partial(jax.core.eval_jaxpr, closed.jaxpr))
         point = _digest([*primals, *closed.consts]) if ctx.decided else None
         return _Program(fn, const_index, form, report, primal, point)
+
+    def _expressions(self, traced: Any, primals: tuple, budget: _Budget):
+        """The ``build`` stage: symbols for the inputs and the run-time constants, and the
+        jaxpr's outputs as expressions in them; ``(xs, cs, const_index, ctx, values)``."""
+        S, closed = self.S, traced.closed
+        xs = [_symbols(S, f"x{k}", tuple(p.shape)) for k, p in enumerate(primals)]
+        const_index = tuple(i for i, c in enumerate(closed.consts) if _runtime(c))
+        cs = [
+            _symbols(S, f"c{j}", tuple(np.shape(closed.consts[i])))
+            for j, i in enumerate(const_index)
+        ]
+        runtime = set(const_index)  # traced under jit: never converted to NumPy
+        consts = [
+            c if _extended(c) or i in runtime else np.asarray(c)
+            for i, c in enumerate(closed.consts)
+        ]
+        for i, c in zip(const_index, cs, strict=True):
+            consts[i] = c
+
+        ctx = rules.Context(S)
+        if _concrete([*primals, *closed.consts]):
+            values_at = [*primals, *(closed.consts[i] for i in const_index)]
+            ctx.point = _evaluator(S, [*xs, *cs], values_at, ctx)
+        with budget.stage("build", "DAG nodes"), jax.ensure_compile_time_eval():
+            seen: set[Any] = set()
+            ctx.after = lambda outs: budget.check(
+                budget.size
+                + rules.dag_nodes(_flat([o for o in outs if rules.is_symbolic(o)]), seen)
+            )
+            sub = jex_core.ClosedJaxpr(closed.jaxpr, consts)
+            values = [rules.as_expressions(S, v) for v in interpret(sub, xs, rules.handler(ctx))]
+        return xs, cs, const_index, ctx, values
+
+    def _differentiate(self, outs: list[Any], inputs: list[Any], budget: _Budget) -> np.ndarray:
+        """The ``differentiate`` (and ``simplify``) stages: the Jacobian of expressions."""
+        S = self.S
+        with budget.stage("differentiate", "DAG nodes"):
+            seen: set[Any] = set()
+            diff = S.diff if self.memoize else S.plain_diff
+            jac = np.empty((len(outs), len(inputs)), dtype=object)
+            for i, x in enumerate(inputs):
+                memo: dict[Any, Any] = {}
+                for j, e in enumerate(outs):
+                    jac[j, i] = diff(e, x, memo)
+                    budget.check(budget.size + rules.dag_nodes([jac[j, i]], seen))
+        if self.simplify:
+            with budget.stage("simplify", "entries"):
+                for j, i in np.ndindex(*jac.shape):
+                    jac[j, i] = S.simplify(jac[j, i])
+                    budget.check(j * jac.shape[1] + i + 1)
+        return jac
+
+    def _codegen(self, xs: list, cs: list, ctx: Any, f_exprs: list, d_exprs: list, budget: _Budget):
+        """The ``cse`` and ``codegen`` stages: ``(f_cse, d_cse, f_lines, d_lines)``, the
+        program's lines for the values and for the Jacobian."""
+        S, stops = self.S, [e for _, e in ctx.stops]
+        with budget.stage("cse", "operations"):
+            f_cse = self._cse(f_exprs, "f")
+            d_cse = self._cse(d_exprs, "d")
+            if self.cse:
+                budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
+        (f_repl, f_red), (d_repl, d_red) = f_cse, d_cse
+        f_assign = [*f_repl, *((s, e) for (s, _), e in zip(ctx.stops, f_red, strict=False))]
+        if self.cse and ctx.stops:
+            f_assign = _ordered(f_assign)
+
+        with budget.stage("codegen", "operations"):
+            budget.check(_cse_ops(*f_cse) + _cse_ops(*d_cse))
+            args = [*(f"a{k}" for k in range(len(xs))), *(f"k{j}" for j in range(len(cs)))]
+            head = [f"def program({', '.join(args)}):"]
+            head += [
+                f"    {_tuple(map(str, s.flat))} = {a}"
+                for a, s in zip(args, [*xs, *cs], strict=True)
+                if s.size
+            ]
+            f_lines = (
+                head
+                + _assignments(S, f_assign)
+                + [f"    values = {_printed(S, f_red[len(stops) :])}"]
+            )
+            d_lines = [*_assignments(S, d_repl), f"    jacobian = {_printed(S, d_red)}"]
+        return f_cse, d_cse, f_lines, d_lines
 
     def _cse(self, exprs: list[Any], prefix: str) -> tuple[list[tuple[Any, Any]], list[Any]]:
         if not self.cse or not exprs:

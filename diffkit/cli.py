@@ -28,19 +28,9 @@ from typing import Any
 
 __all__ = ["build_parser", "main", "parse_memory", "parse_sizes"]
 
-#: The built-in quick suite of ``diffkit compare`` without arguments: problem -> sizes.
-QUICK_SUITE: dict[str, list[int]] = {
-    "tiny-net": [9],
-    "mlp": [10, 100, 10_000],
-    "wide-output": [1024],
-}
-#: Methods the quick suite runs at its smallest sizes only (symbolic work swells with n).
-SMALL_ONLY = {"symbolic"}
-QUICK_SMALL: dict[str, list[int]] = {"tiny-net": [9]}
 RESULTS_FILE = "results.jsonl"
 _PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
-#: ``diffkit steps``'s rules without --rules (the complex step left out where invalid).
-DEFAULT_RULES = ("forward", "central", "central:4", "complex")
+_DTYPES = ["float32", "float64"]
 
 
 class CLIError(Exception):
@@ -171,15 +161,6 @@ def _markdown(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _header() -> str:
     import jax
 
@@ -195,127 +176,106 @@ def _header() -> str:
 
 # ------------------------------------------------------------------------ compare
 
-_COLUMNS = ("problem", "n", "m", "method", "time", "x primal", "evaluations", "rho max", "outcome")
 
+def _cases(args: argparse.Namespace) -> dict[str, Any]:
+    """The sweep's problems, sizes and methods from the command line (the quick suite when
+    neither a function nor a problem is given)."""
+    import diffkit as dk
 
-def _row(r: dict[str, Any]) -> list[str]:
-    from diffkit.harness.results import _fmt, _fmt_time
-
-    evals = r.get("evaluations") if r.get("evaluations") is not None else r.get("passes")
-    outcome = r["outcome"]
-    if outcome == "ok" and r.get("accurate") is False:
-        outcome = "INACCURATE"
-    elif outcome != "ok" and r.get("message"):
-        outcome += f": {r['message'][:50]}"
-    ratio = r.get("ratio")
-    return [
-        r["problem"],
-        _fmt(r.get("n")),
-        _fmt(r.get("m")),
-        r["method"],
-        _fmt_time(r.get("time_median")),
-        "-" if ratio is None else f"{ratio:,.3g}" if ratio < 1e3 else f"{ratio:,.0f}",
-        "-" if evals is None else f"{evals:,}",
-        _fmt(r.get("rho_max"), 2),
-        outcome,
-    ]
-
-
-def _rows(records: Sequence[dict[str, Any]]) -> list[list[str]]:
-    order = sorted(records, key=lambda r: (r["problem"], r["dtype"], r.get("size") or 0))
-    return [_row(r) for r in order]
-
-
-def _fmt_n(n: int) -> str:
-    return f"{n:,}".replace(",", " ")
-
-
-def verdict(records: Sequence[dict[str, Any]]) -> str:
-    """One paragraph computed from the records: the cost of each mode at the largest measured
-    gradient size, the winner on the widest Jacobian, accuracy, and failures.
-
-    Example:
-        >>> rec = lambda m, mode, ratio: {"problem": "mlp", "quantity": "grad", "n": 10_000,
-        ...     "m": 1, "method": m, "mode": mode, "outcome": "ok", "ratio": ratio,
-        ...     "accurate": True, "dtype": "float32"}
-        >>> print(verdict([rec("jax-rev", "reverse", 2.9), rec("fd", "numerical", 19800.0)]))
-        At n=10 000 (mlp, float32) a gradient costs: reverse mode 2.9x the forward pass \
-(jax-rev); finite differences 19 800x (fd). Every ok result matched the float64 reference.
-    """
-    ok = [r for r in records if r["outcome"] == "ok" and r.get("ratio")]
-    parts = []
-    grads = [r for r in ok if r.get("quantity") == "grad"]
-    if grads:
-        top = max(grads, key=lambda r: (r["n"], r["problem"] == "mlp"))
-        same = [r for r in grads if (r["problem"], r["dtype"]) == (top["problem"], top["dtype"])]
-        modes = {"reverse": "reverse mode", "forward": "forward mode", "symbolic": "symbolic"}
-        modes["numerical"] = "finite differences"
-        costs = []
-        for mode, label in modes.items():
-            of_mode = [r for r in same if r.get("mode") == mode] or [
-                r for r in grads if r.get("mode") == mode and r["dtype"] == top["dtype"]
-            ]  # a mode run on other problems only (symbolic in the quick suite)
-            if of_mode:  # at the largest n this mode finished
-                n = max(r["n"] for r in of_mode)
-                rs = sorted((r for r in of_mode if r["n"] == n), key=lambda r: r["ratio"])
-                what = " the forward pass" if not costs else ""
-                where = f" at n={_fmt_n(n)}" if n != top["n"] else ""
-                if rs[0]["problem"] != top["problem"]:
-                    where += f" on {rs[0]['problem']}"
-                each = ", ".join(r["method"] for r in rs)
-                costs.append(f"{label} {_fmt_ratio(rs[0]['ratio'])}{what}{where} ({each})")
-        head = f"At n={_fmt_n(top['n'])} ({top['problem']}, {top['dtype']}) a gradient costs: "
-        parts.append(head + "; ".join(costs) + ".")
-    jacs = [r for r in ok if r.get("quantity") == "jacobian"]
-    if jacs:
-        top = max(jacs, key=lambda r: (r["m"] / max(r["n"], 1), r["m"]))
-        at = sorted(
-            (r for r in jacs if (r["problem"], r["size"]) == (top["problem"], top["size"])),
-            key=lambda r: r["time_median"],
+    if args.target and args.problem:
+        raise CLIError("give either a function (module.py:function) or --problem, not both")
+    sizes = parse_sizes(args.sizes) if args.sizes else None
+    named = _split(args.problem) or []
+    if len(named) == 1 and ":" in named[0]:  # --problem module:function is a user function
+        args.target, named = named[0], []
+    if "user" in named:
+        raise CLIError(
+            "--problem user needs your function: give it as the target, e.g. "
+            "diffkit compare my_model.py:loss --input n (or my_module:loss)"
         )
-        if len(at) > 1:
-            best, worst = at[0], at[-1]
-            parts.append(
-                f"For a Jacobian with n={top['n']} inputs and m={_fmt_n(top['m'])} outputs "
-                f"({top['problem']}), {best['method']} ({best.get('mode')} mode) is fastest, "
-                f"{_fmt_ratio(worst['time_median'] / best['time_median'])} faster than "
-                f"{worst['method']} ({worst.get('mode')} mode)."
-            )
-    bad = [r for r in ok if r.get("accurate") is False]
-    if ok:
-        parts.append(
-            "Every ok result matched the float64 reference."
-            if not bad
-            else "Outside the tolerance: "
-            + ", ".join(
-                f"{r['method']} on {r['problem']} n={r['n']}"
-                + (f" m={r['m']}" if r["m"] > 1 else "")
-                for r in bad[:4]
-            )
-            + (f" and {len(bad) - 4} more" if len(bad) > 4 else "")
-            + "."
-        )
-    if any(
-        r["dtype"] == "float32"
-        and r.get("mode") != "numerical"
-        and r.get("meta", {}).get("backend") == "gpu"
-        and r.get("meta", {}).get("matmul_precision", "default") == "default"
-        for r in bad
-    ):
-        parts.append(
-            "On GPUs, float32 matrix products default to reduced precision (TF32 on NVIDIA, "
-            "about 3 digits), which derivatives inherit: --matmul-precision highest gives "
-            "full float32."
-        )
-    failed = [r for r in records if r["outcome"] != "ok"]
-    if failed:
-        kinds = sorted({r["outcome"] for r in failed})
-        parts.append(f"{len(failed)} case(s) did not finish ok ({', '.join(kinds)}).")
-    return " ".join(parts) or "No case finished."
+    methods = _split(args.methods) or dk.names()
+    for m in methods:  # fail early, naming the valid choices; "module:Class" is imported
+        dk.harness.measure.resolve_method(m) if ":" in m else dk.get(m)
+    if not args.target and not named:
+        return dk.harness.quick_suite(methods) | ({"sizes": sizes} if sizes else {})
+    if args.target:
+        problems = [dk.harness.user_problem(args.target, args.input)]
+        problems[0].build(1, args.dtype)  # load the function now: a bad target fails early
+    else:
+        problems = [dk.harness.get_problem(p) for p in named]
+    return {"problems": problems, "sizes": sizes, "methods": methods}
 
 
-def _fmt_ratio(ratio: float) -> str:
-    return f"{ratio:.2g}x" if ratio < 10 else _fmt_n(round(float(f"{ratio:.3g}"))) + "x"
+def _results_path(args: argparse.Namespace) -> Path:
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out}: this is a file; give a folder for the results")
+    path = out / RESULTS_FILE
+    if args.resume and args.fresh:
+        raise CLIError("--resume keeps the results in --out and --fresh moves them aside: give one")
+    if not args.resume and not args.fresh and path.exists() and path.stat().st_size > 0:
+        raise CLIError(
+            f"{path} already holds results: add --resume to continue them, or --fresh to move "
+            "them aside (kept as results.<timestamp>.jsonl) and start again"
+        )
+    return path
+
+
+def _compare_in(args: argparse.Namespace) -> int:
+    import diffkit as dk
+
+    cases, path = _cases(args), _results_path(args)
+    out = path.parent
+    err = _console(stderr=True)
+    err.print(f"diffkit compare: {_header()}, {args.dtype}; results in {out}/")
+    progress = _progress("measuring")
+    # Import matplotlib for the plots while the worker measures and this process waits.
+    # Not before: NumPy, which JAX has now imported, must not be imported by two threads
+    # at once (the second sees a partially initialised module and fails).
+    import numpy  # noqa: F401  (already imported by JAX; made explicit for the order above)
+
+    threading.Thread(target=_import_plotting, daemon=True).start()
+    done = [0]  # cases finished
+    interrupted = [False]
+
+    def step(rec: dict[str, Any], index: int, total: int) -> None:
+        if interrupted[0]:  # a Ctrl-C that Python swallowed (see _noting_interrupts)
+            raise KeyboardInterrupt
+        done[0] = index
+        what = f"{rec['problem']} n={rec.get('n')} {rec['method']}"
+        progress.update(task, total=total, completed=index, description=what)
+        if not err.is_terminal:  # a log: one line per case instead of a live bar
+            err.print(f"[{index}/{total}] {what}: {rec['outcome']}")
+
+    try:
+        with progress, _noting_interrupts(interrupted):
+            task = progress.add_task("", total=None)
+            dk.harness.sweep(
+                **cases, dtypes=args.dtype, out=path, budget=args.budget, resume=args.resume,
+                progress=step, min_time=args.min_time, memory_limit=args.memory_limit,
+                retry_failed=args.retry_failed,
+            )  # fmt: skip
+    except KeyboardInterrupt:
+        _write_outputs(dk.harness.load(path) if path.exists() else dk.harness.Results([]), out)
+        print(
+            f"diffkit: interrupted; {done[0]} finished case(s) kept in {path}; "
+            "run the same command with --resume to continue",
+            file=sys.stderr,
+        )
+        return 130
+    res = dk.harness.load(path)
+    files = _write_outputs(res, out)
+    _show(res, args.format, f"diffkit compare ({_header()}, {args.dtype})")
+    if args.format == "table":
+        con = _console()
+        fits = [f for f in res.fit_exponents() if f["slope_time"] is not None]
+        fits = [f for f in fits if f["problem"] == "mlp"] or fits
+        if fits:
+            slopes = ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
+            con.print(f"Fitted slopes of time vs n (log-log, compute-bound sizes): {slopes}")
+        con.print(res.verdict())
+        con.print(f"Wrote {', '.join(str(f) for f in files)}")
+    return 0
 
 
 def _progress(total_hint: str) -> Any:
@@ -344,106 +304,6 @@ def _compare(args: argparse.Namespace) -> int:
         _process.close_spares()  # not taken: the arguments were bad
 
 
-def _compare_in(args: argparse.Namespace) -> int:
-    import diffkit as dk
-
-    if args.target and args.problem:
-        raise CLIError("give either a function (module.py:function) or --problem, not both")
-    sizes = parse_sizes(args.sizes) if args.sizes else None
-    named = _split(args.problem) or []
-    if len(named) == 1 and ":" in named[0]:  # --problem module:function is a user function
-        args.target, named = named[0], []
-    if "user" in named:
-        raise CLIError(
-            "--problem user needs your function: give it as the target, e.g. "
-            "diffkit compare my_model.py:loss --input n (or my_module:loss)"
-        )
-    if args.target:
-        problems = [dk.harness.user_problem(args.target, args.input)]
-        problems[0].build(1, args.dtype)  # load the function now: a bad target fails early
-    elif named:
-        problems = [dk.harness.get_problem(p) for p in named]
-    else:
-        problems = [dk.harness.get_problem(p) for p in QUICK_SUITE]
-        sizes = sizes or QUICK_SUITE  # type: ignore[assignment]
-    methods = _split(args.methods) or dk.names()
-    for m in methods:  # fail early, naming the valid choices; "module:Class" is imported
-        dk.harness.measure.resolve_method(m) if ":" in m else dk.get(m)
-    method_sizes = None
-    if sizes is QUICK_SUITE:  # methods whose cost swells with n: small sizes only
-        method_sizes = {m: QUICK_SMALL for m in SMALL_ONLY & set(methods)}
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out {out}: this is a file; give a folder for the results")
-    path = out / RESULTS_FILE
-    if args.resume and args.fresh:
-        raise CLIError("--resume keeps the results in --out and --fresh moves them aside: give one")
-    if not args.resume and not args.fresh and path.exists() and path.stat().st_size > 0:
-        raise CLIError(
-            f"{path} already holds results: add --resume to continue them, or --fresh to move "
-            "them aside (kept as results.<timestamp>.jsonl) and start again"
-        )
-    err = _console(stderr=True)
-    err.print(f"diffkit compare: {_header()}, {args.dtype}; results in {out}/")
-    progress = _progress("measuring")
-    # Import matplotlib for the plots while the worker measures and this process waits.
-    # Not before: NumPy, which JAX has now imported, must not be imported by two threads
-    # at once (the second sees a partially initialised module and fails).
-    import numpy  # noqa: F401  (already imported by JAX; made explicit for the order above)
-
-    threading.Thread(target=_import_plotting, daemon=True).start()
-    done = [0]  # cases finished
-    interrupted = [False]
-
-    def step(rec: dict[str, Any], index: int, total: int) -> None:
-        if interrupted[0]:  # a Ctrl-C that Python swallowed (see _noting_interrupts)
-            raise KeyboardInterrupt
-        done[0] = index
-        what = f"{rec['problem']} n={rec.get('n')} {rec['method']}"
-        progress.update(task, total=total, completed=index, description=what)
-        if not err.is_terminal:  # a log: one line per case instead of a live bar
-            err.print(f"[{index}/{total}] {what}: {rec['outcome']}")
-
-    try:
-        with progress, _noting_interrupts(interrupted):
-            task = progress.add_task("", total=None)
-            dk.harness.sweep(
-                problems,
-                sizes,
-                methods,
-                args.dtype,
-                method_sizes=method_sizes,
-                out=path,
-                budget=args.budget,
-                resume=args.resume,
-                progress=step,
-                min_time=args.min_time,
-                memory_limit=args.memory_limit,
-                retry_failed=args.retry_failed,
-            )
-    except KeyboardInterrupt:
-        _write_outputs(dk.harness.load(path) if path.exists() else dk.harness.Results([]), out)
-        print(
-            f"diffkit: interrupted; {done[0]} finished case(s) kept in {path}; "
-            "run the same command with --resume to continue",
-            file=sys.stderr,
-        )
-        return 130
-    res = dk.harness.load(path)
-    files = _write_outputs(res, out)
-    _show(res, args.format, f"diffkit compare ({_header()}, {args.dtype})")
-    if args.format == "table":
-        con = _console()
-        fits = [f for f in res.fit_exponents() if f["slope_time"] is not None]
-        fits = [f for f in fits if f["problem"] == "mlp"] or fits
-        if fits:
-            slopes = ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
-            con.print(f"Fitted slopes of time vs n (log-log, compute-bound sizes): {slopes}")
-        con.print(verdict(res.records))
-        con.print(f"Wrote {', '.join(str(f) for f in files)}")
-    return 0
-
-
 @contextlib.contextmanager
 def _noting_interrupts(flag: list[bool]) -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt as usual and also sets ``flag[0]``. Python drops an
@@ -467,10 +327,9 @@ def _noting_interrupts(flag: list[bool]) -> Iterator[None]:
 def _import_plotting() -> None:
     """Import matplotlib ahead of the plots; a failure here is reported by the plots."""
     try:
-        import matplotlib
+        from diffkit.harness.plots import pyplot
 
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot
+        pyplot()
     except Exception:
         pass
 
@@ -483,15 +342,17 @@ def _write_outputs(res: Any, out: Path) -> list[Path]:
 
 
 def _show(res: Any, fmt: str, title: str) -> None:
-    rows = _rows(res.records)
+    from diffkit.harness.results import SUMMARY
+
+    headers, rows = res.rows(SUMMARY, by_method=False)
     if fmt == "csv":
         sys.stdout.write(res.to_csv())
     elif fmt == "json":
         print(json.dumps(res.records, indent=1))
     elif fmt == "markdown":
-        print(_markdown(_COLUMNS, rows))
+        print(_markdown(headers, rows))
     else:
-        _console().print(_table(title, _COLUMNS, rows))
+        _console().print(_table(title, headers, rows))
 
 
 # --------------------------------------------------------------------------- list
@@ -519,221 +380,87 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-# -------------------------------------------------------------------------- swell
+# ------------------------------------------------------------------ swell, steps
 
 
 def _swell(args: argparse.Namespace) -> int:
-    import jax
+    from diffkit.harness import plots, studies
 
-    import diffkit as dk
-
-    if "symbolic" not in dk.names():
-        raise CLIError(
-            "swell needs the symbolic differentiator, which is not registered in this install"
-        )
-    prob = dk.harness.get_problem(args.problem)
     sizes = parse_sizes(args.sizes)
-    d = dk.get("symbolic", time_budget=args.budget)
-    reports: list[tuple[int, Any]] = []
-    stopped = ""
-    err = _console(stderr=True)
     with _progress("swell") as progress:
         task = progress.add_task("", total=len(sizes))
-        for size in sizes:
-            progress.update(task, description=f"{args.problem} size {size}")
-            inst = prob.build(size, args.dtype)
-            try:
-                with jax.enable_x64(args.dtype == "float64"):
-                    reports.append((size, d.swell(inst.fun, *inst.args)))
-            except dk.DiffkitError as exc:
-                if "budget" not in type(exc).__name__.lower():
-                    raise
-                stopped = f"stopped at size {size}: {str(exc).splitlines()[0]}"
-                break
-            progress.advance(task)
-    if stopped:
-        err.print(stopped)
-    headers = ("size", "jaxpr eqns", "f tree ops", "f' tree ops", "growth", "f' DAG nodes")
-    headers += ("f' ops after CSE", "growth (CSE)", "differentiate", "compile")
-    rows = []
-    prev: Any = None
-    for size, rep in reports:
-        f, df = rep.function, rep.derivative
-        growth = _growth(prev, rep, "tree_ops")
-        growth_cse = _growth(prev, rep, "cse_ops")
-        times = rep.times
-        rows.append(
-            [
-                str(size),
-                str(rep.jaxpr_eqns),
-                f"{f.tree_ops:,}",
-                f"{df.tree_ops:,}",
-                growth,
-                f"{df.dag_nodes:,}",
-                "-" if df.cse_ops is None else f"{df.cse_ops:,}",
-                growth_cse,
-                f"{times.get('differentiate', 0):.3g} s",
-                f"{times.get('compile', 0):.3g} s",
-            ]
-        )
-        prev = rep
-    con = _console()
-    con.print(
-        _table(f"Expression swell: {prob.name} ({prob.size_means}), {args.dtype}", headers, rows)
-    )
-    if len(reports) >= 3:
-        (s0, r0), (s1, r1) = reports[1], reports[-1]  # from the second size: the first is tiny
-        per = (r1.derivative.tree_ops / max(r0.derivative.tree_ops, 1)) ** (1 / max(s1 - s0, 1))
-        con.print(
-            f"Written out as a tree, the derivative grows {per:.2f}x per step from size {s0} to "
-            f"{s1} ({r0.derivative.tree_ops:,} -> {r1.derivative.tree_ops:,} operations; "
-            f"{rows[-1][4]} at the last step); after CSE it has {r1.derivative.cse_ops or 0:,} "
-            f"operations and the function's jaxpr {r1.jaxpr_eqns} equations."
-        )
-    if reports:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        png = out / f"swell-{prob.name}.png"
-        plt = _pyplot()
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        xs = [s for s, _ in reports]
-        for label, get in (
-            ("f' as a tree", lambda r: r.derivative.tree_ops),
-            ("f' after CSE", lambda r: r.derivative.cse_ops),
-            ("f' DAG nodes", lambda r: r.derivative.dag_nodes),
-            ("f as a tree", lambda r: r.function.tree_ops),
-            ("jaxpr equations", lambda r: r.jaxpr_eqns),
-        ):
-            ys = [get(r) for _, r in reports]
-            if all(y for y in ys):
-                ax.semilogy(xs, ys, "o-", label=label)
-        ax.set(xlabel=prob.size_means, ylabel="operations", title=f"expression swell: {prob.name}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(png, dpi=100)
-        plt.close(fig)
-        con.print(f"Wrote {png}")
+
+        def step(what: str) -> None:
+            progress.update(task, description=what, completed=sizes.index(int(what.split()[-1])))
+
+        study = studies.swell_study(args.problem, sizes, args.dtype, args.budget, step)
+    if study.stopped:
+        _console(stderr=True).print(study.stopped)
+    prob, con = study.problem, _console()
+    title = f"Expression swell: {prob.name} ({prob.size_means}), {args.dtype}"
+    con.print(_table(title, studies.SWELL_HEADERS, study.rows()))
+    if study.summary():
+        con.print(study.summary())
+    if study.reports:
+        png = Path(args.out) / f"swell-{prob.name}.png"
+        con.print(f"Wrote {plots.swell_figure(study.reports, prob.name, prob.size_means, png)}")
     return 0
 
 
-def _growth(prev: Any, rep: Any, key: str) -> str:
-    if prev is None:
-        return "-"
-    a, b = getattr(prev.derivative, key), getattr(rep.derivative, key)
-    return f"{b / a:.2f}x" if a and b is not None else "-"
-
-
-# -------------------------------------------------------------------------- steps
-
-
-def _rule(spec: str) -> tuple[str, int | None]:
-    scheme, _, order = spec.partition(":")
-    return scheme, int(order) if order.isdigit() else None
-
-
 def _steps(args: argparse.Namespace) -> int:
-    import jax
-    import numpy as np
+    from diffkit import fd
+    from diffkit.harness import plots, studies
 
-    import diffkit as dk
-
-    prob = dk.harness.get_problem(args.problem)
-    inst = prob.build(args.size, args.dtype)
-    rules = _split(args.rules) or []
-    if args.rules is None:  # the default set: the complex step only where it is valid
-        rules = list(DEFAULT_RULES)
-        try:
-            with jax.enable_x64(args.dtype == "float64"):
-                dk.fd.check_analytic(lambda x0: inst.fun(x0, *inst.args[1:]), inst.args[0])
-        except dk.DiffkitError as exc:
-            rules.remove("complex")
-            why = str(exc).partition(": ")[2].split(" (first from")[0].split(":")[0]
-            _console(stderr=True).print(f"complex step left out: {why} (not complex-analytic)")
-    for spec in rules:
+    rules = None if args.rules is None else _split(args.rules) or []
+    for spec in rules or []:
         if not re.fullmatch(r"[a-z]+(:\d+)?", spec):
             raise CLIError(f"--rules: {spec!r} is not SCHEME or SCHEME:ORDER (e.g. central:4)")
-        dk.fd.stencil(*_rule(spec))  # fail early on an unknown scheme or order
+        fd.stencil(*studies.parse_rule(spec))  # fail early on an unknown scheme or order
+    with _progress("steps") as progress:
+        task = progress.add_task("", total=len(rules or studies.DEFAULT_RULES))
 
-    def f(x0: Any) -> Any:
-        return inst.fun(x0, *inst.args[1:])
+        def step(what: str) -> None:
+            progress.update(task, description=what, advance=1)
 
-    eps = float(np.finfo(args.dtype).eps)
-    steps = np.logspace(0, math.floor(math.log10(eps)) - 1, -math.floor(math.log10(eps)) + 2)
-    sweeps = {}
-    with jax.enable_x64(args.dtype == "float64"), _progress("steps") as progress:
-        task = progress.add_task("", total=len(rules))
-        for spec in rules:
-            progress.update(task, description=spec)
-            scheme, order = _rule(spec)
-            sweeps[spec] = dk.fd.step_sweep(f, inst.args[0], steps, scheme=scheme, order=order)
-            progress.advance(task)
-    rows = []
-    for k, h in enumerate(steps):
-        cells = []
-        for s in sweeps.values():
-            e = s.errors[k]
-            mark = "*" if h == s.optimal_step else ""
-            cells.append("-" if not np.isfinite(e) else f"{e:.1e}{mark}")
-        rows.append([f"{h:.0e}", *cells])
-    con = _console()
-    what = "jax.grad" if inst.quantity == "grad" else f"jax.jacrev, m={inst.m}"
-    title = f"Finite-difference error (rho vs float64 {what}) by step: {prob.name} n={inst.n}, {args.dtype}"  # noqa: E501
-    con.print(_table(title, ["step", *sweeps], rows))
-    for spec, s in sweeps.items():
-        con.print(
-            f"{spec}: optimal step {s.optimal_step:.0e} (error {s.optimal_error:.1e}, marked *); "
-            f"the default step rule gives {s.default_error:.1e}"
-        )
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    png = out / f"steps-{prob.name}-{args.dtype}.png"
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    floor = eps / 10
-    for spec, s in sweeps.items():
-        (line,) = ax.loglog(s.steps, np.maximum(s.errors, floor), "o-", ms=3, label=spec)
-        ax.loglog(
-            [s.optimal_step], [max(s.optimal_error, floor)], "*", ms=14, color=line.get_color()
-        )
-    ax.set(xlabel="step h", ylabel="max rho vs float64 reference", title=f"{title.split(': ')[1]}")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="* optimal step")
-    fig.tight_layout()
-    fig.savefig(png, dpi=100)
-    plt.close(fig)
-    con.print(f"Wrote {png}")
+        study = studies.step_study(args.problem, args.size, args.dtype, rules, step)
+    for note in study.notes:
+        _console(stderr=True).print(note)
+    con, name = _console(), study.problem.name
+    where = f"{name} n={study.n}, {args.dtype}"
+    title = f"Finite-difference error (rho vs float64 {study.reference}) by step: {where}"
+    con.print(_table(title, ["step", *study.sweeps], study.rows()))
+    for line in study.summary():
+        con.print(line)
+    png = Path(args.out) / f"steps-{name}-{args.dtype}.png"
+    con.print(f"Wrote {plots.steps_figure(study.sweeps, study.eps, where, png)}")
     return 0
 
 
 # ------------------------------------------------------------------------ explain
 
 
-def tiny_scalar_network() -> tuple[Callable[..., Any], dict[str, float]]:
-    """The 9-parameter worked example written with one scalar per parameter (so every tape
-    node is a scalar), and its parameter values, taken from :func:`diffkit.examples.tiny_network`.
+def _point(target: str, at: str | None) -> tuple[Any, dict[str, float]]:
+    """The function of ``path/to/file.py:name`` and the point ``--at`` names, by argument."""
+    from diffkit.harness.problems import resolve_target
 
-    Example:
-        >>> f, at = tiny_scalar_network()
-        >>> round(float(f(**at)), 5)
-        0.46286
-    """
-    import jax.numpy as jnp
-
-    from diffkit.examples import tiny_network
-
-    ex = tiny_network()
-    values = ex.names(ex.args[0])
-    x1, x2 = (float(v) for v in ex.args[1])
-    y = float(ex.args[2])
-
-    def loss(w11, w12, b1, w21, w22, b2, v1, v2, b3):  # type: ignore[no-untyped-def]
-        h1 = jnp.maximum(w11 * x1 + w12 * x2 + b1, 0.0)  # hidden unit 1 (ReLU)
-        h2 = jnp.maximum(w21 * x1 + w22 * x2 + b2, 0.0)  # hidden unit 2
-        y_hat = 1.0 / (1.0 + jnp.exp(-(v1 * h1 + v2 * h2 + b3)))  # sigmoid output
-        return -(y * jnp.log(y_hat) + (1.0 - y) * jnp.log(1.0 - y_hat))  # cross-entropy
-
-    return loss, values
+    fun = resolve_target(target)
+    names = [
+        p.name
+        for p in inspect.signature(fun).parameters.values()
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not at:
+        raise CLIError(f"explain {target}: give the point with --at, e.g. --at 0.5,2")
+    try:
+        values = [float(v) for v in at.split(",")]
+    except ValueError:
+        raise CLIError(f"--at: {at!r} is not a list of numbers like 0.5,2") from None
+    if len(values) != len(names):
+        raise CLIError(
+            f"--at: {target} takes {len(names)} argument(s) ({', '.join(names)}), "
+            f"got {len(values)} value(s)"
+        )
+    return fun, dict(zip(names, values, strict=True))
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -741,118 +468,62 @@ def _explain(args: argparse.Namespace) -> int:
     import jax.numpy as jnp
 
     import diffkit as dk
-    from diffkit.harness.problems import _resolve
+    from diffkit.examples import tiny_scalar_network
 
+    title = "the 9-parameter network (2 inputs, 2 ReLU units, sigmoid output, cross-entropy)"
     if args.target:
-        fun = _resolve(args.target)
-        names = [
-            p.name
-            for p in inspect.signature(fun).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-        ]
-        if not args.at:
-            raise CLIError(f"explain {args.target}: give the point with --at, e.g. --at 0.5,2")
-        try:
-            values = [float(v) for v in args.at.split(",")]
-        except ValueError:
-            raise CLIError(f"--at: {args.at!r} is not a list of numbers like 0.5,2") from None
-        if len(values) != len(names):
-            raise CLIError(
-                f"--at: {args.target} takes {len(names)} argument(s) ({', '.join(names)}), "
-                f"got {len(values)} value(s)"
-            )
-        point = dict(zip(names, values, strict=True))
+        fun, point = _point(args.target, args.at)
         title = f"{args.target} at " + ", ".join(f"{k}={v:g}" for k, v in point.items())
-    else:
-        fun, point = None, {}
-        title = "the 9-parameter network (2 inputs, 2 ReLU units, sigmoid output, cross-entropy)"
     with jax.enable_x64(args.dtype == "float64"):
-        if fun is None:
+        if not args.target:  # its values are made in the dtype of the x64 setting
             fun, point = tiny_scalar_network()
         xs = [jnp.asarray(v, args.dtype) for v in point.values()]
-        tape = dk.get("tape").record(fun, *xs)
-        grads = tape.backward()
-        _print_walk(tape, list(point), grads, title)
+        _print_walk(dk.get("tape").record(fun, *xs).walk(list(point)), title)
     return 0
 
 
-def _print_walk(tape: Any, names: list[str], grads: Sequence[Any], title: str) -> None:
-    import jax.numpy as jnp
-    import numpy as np
-
+def _print_walk(walk: dict[str, Any], title: str) -> None:
+    """``Tape.walk``'s rows as three tables: forward values, backward steps, gradient."""
     con = _console()
-    label = {k: n for k, n in zip(tape.in_keys, names, strict=True) if k is not None}
-
-    def name(k: int | None, v: Any) -> str:
-        return label.get(k, f"t{k}") if k is not None else _num(v)
-
+    cell = lambda a: a if isinstance(a, str) else _num(a)  # noqa: E731
     con.print(f"[bold]Explaining {title}[/bold]\n")
-    rows = []
-    for node in tape.nodes:
-        args = ", ".join(name(k, x) for k, x in zip(node.in_keys, node.inputs, strict=True))
-        lhs = ", ".join(name(k, None) for k in node.out_keys if k is not None)
-        rows.append([lhs, f"{node.primitive}({args})", " ".join(_num(y) for y in node.outputs)])
-    inputs = ", ".join(f"{n}={_num(v)}" for n, v in zip(names, tape.inputs, strict=True))
-    con.print(f"Inputs: {inputs}")
-    con.print(
-        _table(
-            "1. Forward pass: every node's value",
-            ["node", "computes", "value"],
-            rows,
-        )
-    )
-    out = tape.outputs[0]
-    con.print(
-        f"Output {name(getattr(out, 'key', None), None)} = {_num(getattr(out, 'value', out))}\n"
-    )
-
-    rows = []
-    for node in reversed(tape.nodes):
-        y_bars = [tape.adjoints.get(k) if k is not None else None for k in node.out_keys]
-        if all(b is None for b in y_bars):
-            continue
-        y_bars = [
-            jnp.zeros_like(y) if b is None else b for y, b in zip(node.outputs, y_bars, strict=True)
+    con.print("Inputs: " + ", ".join(f"{n}={_num(v)}" for n, v in walk["inputs"]))
+    rows = [
+        [lhs, f"{prim}({', '.join(map(cell, xs))})", " ".join(map(_num, ys))]
+        for lhs, prim, xs, ys in walk["forward"]
+    ]
+    con.print(_table("1. Forward pass: every node's value", ["node", "computes", "value"], rows))
+    con.print(f"Output {walk['output'][0]} = {_num(walk['output'][1])}\n")
+    rows = [
+        [
+            f"{lhs} = {prim}(...)",
+            "(Jacobian)" if local is None else f"d{lhs}/d{x} = {_num(local)}",
+            " ".join(map(_num, upstream)),
+            f"{_num(passed)} -> {x}",
         ]
-        scalar = all(np.size(y) == 1 for y in node.outputs) and len(node.outputs) == 1
-        local = node.pullback([jnp.ones_like(y) for y in node.outputs]) if scalar else None
-        passed = node.pullback(y_bars)
-        for i, (k, x) in enumerate(zip(node.in_keys, node.inputs, strict=True)):
-            if k is None:
-                continue
-            lhs = name(node.out_keys[0], None)
-            rows.append(
-                [
-                    f"{lhs} = {node.primitive}(...)",
-                    f"d{lhs}/d{name(k, x)} = {_num(local[i])}"
-                    if local is not None
-                    else "(Jacobian)",
-                    " ".join(_num(b) for b in y_bars),
-                    f"{_num(passed[i])} -> {name(k, x)}",
-                ]
-            )
+        for lhs, prim, x, local, upstream, passed in walk["backward"]
+    ]
     headers = ["node", "local derivative", "upstream (dL/dnode)", "passes on (upstream x local)"]
     con.print(_table("2. Backward pass: from the output back to the inputs", headers, rows))
     con.print("(A value used twice receives the sum of what its users pass on.)\n")
-
-    rows = []
-    for n, v, g in zip(names, tape.inputs, grads, strict=True):
-        gv = float(np.asarray(g).ravel()[0]) if np.size(g) == 1 else None
-        meaning = (
-            "(array)"
-            if gv is None
-            else "no effect here"
-            if gv == 0
-            else "increase it to reduce the loss"
-            if gv < 0
-            else "decrease it to reduce the loss"
-        )
-        rows.append([n, _num(v), _num(g, signed=True), meaning])
-    con.print(
-        _table("3. Gradient: dL/d(parameter)", ["parameter", "value", "gradient", "meaning"], rows)
-    )
+    rows = [[n, _num(v), _num(g, signed=True), _meaning(g)] for n, v, g in walk["gradient"]]
+    headers = ["parameter", "value", "gradient", "meaning"]
+    con.print(_table("3. Gradient: dL/d(parameter)", headers, rows))
     con.print(
         "A gradient g says: nudging the parameter by a small e changes the output by about g*e."
+    )
+
+
+def _meaning(g: Any) -> str:
+    if g.size != 1:
+        return "(array)"
+    gv = float(g.ravel()[0])
+    return (
+        "no effect here"
+        if gv == 0
+        else "increase it to reduce the loss"
+        if gv < 0
+        else "decrease it to reduce the loss"
     )
 
 
@@ -907,6 +578,7 @@ A results folder is never emptied: running into one that holds results needs --r
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
+    # Over 50 lines: a flat list of argparse declarations, read top to bottom like --help.
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="diffkit",
@@ -944,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problem", help="built-in problem(s), comma-separated (see diffkit list)")
     p.add_argument("--sizes", help="sizes, e.g. 10,100,1e3,1e4 or 1..13")
     p.add_argument("--methods", help="comma-separated differentiators (default: all)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--dtype", choices=_DTYPES, default="float32")
     p.add_argument(
         "--budget", type=_positive("seconds"), default=60.0, help="seconds per case (default 60)"
     )
@@ -987,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--problem", default="logistic-map")
     p.add_argument("--sizes", default="1..13", help="e.g. 1..13 (default) or 1,2,4,8")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--dtype", choices=_DTYPES, default="float64")
     p.add_argument(
         "--budget", type=_positive("seconds"), default=30.0, help="seconds per stage (default 30)"
     )
@@ -1002,7 +674,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--problem", default="lse")
     p.add_argument("--size", type=int, default=10, help="problem size (default 10)")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--dtype", choices=_DTYPES, default="float64")
     p.add_argument(
         "--rules",
         help="SCHEME[:ORDER] list (schemes: forward, backward, central, complex, richardson); "
@@ -1019,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("target", nargs="?", help="a small function of scalars, path/to/file.py:name")
     p.add_argument("--at", help="the point: one number per argument, e.g. 0.5,2")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    p.add_argument("--dtype", choices=_DTYPES, default="float64")
 
     p = command(
         "plot",

@@ -13,7 +13,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Example", "tiny_network"]
+__all__ = ["Example", "tiny_network", "tiny_scalar_network"]
 
 #: Parameter names of the tiny network, in the order of the worked example.
 TINY_NAMES = ("w11", "w12", "b1", "w21", "w22", "b2", "v1", "v2", "b3")
@@ -79,3 +79,27 @@ def tiny_network(dtype: Any = None) -> Example:
         description="2-2-1 network, ReLU hidden, sigmoid output, binary cross-entropy (9 params)",
         names=_tiny_names,
     )
+
+
+def tiny_scalar_network() -> tuple[Callable[..., Any], dict[str, float]]:
+    """The 9-parameter worked example written with one scalar per parameter (so every tape
+    node is a scalar, as ``diffkit explain`` shows them), and its parameter values, taken
+    from :func:`tiny_network`.
+
+    Example:
+        >>> f, at = tiny_scalar_network()
+        >>> round(float(f(**at)), 5)
+        0.46286
+    """
+    ex = tiny_network()
+    values = ex.names(ex.args[0])
+    x1, x2 = (float(v) for v in ex.args[1])
+    y = float(ex.args[2])
+
+    def loss(w11, w12, b1, w21, w22, b2, v1, v2, b3):  # type: ignore[no-untyped-def]
+        h1 = jnp.maximum(w11 * x1 + w12 * x2 + b1, 0.0)  # hidden unit 1 (ReLU)
+        h2 = jnp.maximum(w21 * x1 + w22 * x2 + b2, 0.0)  # hidden unit 2
+        y_hat = 1.0 / (1.0 + jnp.exp(-(v1 * h1 + v2 * h2 + b3)))  # sigmoid output
+        return -(y * jnp.log(y_hat) + (1.0 - y) * jnp.log(1.0 - y_hat))  # cross-entropy
+
+    return loss, values

@@ -154,6 +154,63 @@ class Tape:
         x_bars = self.sweep([*leaves, *[None] * (len(self.outputs) - n_out)], keep=True)
         return jax.tree.unflatten(in_tree, x_bars) if in_tree else x_bars
 
+    def walk(self, names: Sequence[str] | None = None) -> dict[str, Any]:
+        """Sweep back (:meth:`backward`) and describe both sweeps as rows of plain data:
+        ``inputs`` (name, value); ``forward`` (node, primitive, arguments, values), an
+        argument being a name or, for a constant, its value; ``output`` (name, value);
+        ``backward`` (node, primitive, argument, local derivative or None where the node is
+        not scalar, upstream adjoints, what it passes on); ``gradient`` (name, value,
+        gradient). Values are NumPy arrays; recorded values are named ``names`` (inputs, in
+        order) or ``t<key>``.
+
+        Example:
+            >>> import diffkit as dk
+            >>> walk = dk.get("tape").record(lambda x: x * x, 3.0).walk(["x"])
+            >>> walk["forward"][0][:3], float(walk["backward"][0][3]), float(walk["gradient"][0][2])
+            (('t1', 'mul', ['x', 'x']), 3.0, 6.0)
+        """
+        grads = jax.tree.leaves(self.backward())
+        label = {k: n for k, n in zip(self.in_keys, names or [], strict=False) if k is not None}
+        name = lambda k: label.get(k, f"t{k}")  # noqa: E731
+        show = lambda k, x: name(k) if k is not None else np.asarray(x)  # noqa: E731
+        forward = [
+            (", ".join(name(k) for k in node.out_keys if k is not None), node.primitive,
+             [show(k, x) for k, x in zip(node.in_keys, node.inputs, strict=True)],
+             [np.asarray(y) for y in node.outputs])
+            for node in self.nodes
+        ]  # fmt: skip
+        backward = []
+        for node in reversed(self.nodes):
+            y_bars = [self.adjoints.get(k) if k is not None else None for k in node.out_keys]
+            if all(b is None for b in y_bars):
+                continue
+            y_bars = [
+                jnp.zeros_like(y) if b is None else b
+                for y, b in zip(node.outputs, y_bars, strict=True)
+            ]
+            scalar = len(node.outputs) == 1 and np.size(node.outputs[0]) == 1
+            local = node.pullback([jnp.ones_like(node.outputs[0])]) if scalar else None
+            passed = node.pullback(y_bars)
+            for i, k in enumerate(node.in_keys):
+                if k is not None:
+                    backward.append(
+                        (name(node.out_keys[0]), node.primitive, name(k),
+                         None if local is None else np.asarray(local[i]),
+                         [np.asarray(b) for b in y_bars], np.asarray(passed[i]))
+                    )  # fmt: skip
+        out = self.outputs[0]
+        ins = list(names) if names else [name(k) for k in self.in_keys]
+        return {
+            "inputs": [(n, np.asarray(v)) for n, v in zip(ins, self.inputs, strict=True)],
+            "forward": forward,
+            "output": (name(getattr(out, "key", None)), np.asarray(_value(out))),
+            "backward": backward,
+            "gradient": [
+                (n, np.asarray(v), np.asarray(g))
+                for n, v, g in zip(ins, self.inputs, grads, strict=True)
+            ],
+        }
+
     def __len__(self) -> int:
         return len(self.nodes)
 

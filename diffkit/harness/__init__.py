@@ -1,7 +1,8 @@
 """The comparison harness: how each differentiator's cost and accuracy scale with n and m.
 
 * problems: ``problems()``, ``get_problem(name, **options)``, ``user_problem(target, inputs)``
-* one case: ``run_case(problem, size, method, dtype)`` -> a record (dict)
+* one case: ``run_case(problem, size, method, dtype)`` -> a :class:`Record` (a typed dict;
+  ``record.py`` names its fields, the outcomes and the case key)
 * many cases, isolated: ``sweep(problems, sizes, methods, dtypes, out=..., budget=...,
   resume=..., progress=...)`` -> :class:`Results`
 * a user's own function, in this process: ``compare(f, *args, methods=...)``
@@ -16,7 +17,6 @@ Example:
     ('ok', 0.0)
 """
 
-from diffkit.harness.measure import OUTCOMES as OUTCOMES
 from diffkit.harness.measure import TOLERANCE as TOLERANCE
 from diffkit.harness.measure import run_case as run_case
 from diffkit.harness.problems import Instance as Instance
@@ -25,8 +25,10 @@ from diffkit.harness.problems import get_problem as get_problem
 from diffkit.harness.problems import problems as problems
 from diffkit.harness.problems import register_problem as register_problem
 from diffkit.harness.problems import user_problem as user_problem
+from diffkit.harness.record import OUTCOMES as OUTCOMES
+from diffkit.harness.record import Record as Record
 from diffkit.harness.results import Results as Results
 from diffkit.harness.results import load as load
-from diffkit.harness.sweep import QUICK as QUICK
 from diffkit.harness.sweep import compare as compare
+from diffkit.harness.sweep import quick_suite as quick_suite
 from diffkit.harness.sweep import sweep as sweep

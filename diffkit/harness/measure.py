@@ -32,16 +32,22 @@ from jax.flatten_util import ravel_pytree
 
 from diffkit._errors import DiffkitError
 from diffkit._interface import Differentiator
-from diffkit._registry import get, register
 from diffkit._process import format_bytes
+from diffkit._registry import get, register
 from diffkit.harness.problems import Instance, Problem, get_problem
+from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key
 
 Array = jax.Array
 
-__all__ = ["OUTCOMES", "TOLERANCE", "classify", "metadata", "resolve_method", "run_case"]
-
-#: Every outcome a case can have.
-OUTCOMES = ("ok", "timeout", "out-of-memory", "unsupported", "error", "skipped")
+__all__ = [
+    "OUTCOMES",
+    "TOLERANCE",
+    "case_key",
+    "classify",
+    "metadata",
+    "resolve_method",
+    "run_case",
+]
 
 #: Tolerance on rho against the float64 reference, by dtype and kind of method: AD and
 #: symbolic methods are exact up to rounding; finite differences carry truncation error.
@@ -308,7 +314,7 @@ def reference(inst: Instance) -> tuple[np.ndarray, float]:
         return rev(inst.fun)(*args), jax.jvp(fun, (x,), (v,))[1]
 
     with jax.enable_x64(True):
-        # Not timed, so compiled with less optimisation: a third of the compile time on CPU.
+        # Never timed, so compiled with less optimisation (cost: benchmarks/README.md).
         compiled = jax.jit(both).lower(inst.args, v).compile(_QUICK_COMPILE)
         ref_tree, jv = compiled(inst.args, v)
         ref = _flat64(ref_tree)
@@ -325,18 +331,6 @@ def _rho(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- cases
 
 
-def case_key(rec: dict[str, Any]) -> str:
-    """The identity of a case: a resumed sweep skips cases whose key is already stored."""
-    fields = ("problem", "problem_options", "size", "method", "method_options", "dtype", "seed")
-    meta = rec.get("meta", {})
-    precision = meta.get("matmul_precision", "default")
-    return json.dumps(
-        [rec.get(f) for f in fields]
-        + [meta.get("backend")]
-        + ([precision] if precision != "default" else [])  # keys of older results hold
-    )
-
-
 def _finite(x: float | None) -> float | None:
     return x if x is None or np.isfinite(x) else None
 
@@ -348,7 +342,7 @@ def new_record(
     dtype: str,
     seed: int = 0,
     method_options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """The fields that name a case, before it is measured."""
     return {
         "problem": problem.name,
@@ -360,12 +354,12 @@ def new_record(
         "seed": seed,
         "n": None,
         "m": None,
-        "outcome": "error",
+        "outcome": ERROR,
         "message": "",
     }
 
 
-def finish_record(rec: dict[str, Any], outcome: str, message: str = "") -> dict[str, Any]:
+def finish_record(rec: Record, outcome: str, message: str = "") -> Record:
     """Stamp a record with its outcome, the date, the metadata and its key."""
     rec.update(outcome=outcome, message=message)
     rec["date"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
@@ -386,9 +380,9 @@ def run_case(
     problem_options: dict[str, Any] | None = None,
     accuracy: bool = True,
     reference_cache: dict[Any, Any] | None = None,
-    on_start: Callable[[dict[str, Any]], None] | None = None,
+    on_start: Callable[[Record], None] | None = None,
     memory_limit: float | None = None,
-) -> dict[str, Any]:
+) -> Record:
     """Measure one case in this process and return its record (a JSON-able dict). Errors of
     the differentiator become ``outcome`` and ``message``; nothing is raised. ``on_start``
     is called with the record (n and m known) when the work shared by every method of this
@@ -406,7 +400,7 @@ def run_case(
     _reset_peak_rss()
     prob = get_problem(problem, **(problem_options or {}))
     rec = new_record(prob, size, method, dtype, seed, method_options)
-    outcome, message = "ok", ""
+    outcome, message = OK, ""
     try:
         with jax.enable_x64(dtype == "float64"):
             _measure(rec, prob, min_time, accuracy, reference_cache, on_start, memory_limit)
@@ -418,44 +412,20 @@ def run_case(
 
 
 def _measure(
-    rec: dict[str, Any],
+    rec: Record,
     prob: Problem,
     min_time: float,
     accuracy: bool,
     cache: dict[str, Any] | None,
-    on_start: Callable[[dict[str, Any]], None] | None,
+    on_start: Callable[[Record], None] | None,
     memory_limit: float | None = None,
 ) -> None:
-    # What does not depend on the method (the instance, its compiled primal, the reference)
-    # is made first and kept in ``cache`` for the next case of the same problem, size, dtype
-    # and seed; ``on_start`` marks where the method's own work begins.
-    key = json.dumps([rec[k] for k in ("problem", "problem_options", "size", "dtype", "seed")])
-    shared = cache if cache is not None and cache.get("key") == key else {"key": key}
-    if cache is not None and shared is not cache:
-        cache.clear()
-        cache.update(shared)
-        shared = cache
     d = resolve_method(rec["method"], **rec["method_options"])
-    if "inst" not in shared:
-        shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
+    shared = _shared(rec, prob, accuracy, cache)
     inst: Instance = shared["inst"]
     rec.update(n=inst.n, m=inst.m, quantity=inst.quantity, mode=d.mode)
-    if "primal" not in shared:
-        t0 = time.perf_counter()
-        shared["primal"] = jax.jit(inst.fun).lower(*inst.args).compile()
-        jax.block_until_ready(shared["primal"](*inst.args))
-        shared["primal_prepare_s"] = time.perf_counter() - t0
-    primal = shared["primal"]
-    rec["primal_prepare_s"] = shared["primal_prepare_s"]
-    rec["primal_xla_bytes"] = _xla_memory(primal)["total"]
-    if accuracy and "reference" not in shared:
-        t0 = time.perf_counter()
-        shared["reference"] = reference(inst)
-        shared["reference_s"] = time.perf_counter() - t0
-    rec["reference_s"] = shared.get("reference_s")
     if on_start is not None:
         on_start(rec)
-
     rec["passes"] = d.passes(inst.quantity, inst.n, inst.m)
     evaluations = getattr(d, "evaluations", None)
     try:
@@ -465,9 +435,57 @@ def _measure(
     except Exception:
         rec["evaluations"] = None
     derivative = d.grad(inst.fun) if inst.quantity == "grad" else d.jacobian(inst.fun)
+    compiled, result = _compile(rec, derivative, inst.args, memory_limit)
+    if accuracy:
+        _judge(rec, result, shared["reference"], d.mode)
+    primal, args = shared["primal"], inst.args
+    fns = {"primal": lambda: primal(*args), "derivative": lambda: compiled(*args)}
+    if rec["first_call_s"] >= SLOW_CALL:  # one sample is enough: the first call is it
+        del fns["derivative"]
+    t = time_interleaved(fns, min_time)
+    t.setdefault("derivative", _stats([rec["first_call_s"]]))
+    rec.update({f"time_{k}": v for k, v in t["derivative"].items()})  # type: ignore[misc]
+    rec.update({f"primal_{k}": v for k, v in t["primal"].items()})  # type: ignore[misc]
+    rec["ratio"] = rec["time_median"] / rec["primal_median"]
 
+
+def _shared(
+    rec: Record, prob: Problem, accuracy: bool, cache: dict[str, Any] | None
+) -> dict[str, Any]:
+    """What does not depend on the method (the instance, its compiled primal, the float64
+    reference), made once and kept in ``cache`` for the next case of the same problem, size,
+    dtype and seed; the record gets the primal's and the reference's costs."""
+    key = json.dumps([rec[k] for k in ("problem", "problem_options", "size", "dtype", "seed")])
+    shared = cache if cache is not None and cache.get("key") == key else {"key": key}
+    if cache is not None and shared is not cache:
+        cache.clear()
+        cache.update(shared)
+        shared = cache
+    if "inst" not in shared:
+        shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
+    inst: Instance = shared["inst"]
+    if "primal" not in shared:
+        t0 = time.perf_counter()
+        shared["primal"] = jax.jit(inst.fun).lower(*inst.args).compile()
+        jax.block_until_ready(shared["primal"](*inst.args))
+        shared["primal_prepare_s"] = time.perf_counter() - t0
+    rec["primal_prepare_s"] = shared["primal_prepare_s"]
+    rec["primal_xla_bytes"] = _xla_memory(shared["primal"])["total"]
+    if accuracy and "reference" not in shared:
+        t0 = time.perf_counter()
+        shared["reference"] = reference(inst)
+        shared["reference_s"] = time.perf_counter() - t0
+    rec["reference_s"] = shared.get("reference_s")
+    return shared
+
+
+def _compile(
+    rec: Record, derivative: Callable[..., Any], args: Any, memory_limit: float | None
+) -> tuple[Any, Any]:
+    """Trace, lower, compile and call the derivative once, timing each stage; refuses a
+    program whose intermediates (:func:`footprint`) exceed ``memory_limit`` before compiling."""
     t0 = time.perf_counter()
-    traced = jax.jit(derivative).trace(*inst.args)
+    traced = jax.jit(derivative).trace(*args)
     rec["estimated_bytes"] = estimate = footprint(traced.jaxpr)
     if memory_limit and estimate > memory_limit:
         raise EstimatedOutOfMemory(
@@ -479,31 +497,24 @@ def _measure(
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    result = jax.block_until_ready(compiled(*inst.args))
+    result = jax.block_until_ready(compiled(*args))
     t3 = time.perf_counter()
     rec.update(trace_s=t1 - t0, compile_s=t2 - t1, first_call_s=t3 - t2)
     mem = _xla_memory(compiled)
     rec.update(xla_temp_bytes=mem["temp"], xla_bytes=mem["total"])
+    return compiled, result
 
-    if accuracy:
-        ref_grad, crosscheck = shared["reference"]
-        got = _flat64(result)
-        if got.shape != ref_grad.shape:
-            raise DiffkitError(f"derivative has {got.size} numbers, the reference {ref_grad.size}")
-        rho_max, rho_mean = _rho(got, ref_grad)
-        rec.update(rho_max=_finite(rho_max), rho_mean=_finite(rho_mean))
-        rec.update(reference_crosscheck=crosscheck, tolerance=tolerance(d.mode, rec["dtype"]))
-        rec["accurate"] = bool(rho_max <= rec["tolerance"])
 
-    args = inst.args
-    fns = {"primal": lambda: primal(*args), "derivative": lambda: compiled(*args)}
-    if rec["first_call_s"] >= SLOW_CALL:  # one sample is enough: the first call is it
-        del fns["derivative"]
-    t = time_interleaved(fns, min_time)
-    t.setdefault("derivative", _stats([rec["first_call_s"]]))
-    rec.update({f"time_{k}": v for k, v in t["derivative"].items()})
-    rec.update({f"primal_{k}": v for k, v in t["primal"].items()})
-    rec["ratio"] = rec["time_median"] / rec["primal_median"]
+def _judge(rec: Record, result: Any, reference: tuple[np.ndarray, float], mode: str) -> None:
+    """rho of ``result`` against the float64 reference, and whether it is within tolerance."""
+    ref_grad, crosscheck = reference
+    got = _flat64(result)
+    if got.shape != ref_grad.shape:
+        raise DiffkitError(f"derivative has {got.size} numbers, the reference {ref_grad.size}")
+    rho_max, rho_mean = _rho(got, ref_grad)
+    rec.update(rho_max=_finite(rho_max), rho_mean=_finite(rho_mean))
+    rec.update(reference_crosscheck=crosscheck, tolerance=tolerance(mode, rec["dtype"]))
+    rec["accurate"] = bool(rho_max <= rec["tolerance"])
 
 
 def _jsonable(options: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""PNG plots of sweep results (matplotlib, imported only when plotting)."""
+"""Every figure of diffkit, as PNG files: sweep results, expression swell, finite-difference
+error by step. matplotlib is imported only when plotting, by :func:`pyplot`, always with the
+non-interactive Agg backend."""
 
 from __future__ import annotations
 
@@ -8,9 +10,27 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from diffkit.harness.record import Record
     from diffkit.harness.results import Results
 
-__all__ = ["figure", "plot_results"]
+__all__ = ["figure", "plot_results", "pyplot", "steps_figure", "swell_figure"]
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot with the non-interactive Agg backend: the one set-up of every plot."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    pyplot().close(fig)
+    return path
 
 
 def plot_results(results: Results, folder: Path) -> list[Path]:
@@ -18,11 +38,7 @@ def plot_results(results: Results, folder: Path) -> list[Path]:
     log-log slope drawn dashed and given in the legend, derivative/primal ratio, and rho
     against the float64 reference, each against n (m where only the outputs vary). Where
     every method has one size only, a dot plot instead: one labelled row per method."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     ok = results.filter(outcome="ok")
@@ -30,10 +46,7 @@ def plot_results(results: Results, folder: Path) -> list[Path]:
     for problem, dtype in sorted({(r["problem"], r["dtype"]) for r in ok}):
         recs = ok.filter(problem=problem, dtype=dtype).records
         fig = figure(recs, problem, dtype, fits, plt)
-        path = folder / f"{problem}-{dtype}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(_save(fig, folder / f"{problem}-{dtype}.png"))
     return paths
 
 
@@ -44,9 +57,7 @@ _PANELS = (
 )
 
 
-def figure(
-    recs: list[dict[str, Any]], problem: str, dtype: str, fits: dict[Any, Any], plt: Any
-) -> Any:
+def figure(recs: list[Record], problem: str, dtype: str, fits: dict[Any, Any], plt: Any) -> Any:
     """The three panels of one (problem, dtype) as a matplotlib figure."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     methods = sorted({r["method"] for r in recs})
@@ -56,8 +67,7 @@ def figure(
     else:
         _lines(recs, methods, axes, problem, dtype, fits)
     for ax in axes:
-        # Plain "1e-05" labels and no minor ticks: mathtext labels and the minor ticks of
-        # log axes make drawing several times slower.
+        # Plain "1e-05" labels and no minor ticks (drawing cost: benchmarks/README.md).
         ax.minorticks_off()
         _plain_ticks(ax.xaxis)
         if not dots:  # (a dot plot's y axis names the methods)
@@ -69,7 +79,7 @@ def figure(
     return fig
 
 
-def _dots(recs: list[dict[str, Any]], methods: list[str], axes: Any, problem: str, dtype: str):
+def _dots(recs: list[Record], methods: list[str], axes: Any, problem: str, dtype: str):
     """One size: a row per method, its value marked and written next to the dot."""
     r0 = recs[0]
     rows = range(len(methods))
@@ -138,3 +148,42 @@ def _plain_ticks(axis: Any) -> None:
     inside = [t for t in axis.get_majorticklocs() if lo <= t <= hi]
     if len(inside) < 3:
         axis.set_major_locator(FixedLocator(np.geomspace(lo, hi, 4)))
+
+
+def swell_figure(reports: list[tuple[int, Any]], name: str, size_means: str, path: Path) -> Path:
+    """Expression swell against size: the derivative as a tree, after CSE and as a DAG, the
+    function as a tree and its jaxpr; ``reports`` are (size, SwellReport) pairs."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    xs = [s for s, _ in reports]
+    for label, get in (
+        ("f' as a tree", lambda r: r.derivative.tree_ops),
+        ("f' after CSE", lambda r: r.derivative.cse_ops),
+        ("f' DAG nodes", lambda r: r.derivative.dag_nodes),
+        ("f as a tree", lambda r: r.function.tree_ops),
+        ("jaxpr equations", lambda r: r.jaxpr_eqns),
+    ):
+        ys = [get(r) for _, r in reports]
+        if all(y for y in ys):
+            ax.semilogy(xs, ys, "o-", label=label)
+    ax.set(xlabel=size_means, ylabel="operations", title=f"expression swell: {name}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def steps_figure(sweeps: dict[str, Any], eps: float, title: str, path: Path) -> Path:
+    """Finite-difference error against step size, one curve per rule (``fd.step_sweep``
+    results by rule name), each rule's optimal step starred; errors floored at eps/10."""
+    fig, ax = pyplot().subplots(figsize=(7, 4.5))
+    floor = eps / 10
+    for spec, s in sweeps.items():
+        (line,) = ax.loglog(s.steps, np.maximum(s.errors, floor), "o-", ms=3, label=spec)
+        ax.loglog(
+            [s.optimal_step], [max(s.optimal_error, floor)], "*", ms=14, color=line.get_color()
+        )
+    ax.set(xlabel="step h", ylabel="max rho vs float64 reference", title=title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(title="* optimal step")
+    fig.tight_layout()
+    return _save(fig, path)

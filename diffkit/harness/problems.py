@@ -324,7 +324,7 @@ _INPUT = re.compile(r"^(n|\d+)(x(n|\d+))*$")
 
 
 def _user(size, dtype, rng, target, inputs):
-    fun = _resolve(target) if isinstance(target, str) else target
+    fun = resolve_target(target) if isinstance(target, str) else target
     if not callable(fun):
         raise DiffkitError(f"user problem: {target!r} is not a function")
     args = []
@@ -339,7 +339,7 @@ def _user(size, dtype, rng, target, inputs):
     return fun, tuple(args)
 
 
-def _resolve(target: str) -> Callable[..., Any]:
+def resolve_target(target: str) -> Callable[..., Any]:
     """``"pkg.module:function"`` or ``"path/to/file.py:function"`` to the function."""
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:

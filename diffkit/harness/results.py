@@ -1,4 +1,5 @@
-"""Results of a sweep: loading, tables, CSV, scaling exponents, crossovers, plots.
+"""Results of a sweep: loading, tables (one column spec), CSV, scaling exponents, crossovers,
+the verdict, plots.
 
 Example:
     >>> from diffkit.harness import Results
@@ -18,22 +19,19 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from diffkit._errors import DiffkitError
+from diffkit.harness.record import OK, REQUIRED, Record
 
-__all__ = ["Results", "load", "read_records"]
-
-
-#: Fields every record has, with their types: a line without them is not a diffkit record.
-_REQUIRED = {"key": str, "outcome": str, "problem": str, "method": str, "dtype": str}
+__all__ = ["COLUMNS", "SUMMARY", "TABLE", "Results", "fmt", "fmt_time", "load", "read_records"]
 
 
-def read_records(path: str | Path, strict: bool = False) -> list[dict[str, Any]]:
+def read_records(path: str | Path, strict: bool = False) -> list[Record]:
     """Every complete record of a JSON-lines file. A torn (half-written) record is
     skipped; other lines that are not diffkit records are skipped too, or with ``strict``
     raise a one-line :class:`DiffkitError` naming the line.
@@ -63,7 +61,7 @@ def read_records(path: str | Path, strict: bool = False) -> list[dict[str, Any]]
                 continue
             rec, problem = None, "not JSON"
         if isinstance(rec, dict):
-            missing = [k for k, t in _REQUIRED.items() if not isinstance(rec.get(k), t)]
+            missing = [k for k, t in REQUIRED.items() if not isinstance(rec.get(k), t)]
             if not missing:
                 records.append(rec)
                 continue
@@ -85,7 +83,13 @@ def load(path: str | Path) -> Results:
     return Results(list(unique.values()), path=Path(path))
 
 
-def _fmt_time(t: float | None) -> str:
+def fmt_time(t: float | None) -> str:
+    """A duration in s, ms, us or ns, three digits.
+
+    Example:
+        >>> fmt_time(0.00123), fmt_time(None)
+        ('1.23 ms', '-')
+    """
     if t is None:
         return "-"
     for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
@@ -94,7 +98,13 @@ def _fmt_time(t: float | None) -> str:
     return f"{t / 1e-9:.3g} ns"
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3) -> str:
+    """A record's value for a table cell: ``-`` for None, yes/NO for booleans.
+
+    Example:
+        >>> fmt(0.012345), fmt(False), fmt(None)
+        ('0.0123', 'NO', '-')
+    """
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -104,27 +114,69 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-#: Columns of :meth:`Results.table`: (header, how to show a record).
-COLUMNS: list[tuple[str, Any]] = [
-    ("problem", lambda r: r["problem"]),
-    ("n", lambda r: _fmt(r.get("n"))),
-    ("m", lambda r: _fmt(r.get("m"))),
-    ("method", lambda r: r["method"]),
-    ("dtype", lambda r: r["dtype"].replace("float", "f")),
-    ("outcome", lambda r: r["outcome"]),
-    ("compile", lambda r: _fmt_time(r.get("compile_s"))),
-    ("time", lambda r: _fmt_time(r.get("time_median"))),
-    ("iqr%", lambda r: _fmt(_iqr_percent(r), 2)),
-    ("primal", lambda r: _fmt_time(r.get("primal_median"))),
-    ("ratio", lambda r: _fmt(r.get("ratio"))),
-    ("passes", lambda r: _fmt(r.get("passes"))),
-    ("rho max", lambda r: _fmt(r.get("rho_max"), 2)),
-    ("accurate", lambda r: _fmt(r.get("accurate"))),
-    ("message", lambda r: (r.get("message") or "")[:60]),
-]
+def fmt_n(n: int) -> str:
+    """A whole number with thin thousands separators: ``10 000``."""
+    return f"{n:,}".replace(",", " ")
 
 
-def _iqr_percent(r: dict[str, Any]) -> float | None:
+def fmt_ratio(ratio: float) -> str:
+    """A cost ratio: two digits below 10, a whole number above (``19 800x``)."""
+    return f"{ratio:.2g}x" if ratio < 10 else fmt_n(round(float(f"{ratio:.3g}"))) + "x"
+
+
+def _outcome_note(r: Record) -> str:
+    """The outcome, INACCURATE for an ok result outside the tolerance, with the message."""
+    outcome = r["outcome"]
+    if outcome == OK and r.get("accurate") is False:
+        return "INACCURATE"
+    if outcome != OK and r.get("message"):
+        return outcome + f": {r['message'][:50]}"
+    return outcome
+
+
+def _x_primal(r: Record) -> str:
+    ratio = r.get("ratio")
+    return "-" if ratio is None else f"{ratio:,.3g}" if ratio < 1e3 else f"{ratio:,.0f}"
+
+
+def _evaluations(r: Record) -> str:
+    evals = r.get("evaluations") if r.get("evaluations") is not None else r.get("passes")
+    return "-" if evals is None else f"{evals:,}"
+
+
+#: Every column a table of records can show: name -> (header, how to show a record).
+#: :data:`TABLE` and :data:`SUMMARY` choose from it.
+COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
+    "problem": ("problem", lambda r: r["problem"]),
+    "n": ("n", lambda r: fmt(r.get("n"))),
+    "m": ("m", lambda r: fmt(r.get("m"))),
+    "method": ("method", lambda r: r["method"]),
+    "dtype": ("dtype", lambda r: r["dtype"].replace("float", "f")),
+    "outcome": ("outcome", lambda r: r["outcome"]),
+    "compile": ("compile", lambda r: fmt_time(r.get("compile_s"))),
+    "time": ("time", lambda r: fmt_time(r.get("time_median"))),
+    "iqr%": ("iqr%", lambda r: fmt(_iqr_percent(r), 2)),
+    "primal": ("primal", lambda r: fmt_time(r.get("primal_median"))),
+    "ratio": ("ratio", lambda r: fmt(r.get("ratio"))),
+    "x primal": ("x primal", _x_primal),
+    "passes": ("passes", lambda r: fmt(r.get("passes"))),
+    "evaluations": ("evaluations", _evaluations),
+    "rho max": ("rho max", lambda r: fmt(r.get("rho_max"), 2)),
+    "accurate": ("accurate", lambda r: fmt(r.get("accurate"))),
+    "message": ("message", lambda r: (r.get("message") or "")[:60]),
+    "outcome note": ("outcome", _outcome_note),
+}
+#: Columns of :meth:`Results.table`: every field worth a column.
+TABLE = (
+    "problem", "n", "m", "method", "dtype", "outcome", "compile", "time", "iqr%", "primal",
+    "ratio", "passes", "rho max", "accurate", "message",
+)  # fmt: skip
+#: Columns of ``diffkit compare``'s table: what a reader compares.
+SUMMARY = ("problem", "n", "m", "method", "time", "x primal", "evaluations", "rho max")
+SUMMARY += ("outcome note",)
+
+
+def _iqr_percent(r: Record) -> float | None:
     if r.get("time_iqr") is None or not r.get("time_median"):
         return None
     return 100.0 * r["time_iqr"] / r["time_median"]
@@ -151,17 +203,17 @@ class Results:
     ``fit_exponents``, ``crossover``, ``overhead`` and ``plot`` analyse it.
     """
 
-    def __init__(self, records: Sequence[dict[str, Any]], path: Path | None = None) -> None:
+    def __init__(self, records: Sequence[Record], path: Path | None = None) -> None:
         self.records = list(records)
         self.path = path
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Record]:
         return iter(self.records)
 
-    def __getitem__(self, i: int) -> dict[str, Any]:
+    def __getitem__(self, i: int) -> Record:
         return self.records[i]
 
     def filter(self, **fields: Any) -> Results:
@@ -173,7 +225,7 @@ class Results:
             1
         """
 
-        def keep(r: dict[str, Any]) -> bool:
+        def keep(r: Record) -> bool:
             return all(
                 r.get(k) in v if isinstance(v, list | tuple) else r.get(k) == v
                 for k, v in fields.items()
@@ -182,17 +234,29 @@ class Results:
         return Results([r for r in self.records if keep(r)], self.path)
 
     # -------------------------------------------------------------- showing
-    def _rows(self) -> tuple[list[str], list[list[str]]]:
-        order = sorted(
-            self.records,
-            key=lambda r: (r["problem"], r["dtype"], r.get("size") or 0, r["method"]),
-        )
-        headers = [h for h, _ in COLUMNS]
-        return headers, [[str(show(r)) for _, show in COLUMNS] for r in order]
+    def rows(
+        self, columns: Sequence[str] = TABLE, by_method: bool = True
+    ) -> tuple[list[str], list[list[str]]]:
+        """Headers and cells of the named :data:`COLUMNS`, one row per record, ordered by
+        problem, dtype, size (and method, with ``by_method``; else in measured order).
+
+        Example:
+            >>> Results([{"problem": "p", "method": "a", "dtype": "float32", "n": 3,
+            ...           "outcome": "ok"}]).rows(["problem", "n", "outcome"])
+            (['problem', 'n', 'outcome'], [['p', '3', 'ok']])
+        """
+
+        def order(r: Record) -> tuple[Any, ...]:
+            key = (r["problem"], r["dtype"], r.get("size") or 0)
+            return (*key, r["method"]) if by_method else key
+
+        shows = [COLUMNS[c] for c in columns]
+        rows = [[str(show(r)) for _, show in shows] for r in sorted(self.records, key=order)]
+        return [h for h, _ in shows], rows
 
     def table(self) -> str:
         """A fixed-width text table, one row per case."""
-        headers, rows = self._rows()
+        headers, rows = self.rows()
         widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
         lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
         lines += [
@@ -207,7 +271,7 @@ class Results:
         return self.table()
 
     def _repr_html_(self) -> str:
-        headers, rows = self._rows()
+        headers, rows = self.rows()
         head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -237,10 +301,10 @@ class Results:
         return pd.DataFrame([_flatten(r) for r in self.records])
 
     # ------------------------------------------------------------- analysis
-    def _series(self) -> dict[tuple[str, ...], list[dict[str, Any]]]:
+    def _series(self) -> dict[tuple[str, ...], list[Record]]:
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for r in self.records:
-            if r.get("outcome") == "ok" and r.get("time_median"):
+            if r.get("outcome") == OK and r.get("time_median"):
                 key = (
                     r["problem"],
                     json.dumps(r.get("problem_options", {}), sort_keys=True),
@@ -305,11 +369,11 @@ class Results:
             f"{'time':>6s} {'primal':>6s} {'ratio':>6s} {'expected':>8s}  range"
         ]
         for f in self.fit_exponents(**kwargs):
-            cells = [_fmt(f[k], 2) for k in ("slope_time", "slope_primal", "slope_ratio")]
+            cells = [fmt(f[k], 2) for k in ("slope_time", "slope_primal", "slope_ratio")]
             lines.append(
                 f"{f['problem']:14s} {f['method']:10s} {f['dtype']:8s} {f['against']:4s} "
                 f"{f['points']:6d} {cells[0]:>6s} {cells[1]:>6s} {cells[2]:>6s} "
-                f"{_fmt(f['expected_ratio'], 2):>8s}  {f['range'] or '(dispatch-bound)'}"
+                f"{fmt(f['expected_ratio'], 2):>8s}  {f['range'] or '(dispatch-bound)'}"
             )
         return "\n".join(lines)
 
@@ -363,9 +427,119 @@ class Results:
             else None,
         }
 
+    def verdict(self) -> str:
+        """One paragraph computed from the records: the cost of each mode at the largest
+        measured gradient size, the winner on the widest Jacobian, accuracy, and failures.
+
+        Example:
+            >>> rec = lambda m, mode, ratio: {"problem": "mlp", "quantity": "grad", "n": 10_000,
+            ...     "m": 1, "method": m, "mode": mode, "outcome": "ok", "ratio": ratio,
+            ...     "accurate": True, "dtype": "float32"}
+            >>> print(Results([rec("jax-rev", "reverse", 2.9), rec("fd", "numerical", 19800.0)]
+            ...               ).verdict())
+            At n=10 000 (mlp, float32) a gradient costs: reverse mode 2.9x the forward pass \
+(jax-rev); finite differences 19 800x (fd). Every ok result matched the float64 reference.
+        """
+        ok = [r for r in self.records if r["outcome"] == OK and r.get("ratio")]
+        parts = [
+            _gradient_costs([r for r in ok if r.get("quantity") == "grad"]),
+            _jacobian_winner([r for r in ok if r.get("quantity") == "jacobian"]),
+            *_accuracy_notes(ok),
+        ]
+        failed = [r for r in self.records if r["outcome"] != OK]
+        if failed:
+            kinds = sorted({r["outcome"] for r in failed})
+            parts.append(f"{len(failed)} case(s) did not finish ok ({', '.join(kinds)}).")
+        return " ".join(p for p in parts if p) or "No case finished."
+
     def plot(self, folder: str | Path) -> list[Path]:
         """Write PNG plots (time, ratio and accuracy vs n per problem and dtype) to
         ``folder``; returns their paths. Needs matplotlib."""
         from diffkit.harness.plots import plot_results
 
         return plot_results(self, Path(folder))
+
+
+# ------------------------------------------------------------------ the verdict's parts
+
+_MODES = {
+    "reverse": "reverse mode",
+    "forward": "forward mode",
+    "symbolic": "symbolic",
+    "numerical": "finite differences",
+}
+
+
+def _gradient_costs(grads: list[Record]) -> str:
+    """The cost ratio of each mode at the largest gradient size (its own largest where it
+    stopped earlier, or on another problem where it ran only there)."""
+    if not grads:
+        return ""
+    top = max(grads, key=lambda r: (r["n"], r["problem"] == "mlp"))
+    same = [r for r in grads if (r["problem"], r["dtype"]) == (top["problem"], top["dtype"])]
+    costs = []
+    for mode, label in _MODES.items():
+        of_mode = [r for r in same if r.get("mode") == mode] or [
+            r for r in grads if r.get("mode") == mode and r["dtype"] == top["dtype"]
+        ]  # a mode run on other problems only (symbolic in the quick suite)
+        if of_mode:  # at the largest n this mode finished
+            n = max(r["n"] for r in of_mode)
+            rs = sorted((r for r in of_mode if r["n"] == n), key=lambda r: r["ratio"])
+            what = " the forward pass" if not costs else ""
+            where = f" at n={fmt_n(n)}" if n != top["n"] else ""
+            if rs[0]["problem"] != top["problem"]:
+                where += f" on {rs[0]['problem']}"
+            each = ", ".join(r["method"] for r in rs)
+            costs.append(f"{label} {fmt_ratio(rs[0]['ratio'])}{what}{where} ({each})")
+    head = f"At n={fmt_n(top['n'])} ({top['problem']}, {top['dtype']}) a gradient costs: "
+    return head + "; ".join(costs) + "."
+
+
+def _jacobian_winner(jacs: list[Record]) -> str:
+    """The fastest and slowest method on the Jacobian with the most outputs per input."""
+    if not jacs:
+        return ""
+    top = max(jacs, key=lambda r: (r["m"] / max(r["n"], 1), r["m"]))
+    at = sorted(
+        (r for r in jacs if (r["problem"], r["size"]) == (top["problem"], top["size"])),
+        key=lambda r: r["time_median"],
+    )
+    if len(at) < 2:
+        return ""
+    best, worst = at[0], at[-1]
+    return (
+        f"For a Jacobian with n={top['n']} inputs and m={fmt_n(top['m'])} outputs "
+        f"({top['problem']}), {best['method']} ({best.get('mode')} mode) is fastest, "
+        f"{fmt_ratio(worst['time_median'] / best['time_median'])} faster than "
+        f"{worst['method']} ({worst.get('mode')} mode)."
+    )
+
+
+def _accuracy_notes(ok: list[Record]) -> list[str]:
+    """Whether every ok result matched the reference, else which did not; a note on TF32
+    where float32 AD results on a GPU at the default matmul precision were inaccurate."""
+    if not ok:
+        return []
+    bad = [r for r in ok if r.get("accurate") is False]
+    if not bad:
+        return ["Every ok result matched the float64 reference."]
+    named = ", ".join(
+        f"{r['method']} on {r['problem']} n={r['n']}" + (f" m={r['m']}" if r["m"] > 1 else "")
+        for r in bad[:4]
+    )
+    notes = [
+        f"Outside the tolerance: {named}{f' and {len(bad) - 4} more' if len(bad) > 4 else ''}."
+    ]
+    if any(
+        r["dtype"] == "float32"
+        and r.get("mode") != "numerical"
+        and r.get("meta", {}).get("backend") == "gpu"
+        and r.get("meta", {}).get("matmul_precision", "default") == "default"
+        for r in bad
+    ):
+        notes.append(
+            "On GPUs, float32 matrix products default to reduced precision (TF32 on NVIDIA, "
+            "about 3 digits), which derivatives inherit: --matmul-precision highest gives "
+            "full float32."
+        )
+    return notes

@@ -34,6 +34,7 @@ from diffkit._errors import DiffkitError
 from diffkit._registry import names
 from diffkit.harness.measure import finish_record, new_record, resolve_method, run_case
 from diffkit.harness.problems import Problem, get_problem
+from diffkit.harness.record import ERROR, OUT_OF_MEMORY, RETRYABLE, SKIPPED, TIMEOUT, Record
 from diffkit.harness.results import Results, read_records
 
 try:
@@ -41,18 +42,33 @@ try:
 except ImportError:  # not on Windows: no lock there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["QUICK", "compare", "sweep"]
+__all__ = ["QUICK_SIZES", "compare", "quick_suite", "sweep"]
 
-Progress = Callable[[dict[str, Any], int, int], None]
+Progress = Callable[[Record, int, int], None]
 
-#: A quick default sweep (for ``diffkit compare`` without arguments): ``sweep(**QUICK)``.
-QUICK: dict[str, Any] = {
-    "problems": ["mlp"],
-    "sizes": [10, 100, 1000],
-    "dtypes": ["float32"],
-    "min_time": 0.05,
-    "budget": 20.0,
+#: The quick suite (``diffkit compare`` without arguments): sizes by problem.
+QUICK_SIZES: dict[str, list[int]] = {
+    "tiny-net": [9],
+    "mlp": [10, 100, 10_000],
+    "wide-output": [1024],
 }
+#: Methods whose work swells with n run the quick suite at these sizes only.
+QUICK_SMALL: dict[str, dict[str, list[int]]] = {"symbolic": {"tiny-net": [9]}}
+
+
+def quick_suite(methods: Sequence[str]) -> dict[str, Any]:
+    """The quick suite for ``methods``, as keyword arguments of :func:`sweep`.
+
+    Example:
+        >>> quick_suite(["tape", "symbolic"])["method_sizes"]
+        {'symbolic': {'tiny-net': [9]}}
+    """
+    return {
+        "problems": list(QUICK_SIZES),
+        "sizes": QUICK_SIZES,
+        "methods": list(methods),
+        "method_sizes": {m: QUICK_SMALL[m] for m in methods if m in QUICK_SMALL},
+    }
 
 
 class _Appender:
@@ -67,7 +83,7 @@ class _Appender:
             if self.file.read(1) != b"\n":
                 self.file.write(b"\n")
 
-    def append(self, rec: dict[str, Any]) -> None:
+    def append(self, rec: Record) -> None:
         self.file.write((json.dumps(rec) + "\n").encode())
         self.file.flush()
         os.fsync(self.file.fileno())
@@ -125,31 +141,27 @@ def move_aside(path: Path) -> Path | None:
     raise DiffkitError(f"cannot move {path} aside: too many older result files next to it")
 
 
-#: Outcomes that more time, more memory or another try may change.
-RETRYABLE = ("timeout", "skipped", "out-of-memory")
-
-
-def _retry(rec: dict[str, Any], budget: float, memory_limit: float | None, force: bool) -> bool:
+def _retry(rec: Record, budget: float, memory_limit: float | None, force: bool) -> bool:
     """Whether a stored record should be measured again by a resumed sweep: a timeout (or a
     size skipped after one) given a larger budget, an out-of-memory (or a size skipped after
     one) given a limit over 10% larger (the default limit moves with the memory available), a
     crash of the worker; all of them with ``force``. Ok, unsupported and error are kept."""
-    crashed = rec["outcome"] == "error" and rec.get("outcome_by") == "harness"
+    crashed = rec["outcome"] == ERROR and rec.get("outcome_by") == "harness"
     if rec["outcome"] not in RETRYABLE and not crashed:
         return False
     if force:
         return True
     cause = rec["outcome"]
-    if cause == "skipped":
-        cause = "out-of-memory" if "out-of-memory" in str(rec.get("message")) else "timeout"
+    if cause == SKIPPED:
+        cause = OUT_OF_MEMORY if OUT_OF_MEMORY in str(rec.get("message")) else TIMEOUT
     old_budget, old_limit = rec.get("budget"), rec.get("memory_limit")
     more_time = isinstance(old_budget, int | float) and budget > old_budget
     more_memory = isinstance(old_limit, int | float) and (
         memory_limit is None or memory_limit > 1.1 * old_limit
     )
-    if cause == "timeout":
+    if cause == TIMEOUT:
         return more_time
-    if cause == "out-of-memory":
+    if cause == OUT_OF_MEMORY:
         return more_memory
     return more_time or more_memory  # a crash: either may help
 
@@ -170,7 +182,7 @@ def _plan(
     dtypes: list[str],
     seed: int,
     method_sizes: dict[str, Sizes] | None = None,
-) -> Iterator[tuple[Problem, str, list[dict[str, Any]]]]:
+) -> Iterator[tuple[Problem, str, list[Record]]]:
     """Cases grouped by (problem, dtype), sizes ascending, at each size every method that runs
     there (all of them, except those given their own sizes in ``method_sizes``)."""
 
@@ -249,45 +261,12 @@ def sweep(
         >>> [(r["n"], r["outcome"]) for r in res]
         [(10, 'ok'), (100, 'ok')]
     """
-    if isinstance(sizes, str | bytes):
-        raise DiffkitError(
-            f"sweep: sizes must be a list of ints (or a dict by problem), got the string "
-            f"{sizes!r}; write e.g. sizes=[10, 100]"
-        )
-    if not isinstance(budget, int | float) or not budget > 0:
-        raise DiffkitError(f"sweep: budget must be a positive number of seconds, got {budget!r}")
-    if memory_limit == "auto":
-        memory_limit = _process.default_memory_limit()
-    elif memory_limit is not None and (
-        not isinstance(memory_limit, int | float) or not memory_limit > 0
-    ):
-        raise DiffkitError(
-            f"sweep: memory_limit must be a positive number of bytes, 'auto' or None, "
-            f"got {memory_limit!r}"
-        )
+    # (Over 50 lines only by its docstring: the body checks, plans and hands over.)
+    memory_limit = _checked_limits(sizes, budget, memory_limit)
     probs = _as_problems(problems)
     methods = list(methods) if methods is not None else names()
-    for method in methods:
-        resolve_method(method)  # fail early on an unknown name
     dtypes = [dtypes] if isinstance(dtypes, str) else list(dtypes)
-    for dtype in dtypes:
-        if dtype not in ("float32", "float64"):
-            raise DiffkitError(f"sweep: dtype must be float32 or float64, got {dtype!r}")
-    if isolate:
-        for prob in probs:
-            if get_problem(prob.name).builder is not prob.builder or any(
-                callable(v) for v in prob.options.values()
-            ):
-                raise DiffkitError(
-                    f"sweep: problem {prob.name!r} cannot be rebuilt in a worker process; "
-                    "register it (or give the user function as 'module:function'), or pass "
-                    "isolate=False"
-                )
-    unknown = set(method_sizes or {}) - set(methods)
-    if unknown:
-        raise DiffkitError(
-            f"sweep: method_sizes names {', '.join(sorted(unknown))}, not among the methods"
-        )
+    _check_cases(probs, methods, dtypes, method_sizes, isolate)
     groups = list(_plan(probs, sizes, methods, dtypes, seed, method_sizes))
     if out is None:
         fd, out = tempfile.mkstemp(prefix="diffkit-sweep-", suffix=".jsonl")
@@ -308,8 +287,59 @@ def sweep(
         lock.release()
 
 
+def _checked_limits(sizes: Any, budget: Any, memory_limit: Any) -> float | None:
+    """The memory limit in bytes ("auto" resolved); one-line errors for bad arguments."""
+    if isinstance(sizes, str | bytes):
+        raise DiffkitError(
+            f"sweep: sizes must be a list of ints (or a dict by problem), got the string "
+            f"{sizes!r}; write e.g. sizes=[10, 100]"
+        )
+    if not isinstance(budget, int | float) or not budget > 0:
+        raise DiffkitError(f"sweep: budget must be a positive number of seconds, got {budget!r}")
+    if memory_limit == "auto":
+        return _process.default_memory_limit()
+    if memory_limit is not None and (
+        not isinstance(memory_limit, int | float) or not memory_limit > 0
+    ):
+        raise DiffkitError(
+            f"sweep: memory_limit must be a positive number of bytes, 'auto' or None, "
+            f"got {memory_limit!r}"
+        )
+    return memory_limit
+
+
+def _check_cases(
+    probs: list[Problem],
+    methods: list[str],
+    dtypes: list[str],
+    method_sizes: dict[str, Sizes] | None,
+    isolate: bool,
+) -> None:
+    """One-line errors, before anything runs, for cases that cannot be measured."""
+    for method in methods:
+        resolve_method(method)  # fail early on an unknown name
+    for dtype in dtypes:
+        if dtype not in ("float32", "float64"):
+            raise DiffkitError(f"sweep: dtype must be float32 or float64, got {dtype!r}")
+    if isolate:
+        for prob in probs:
+            if get_problem(prob.name).builder is not prob.builder or any(
+                callable(v) for v in prob.options.values()
+            ):
+                raise DiffkitError(
+                    f"sweep: problem {prob.name!r} cannot be rebuilt in a worker process; "
+                    "register it (or give the user function as 'module:function'), or pass "
+                    "isolate=False"
+                )
+    unknown = set(method_sizes or {}) - set(methods)
+    if unknown:
+        raise DiffkitError(
+            f"sweep: method_sizes names {', '.join(sorted(unknown))}, not among the methods"
+        )
+
+
 def _sweep(
-    groups: list[tuple[Problem, str, list[dict[str, Any]]]],
+    groups: list[tuple[Problem, str, list[Record]]],
     path: Path,
     budget: float,
     resume: bool,
@@ -328,59 +358,86 @@ def _sweep(
     done = {k: r for k, r in latest.items() if not _retry(r, budget, memory_limit, retry_failed)}
     run = run_id()
     total = sum(len(cases) for *_, cases in groups)
-    stopped: dict[tuple[str, str, str, str], dict[str, Any]] = {}
-    records: list[dict[str, Any]] = []
-    writer = _Appender(path)
+    stopped: dict[tuple[str, str, str, str], Record] = {}
+    records: list[Record] = []
     pending = any(
-        finish_record(dict(c), "error")["key"] not in done for *_, cases in groups for c in cases
+        finish_record(dict(c), ERROR)["key"] not in done  # type: ignore[arg-type]
+        for *_, cases in groups
+        for c in cases
     )
-    worker = _process.take() if isolate and pending else None  # starts in the background
-    shared: dict[str, Any] = {}  # in-process runs: what the methods of one size share
+    runner = _Runner(isolate and pending, budget, memory_limit, min_time, seed, accuracy)
+    writer = _Appender(path)
     try:
         for prob, dtype, cases in groups:
             for case in cases:
-                rec = finish_record(dict(case), "error")
+                rec = finish_record(dict(case), ERROR)  # type: ignore[arg-type]
                 series = (rec["problem"], json.dumps(rec["problem_options"]), case["method"])
                 series += (dtype,)
                 if rec["key"] in done:
                     rec = done[rec["key"]]
                 else:
-                    if series in stopped:
-                        rec = _skipped(case, stopped[series])
-                    elif isolate:
-                        worker = worker or _process.take()
-                        rec = _isolated(worker, case, budget, memory_limit, min_time, accuracy)
-                        if worker.proc.poll() is not None:  # killed or died: restart
-                            worker.close()
-                            worker = None
-                    else:
-                        rec = run_case(
-                            prob, case["size"], case["method"], dtype, seed=seed,
-                            min_time=min_time, accuracy=accuracy, reference_cache=shared,
-                            memory_limit=memory_limit,
-                        )  # fmt: skip
+                    rec = _skipped(case, stopped[series]) if series in stopped else None
+                    rec = rec or runner.run(prob, case, isolate)
                     rec.update(run=run, budget=budget, memory_limit=memory_limit)
                     writer.append(rec)
-                if rec["outcome"] in ("timeout", "out-of-memory"):
+                if rec["outcome"] in (TIMEOUT, OUT_OF_MEMORY):
                     stopped.setdefault(series, rec)
                 records.append(rec)
                 if progress is not None:
                     progress(rec, len(records), total)
     finally:
-        if worker is not None:
-            worker.close()
+        runner.close()
         writer.close()
     return Results(records, path=path)
 
 
+class _Runner:
+    """Measures cases: in a worker process (replaced when it dies or is killed), or in this
+    process sharing what the methods of one size share."""
+
+    def __init__(
+        self,
+        start: bool,
+        budget: float,
+        memory_limit: float | None,
+        min_time: float,
+        seed: int,
+        accuracy: bool,
+    ) -> None:
+        self.worker = _process.take() if start else None  # starts in the background
+        self.budget, self.memory_limit = budget, memory_limit
+        self.min_time, self.seed, self.accuracy = min_time, seed, accuracy
+        self.shared: dict[str, Any] = {}
+
+    def run(self, prob: Problem, case: Record, isolate: bool) -> Record:
+        if not isolate:
+            return run_case(
+                prob, case["size"], case["method"], case["dtype"], seed=self.seed,
+                min_time=self.min_time, accuracy=self.accuracy, reference_cache=self.shared,
+                memory_limit=self.memory_limit,
+            )  # fmt: skip
+        self.worker = self.worker or _process.take()
+        rec = _isolated(
+            self.worker, case, self.budget, self.memory_limit, self.min_time, self.accuracy
+        )
+        if self.worker.proc.poll() is not None:  # killed or died: restart
+            self.close()
+        return rec
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.close()
+            self.worker = None
+
+
 def _isolated(
     worker: _process.Worker,
-    case: dict[str, Any],
+    case: Record,
     budget: float,
     memory_limit: float | None,
     min_time: float,
     accuracy: bool,
-) -> dict[str, Any]:
+) -> Record:
     """Run a case in the worker; a record from the parent when the worker could not answer."""
     fresh = not getattr(worker, "used", False)
     worker.used = True  # type: ignore[attr-defined]
@@ -407,9 +464,9 @@ def _isolated(
     return rec
 
 
-def _skipped(case: dict[str, Any], cause: dict[str, Any]) -> dict[str, Any]:
+def _skipped(case: Record, cause: Record) -> Record:
     message = f"skipped: {cause['outcome']} at size {cause['size']}"
-    return finish_record(dict(case), "skipped", message)
+    return finish_record(dict(case), SKIPPED, message)  # type: ignore[arg-type]
 
 
 def compare(

@@ -1,0 +1,119 @@
+"""A harness record: one measured case, stored as one JSON line of a results file.
+
+:class:`Record` names every field once, with its type; :data:`OUTCOMES` the outcomes a case
+can have; :func:`case_key` the identity of a case. The JSON lines on disk are these dicts as
+they are, so results written before this module existed load unchanged.
+
+Example:
+    >>> from diffkit.harness.record import case_key, OK
+    >>> rec: Record = {"problem": "mlp", "size": 10, "method": "tape", "dtype": "float32",
+    ...                "outcome": OK, "meta": {"backend": "cpu"}}
+    >>> case_key(rec)
+    '["mlp", null, 10, "tape", null, "float32", null, "cpu"]'
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypedDict
+
+__all__ = ["OUTCOMES", "REQUIRED", "RETRYABLE", "Record", "case_key"]
+
+OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED = (
+    "ok",
+    "timeout",
+    "out-of-memory",
+    "unsupported",
+    "error",
+    "skipped",
+)
+#: Every outcome a case can have.
+OUTCOMES = (OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED)
+#: Outcomes a resumed sweep retries when given more time or memory.
+RETRYABLE = (TIMEOUT, SKIPPED, OUT_OF_MEMORY)
+
+
+class Record(TypedDict, total=False):
+    """One case. Fields that name it come first; the others are filled in as far as the
+    case got (a case that failed early has no timings)."""
+
+    # the case: what was asked for
+    problem: str
+    problem_options: dict[str, Any]
+    size: int
+    method: str
+    method_options: dict[str, Any]
+    dtype: str
+    seed: int
+    # the instance and the method
+    n: int | None
+    m: int | None
+    quantity: str  # "grad" or "jacobian"
+    mode: str  # the differentiator's mode: forward, reverse, symbolic, numerical
+    passes: int | None
+    evaluations: int | None
+    # outcome
+    outcome: str  # one of OUTCOMES
+    message: str
+    outcome_by: str  # "harness" when the sweep, not the case, decided the outcome
+    # timings (seconds) and statistics of the samples
+    primal_prepare_s: float
+    reference_s: float | None
+    trace_s: float
+    compile_s: float
+    first_call_s: float
+    time_min: float
+    time_median: float
+    time_iqr: float
+    time_n: int
+    primal_min: float
+    primal_median: float
+    primal_iqr: float
+    primal_n: int
+    ratio: float  # time_median / primal_median
+    case_s: float
+    wall_s: float
+    worker_start_s: float | None
+    # memory (bytes)
+    estimated_bytes: int
+    primal_xla_bytes: int | None
+    xla_temp_bytes: int | None
+    xla_bytes: int | None
+    rss_peak_bytes: int
+    # accuracy against the float64 reference
+    rho_max: float | None
+    rho_mean: float | None
+    reference_crosscheck: float
+    tolerance: float
+    accurate: bool
+    # provenance
+    date: str
+    meta: dict[str, Any]  # backend, versions, matmul_precision, ... (measure.metadata)
+    run: str
+    budget: float
+    memory_limit: float | None
+    key: str  # case_key(record)
+
+
+#: Fields every stored record has, with their types: a line without them is not a record.
+REQUIRED: dict[str, type] = {
+    "key": str,
+    "outcome": str,
+    "problem": str,
+    "method": str,
+    "dtype": str,
+}
+
+
+def case_key(rec: Record | dict[str, Any]) -> str:
+    """The identity of a case: a resumed sweep skips cases whose key is already stored.
+    The matmul precision enters only when it is not the default, so keys of results written
+    before it was recorded still match."""
+    fields = ("problem", "problem_options", "size", "method", "method_options", "dtype", "seed")
+    meta = rec.get("meta", {})
+    precision = meta.get("matmul_precision", "default")
+    return json.dumps(
+        [rec.get(f) for f in fields]
+        + [meta.get("backend")]
+        + ([precision] if precision != "default" else [])
+    )

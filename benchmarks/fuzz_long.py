@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     counts: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    refusals: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
     found: list[str] = []
     tried = [0]
     start = time.perf_counter()
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             and data.draw(st.integers(0, args.symbolic_every // 2 - 1)) == 0
         )
         recipe = data.draw(fz.recipes(args.depth - 1 if symbolic else args.depth))
-        point = data.draw(fz.points(dtype))
+        point = data.draw(fz.points(dtype, special=data.draw(st.integers(0, 2)) > 0))
         if time.perf_counter() > deadline:  # draw as always (hypothesis replays), skip
             return
         methods = fz.FAST + (("symbolic",) if symbolic else ())
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             return
         for o in outcomes:
             counts[o.method][o.status] += 1
+            if o.status == "refused":
+                refusals[o.method][o.detail[:120]] += 1
         bad = fz.findings(outcomes)
         for o in bad:
             r, pt = (recipe, point) if args.no_reduce else reduce(recipe, point, dtype, o.method)
@@ -130,6 +133,9 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  {method:9s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts[method].items()))
             )
+    for method, msgs in refusals.items():
+        for msg, k in msgs.most_common(5):
+            print(f"  {method} refused {k}x: {msg}")
     print(f"disagreements and errors: {len(found)}")
     for f in found:
         print(f)

@@ -114,8 +114,20 @@ REDUCE: dict[str, tuple[Callable, bool]] = {
     "mean": (jnp.mean, True),
     "prod": (jnp.prod, True),
     "logsumexp": (jax.nn.logsumexp, True),
+    "var": (jnp.var, True),
     "max": (jnp.max, False),
     "min": (jnp.min, False),
+    "norm": (jnp.linalg.norm, False),  # sqrt at 0
+}
+
+VECTOR: dict[str, tuple[Callable, bool]] = {  # vector -> vector: data movement, running ops
+    "rev": (lambda c: c[::-1], True),
+    "roll": (lambda c: jnp.concatenate([c[1:], c[:1]]), True),
+    "gather": (lambda c: c[jnp.array(IDX)], True),
+    "cumsum": (jnp.cumsum, True),
+    "cumprod": (jnp.cumprod, True),
+    "cummax": (lax.cummax, False),
+    "sort": (jnp.sort, False),
 }
 
 GUARDS: dict[str, Callable] = {  # smooth maps into each domain
@@ -174,13 +186,7 @@ def _eval(r: tuple, x: jax.Array) -> jax.Array:
         return REDUCE[red][0](m, axis=axis)
     if kind == "index":
         c = _eval(a[1], x)
-        if a[0] == "rev":
-            return c[::-1]
-        if a[0] == "roll":
-            return jnp.concatenate([c[1:], c[:1]])
-        if a[0] == "gather":
-            return c[jnp.array(IDX)]
-        return c[int(a[0])]  # one entry: a scalar
+        return VECTOR[a[0]][0](c) if a[0] in VECTOR else c[int(a[0])]  # or one entry
     if kind == "scatter":  # c.at[IDX].set/add(d), repeated index
         c, d = _eval(a[1], x), _eval(a[2], x)
         d = jnp.broadcast_to(d, (len(IDX),))
@@ -219,7 +225,7 @@ def shape(r: tuple) -> str:
     kind, *a = r
     if kind == "const" or kind == "reduce":
         return "s"
-    if kind == "index" and a[0] not in ("rev", "roll", "gather"):
+    if kind == "index" and a[0] not in VECTOR:
         return "s"
     if kind in ("x", "outer", "scan", "scatter"):
         return "v"
@@ -239,6 +245,8 @@ def smooth(r: tuple) -> bool:
     if kind == "outer" and not REDUCE[a[1]][1]:
         return False
     if kind == "reduce" and not REDUCE[a[0]][1]:
+        return False
+    if kind == "index" and a[0] in VECTOR and not VECTOR[a[0]][1]:
         return False
     if kind == "scan" and not UNARY[a[0]][2]:
         return False
@@ -303,7 +311,7 @@ def recipes(draw, depth: int = 3) -> tuple:
         v = _guarded(draw, BINARY[op][1], draw(_vector(sub)))
         return ("outer", op, red, draw(st.integers(0, 1)), u, v)
     if kind == "index":
-        where = draw(st.sampled_from(["rev", "roll", "gather", "0", "2"]))
+        where = draw(st.sampled_from([*VECTOR, "0", "2"]))
         return ("index", where, draw(_vector(sub)))
     if kind == "scatter":
         return ("scatter", draw(st.sampled_from(["set", "add"])), draw(_vector(sub)), draw(sub))
@@ -403,15 +411,17 @@ def judge(
     tol: float,
     error: np.ndarray | None = None,
     noisy: bool = False,
+    noise: np.ndarray | float = 0.0,
 ) -> np.ndarray:
     """Per entry, whether ``got`` fails JAX: where a reference of the method's mode is
     finite, ``got`` must be finite and close to it (``fd``: within ``error``). ``symbolic``
     and ``fd`` may follow either mode, its NaN/inf included. Rounding: the tolerance is at
-    least 4x the distance between JAX's own two modes; where only one of them is finite at a
-    ``noisy`` (extreme) point, only finiteness is judged."""
+    least 4x the distance between JAX's own two modes and 4x the ``noise`` (see
+    :func:`rounding_noise`); where only one of them is finite at a ``noisy`` (extreme) point,
+    only finiteness is judged."""
     fin_f, fin_r = np.isfinite(fwd), np.isfinite(rev)
     spread = np.where(fin_f & fin_r, _relerr(fwd, rev), 0.0)
-    tol_i = np.maximum(tol, 4.0 * spread)
+    tol_i = np.maximum(tol, 4.0 * np.maximum(spread, noise))
     refs = [fwd] if method in FORWARD else [rev] if method in REVERSE else [fwd, rev]
     has_ref = np.zeros(got.shape, bool)
     close = np.zeros(got.shape, bool)
@@ -426,6 +436,20 @@ def judge(
     if noisy:
         close |= (fin_f != fin_r) & np.isfinite(got)
     return has_ref & ~close
+
+
+def rounding_noise(f: Callable, x: jax.Array, fwd: np.ndarray, rev: np.ndarray) -> np.ndarray:
+    """How much JAX's own gradients move (rho per entry) when ``x`` moves by 4 ulps
+    (``x * (1 +- 4 eps)``: signs, zeros and ties between coordinates stay): the rounding
+    noise of this program at this point, large where the derivative cancels (``sinc`` near
+    0: two terms ~1/x cancel to ~x). Computed only when a method seems to disagree."""
+    eps = float(jnp.finfo(x.dtype).eps)
+    noise = np.zeros(fwd.shape)
+    for s in (1 + 4 * eps, 1 - 4 * eps):
+        f_s, r_s = references(f, x * jnp.asarray(s, x.dtype))
+        for a, b in ((f_s, fwd), (r_s, rev)):
+            noise = np.maximum(noise, np.nan_to_num(_relerr(a, b), nan=0.0, posinf=0.0))
+    return noise
 
 
 def compare(method: str, recipe: tuple, x: jax.Array, fwd: np.ndarray, rev: np.ndarray) -> Outcome:
@@ -448,6 +472,9 @@ def compare(method: str, recipe: tuple, x: jax.Array, fwd: np.ndarray, rev: np.n
             return Outcome(method, "refused", str(e))
         return Outcome(method, "ERROR", f"{type(e).__name__}: {str(e)[:300]}")
     bad = judge(method, got, fwd, rev, tol, error, noisy=extreme(x))
+    if bad.any() and error is None:  # rounding or a finding? gauge the rounding noise
+        noise = rounding_noise(f, x, fwd, rev)
+        bad = judge(method, got, fwd, rev, tol, error, noisy=extreme(x), noise=noise)
     if bad.any():
         err = "" if error is None else f", fd error estimate {error.tolist()}"
         return Outcome(
@@ -525,7 +552,7 @@ def _check_all(recipe: tuple, dtype: str, pts: list, methods: tuple[str, ...]) -
 
 @settings(
     derandomize=True,
-    max_examples=100,  # programs, each at 3 points: 300 checks of 4-5 methods
+    max_examples=40,  # programs, each at 3 points: 120 checks of 4-5 methods (~60 s CPU)
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
@@ -541,7 +568,7 @@ def test_fuzz_autodiff(data: st.DataObject) -> None:
 
 @settings(
     derandomize=True,
-    max_examples=15,  # symbolic builds and compiles each program: few, small ones
+    max_examples=10,  # symbolic builds and compiles each program: few, small ones
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
@@ -567,6 +594,24 @@ REGRESSIONS: list[Any] = [
             "where the product of the others overflows (jax.jvp: 0)",
         ),
         id="prod-overflow-dual",
+    ),
+    # Found, then judged rounding: sinc'(x) near 0 is two terms ~1/x cancelling to ~x; each
+    # method's rounding differs by ~1e-9 (JAX's two modes by 1.6e-10). rounding_noise sees it.
+    pytest.param(
+        ("un", "sinc", ("bin", "xlogy", ("x",), ("guard", "pos", ("const", -0.5)))),
+        (1.192092896e-07, 1.0, 1.0),
+        "float64",
+        ("symbolic", "tape", "dual"),
+        id="sinc-cancellation-rounding",
+    ),
+    # Found, then judged JAX's convention: at this extreme point jax.jacfwd is NaN where
+    # jax.grad is 0 (silu at -1.5e300); symbolic follows jax.jacfwd.
+    pytest.param(
+        ("cond", "silu", "expm1", ("bin", "mul", ("x",), ("const", 1.5))),
+        (math.inf, 5e-324, -1e300),
+        "float64",
+        ("symbolic", "dual", "tape"),
+        id="cond-silu-extreme-symbolic",
     ),
 ]
 

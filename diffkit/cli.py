@@ -24,7 +24,11 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the harness imports JAX, which the command loads only after parsing
+    from diffkit.harness.record import Record
+    from diffkit.harness.results import Results
 
 __all__ = ["build_parser", "main", "parse_memory", "parse_sizes"]
 
@@ -238,7 +242,7 @@ def _compare_in(args: argparse.Namespace) -> int:
     done = [0]  # cases finished
     interrupted = [False]
 
-    def step(rec: dict[str, Any], index: int, total: int) -> None:
+    def step(rec: Record, index: int, total: int) -> None:
         if interrupted[0]:  # a Ctrl-C that Python swallowed (see _noting_interrupts)
             raise KeyboardInterrupt
         done[0] = index
@@ -267,15 +271,20 @@ def _compare_in(args: argparse.Namespace) -> int:
     files = _write_outputs(res, out)
     _show(res, args.format, f"diffkit compare ({_header()}, {args.dtype})")
     if args.format == "table":
-        con = _console()
-        fits = [f for f in res.fit_exponents() if f["slope_time"] is not None]
-        fits = [f for f in fits if f["problem"] == "mlp"] or fits
-        if fits:
-            slopes = ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
-            con.print(f"Fitted slopes of time vs n (log-log, compute-bound sizes): {slopes}")
-        con.print(res.verdict())
-        con.print(f"Wrote {', '.join(str(f) for f in files)}")
+        _conclude(res, files)
     return 0
+
+
+def _conclude(res: Results, files: list[Path]) -> None:
+    """The fitted slopes (of mlp, where measured), the verdict and the files written."""
+    con = _console()
+    fits = [f for f in res.fit_exponents() if f["slope_time"] is not None]
+    fits = [f for f in fits if f["problem"] == "mlp"] or fits
+    if fits:
+        slopes = ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
+        con.print(f"Fitted slopes of time vs n (log-log, compute-bound sizes): {slopes}")
+    con.print(res.verdict())
+    con.print(f"Wrote {', '.join(str(f) for f in files)}")
 
 
 def _progress(total_hint: str) -> Any:
@@ -334,14 +343,14 @@ def _import_plotting() -> None:
         pass
 
 
-def _write_outputs(res: Any, out: Path) -> list[Path]:
+def _write_outputs(res: Results, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     csv = out / "results.csv"
     res.to_csv(csv)
     return [out / RESULTS_FILE, csv, *res.plot(out)]
 
 
-def _show(res: Any, fmt: str, title: str) -> None:
+def _show(res: Results, fmt: str, title: str) -> None:
     from diffkit.harness.results import SUMMARY
 
     headers, rows = res.rows(SUMMARY, by_method=False)
@@ -578,7 +587,6 @@ A results folder is never emptied: running into one that holds results needs --r
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command."""
-    # Over 50 lines: a flat list of argparse declarations, read top to bottom like --help.
     fmt = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
         prog="diffkit",
@@ -611,6 +619,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "compare", "measure every differentiator's cost and accuracy", _COMPARE_EXAMPLES, _compare
     )
+    _compare_arguments(p)
+    command("list", "the differentiators and the problems", "example:\n  diffkit list", _list)
+
+    _study_commands(command)
+    return parser
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", help="your function as path/to/module.py:function")
     p.add_argument("--input", default="n", help="argument shapes of your function, e.g. n,32xn")
     p.add_argument("--problem", help="built-in problem(s), comma-separated (see diffkit list)")
@@ -649,8 +665,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
 
-    command("list", "the differentiators and the problems", "example:\n  diffkit list", _list)
 
+def _study_commands(command: Callable[..., Any]) -> None:
+    """swell, steps, explain and plot, with their arguments."""
     p = command(
         "swell",
         "symbolic expression swell, size by size",
@@ -701,7 +718,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("results", help="a results folder or its results.jsonl")
     p.add_argument("--out", help="folder for the PNGs (default: next to the results)")
-    return parser
 
 
 @contextlib.contextmanager

@@ -353,6 +353,9 @@ class Interpreter:
         rule = self.rules.get(name)
         if rule is None:
             raise unsupported(self.who, eqn, site=site)
+        if getattr(rule, "expand", None) is not None:  # differentiate the program it stands for
+            program = jax.make_jaxpr(lambda *a: rule.expand(*a, **eqn.params))(*xs)
+            return self.run(program, invals, site or eqn)
         with located(self.who, eqn, site):
             return self.apply(eqn, invals, xs, rule)
 

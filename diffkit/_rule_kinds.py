@@ -42,6 +42,7 @@ __all__ = [
     "Rule",
     "cumulative",
     "elementwise",
+    "expansion",
     "linear",
     "permutation",
     "reduction",
@@ -70,6 +71,10 @@ class Rule:
     #: them in ``ys`` (``sort``: where each entry came from, so it is sorted once), or in a
     #: faster form (running reductions: an associative scan).
     primal: Callable[[Sequence[Any], dict], list] | None = None
+    #: ``expand(*xs, **params) -> outputs``: the program whose derivative JAX defines as the
+    #: primitive's (``cummax`` is ``associative_scan(max)``); the interpreters differentiate
+    #: its jaxpr, row by row, instead of calling ``jvp``/``vjp``.
+    expand: Callable[..., Any] | None = None
 
     def outputs(self, eqn: Any, xs: Sequence[Any]) -> list:
         """The equation's outputs on the primal values ``xs``, then any extras of ``primal``."""
@@ -219,6 +224,18 @@ def scatter_windows(
         indices_are_sorted=indices_are_sorted,
         fill_value=0,
     )
+
+
+def expansion(program: Callable[..., Any]) -> Rule:
+    """A row for a primitive whose derivative JAX defines as the derivative of ``program(*xs,
+    **params)``: the interpreters trace that program and differentiate it with the other rows,
+    so they compute what JAX computes, ties and all (``cummax`` as ``associative_scan(max)``).
+    """
+
+    def refuse(*_: Any) -> list:
+        raise NotImplementedError("an expansion row is differentiated through its program")
+
+    return Rule("expansion", refuse, refuse, expand=program)
 
 
 def reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:

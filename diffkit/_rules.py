@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ from diffkit._rule_kinds import (
     Rule,
     cumulative,
     elementwise,
+    expansion,
     linear,
     permutation,
     reduction,
@@ -247,6 +249,11 @@ def _split_t(i, cts, x, *, sizes, axis):
     return lax.concatenate(list(cts), axis)
 
 
+def _scan_of(combine: Callable[[Array, Array], Array]) -> Callable[..., Array]:
+    """A running reduction as JAX defines its derivative: an associative scan of ``combine``."""
+    return lambda x, *, axis, reverse: lax.associative_scan(combine, x, reverse=reverse, axis=axis)
+
+
 def _ties(a: Array, b: Array, dtype: Any) -> Array:
     """d max(a, b) / d a: 1 where a wins, 0 where it loses, 1/2 at a tie (as JAX does)."""
     return jnp.where(a > b, 1.0, jnp.where(a == b, 0.5, 0.0)).astype(dtype)
@@ -349,17 +356,9 @@ RULES: dict[str, Rule] = {
     "sort": permutation(_sort_order, primal=lambda xs, prm: list(_sorted(xs, prm))),
     "top_k": permutation(_top_k_order),
     "approx_top_k": permutation(_approx_top_k_order),
-    "cumprod": cumulative(1.0, lax.mul, lambda x, y_prev, y: (x, y_prev)),
-    "cummax": cumulative(
-        -np.inf,
-        lax.max,
-        lambda x, y_prev, y: (_ties(y_prev, x, y.dtype), _ties(x, y_prev, y.dtype)),
-    ),
-    "cummin": cumulative(
-        np.inf,
-        lax.min,
-        lambda x, y_prev, y: (_ties(x, y_prev, y.dtype), _ties(y_prev, x, y.dtype)),
-    ),
+    "cumprod": expansion(_scan_of(lax.mul)),
+    "cummax": expansion(_scan_of(lax.max)),
+    "cummin": expansion(_scan_of(lax.min)),
     "cumlogsumexp": cumulative(
         -np.inf, jnp.logaddexp, lambda x, y_prev, y: (y_prev - y, jnp.exp(x - y)), log=True
     ),

@@ -320,6 +320,8 @@ class Interpreter:
     rules: Any  # Mapping[str, row]: the rule table this interpreter reads
     #: ``name -> handler(interpreter, eqn, invals, site) -> outvals``: control flow, custom rules
     special: Any
+    #: ``name -> reason`` for the primitives this interpreter refuses (shown in the error)
+    refused: Mapping[str, str] = {}
 
     def active(self, v: Any) -> bool:
         """Whether ``v`` carries a derivative (a dual number, a tracked value, ...)."""
@@ -352,7 +354,7 @@ class Interpreter:
             return evaluate(eqn, xs)  # comparisons, argmax, ...: nothing to differentiate
         rule = self.rules.get(name)
         if rule is None:
-            raise unsupported(self.who, eqn, site=site)
+            raise unsupported(self.who, eqn, self.refused, site)
         if getattr(rule, "expand", None) is not None:  # differentiate the program it stands for
             program = jax.make_jaxpr(lambda *a: rule.expand(*a, **eqn.params))(*xs)
             return self.run(program, invals, site or eqn)
@@ -462,10 +464,9 @@ def unsupported(
     who: str, eqn: Any, reasons: Mapping[str, str] | None = None, site: Any = None
 ) -> UnsupportedPrimitiveError:
     """The one short error for a primitive without a rule (returned, for the caller to raise):
-    which differentiator, which primitive, why (a reason from the refusal tables,
-    ``diffkit._rules.REFUSED`` and the interpreter's own ``reasons``, or the derivative that
-    needed it), the user's own line, and what to do. ``site`` is the user's call equation an
-    inlined body came from.
+    which differentiator, which primitive, why (its reason in ``reasons``, the interpreter's
+    refusal table, or the derivative that needed it), the user's own line, and what to do.
+    ``site`` is the user's call equation an inlined body came from.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -473,11 +474,10 @@ def unsupported(
         >>> str(unsupported("dual", eqn)).split(" (at ")[0]
         "dual: no rule for primitive 'sin'"
     """
-    from diffkit._rules import REFUSED  # lazy: _rules is built from this module (_rule_kinds)
 
     name = eqn.primitive.name
     needed_by = _rule_scope(eqn)
-    reasons = {**REFUSED, **(reasons or {})}
+    reasons = reasons or {}
     why = f"; {reasons[name]}" if name in reasons else ""
     what = f"no rule for primitive '{name}'"
     if needed_by is not None:

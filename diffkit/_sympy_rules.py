@@ -41,6 +41,7 @@ from diffkit._jaxpr import (
     unsupported,
     user_site,
 )
+from diffkit._rules import REFUSED as SHARED_REFUSED
 
 __all__ = ["ELEMENTWISE", "STRUCTURAL", "Context", "backend", "dag_nodes", "handler", "tree_ops"]
 
@@ -526,7 +527,7 @@ def handler(ctx: Context) -> Callable[..., list[Any]]:
             elif name in RULES:
                 outs = RULES[name](ctx, eqn, invals)
             else:
-                raise unsupported(WHO, eqn, REFUSED, site)
+                raise unsupported(WHO, eqn, {**SHARED_REFUSED, **REFUSED}, site)
         except Refusal as r:
             raise r.with_eqn(eqn, site) from None
         ctx.after(outs)

@@ -39,7 +39,7 @@ from diffkit._jaxpr import (
     zero_tangent,
 )
 from diffkit._registry import register
-from diffkit._rules import RULES
+from diffkit._rules import REFUSED, RULES
 
 __all__ = ["Dual", "DualNumbers"]
 
@@ -180,6 +180,7 @@ class _Duals(Interpreter):
 
     who = "dual"
     rules = RULES
+    refused = REFUSED
 
     def active(self, v: Any) -> bool:
         return isinstance(v, Dual)

@@ -49,7 +49,7 @@ from diffkit._jaxpr import (
     zero_tangent,
 )
 from diffkit._registry import register
-from diffkit._rules import RULES
+from diffkit._rules import REFUSED, RULES
 
 __all__ = ["Node", "Tape", "TapeReverse"]
 
@@ -252,6 +252,7 @@ class _Recorder(Interpreter):
 
     who = "tape"
     rules = RULES
+    refused = REFUSED
 
     def __init__(self, nodes: list[Node], counter: itertools.count) -> None:
         self.nodes, self.counter = nodes, counter

@@ -106,7 +106,7 @@ def _back_padding(x_size, k_size, strides, y_size, padding, x_dil, k_dil):
     return [(int(a), int(b)) for a, b in zip(before, after, strict=True)]
 
 
-def _conv_t(
+def _conv_t(  # long: the two transposes (input, kernel) share the dimension bookkeeping
     i,
     ct,
     x,

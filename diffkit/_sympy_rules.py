@@ -98,7 +98,7 @@ def _sympy() -> types.SimpleNamespace:
 
 
 @functools.cache
-def _symengine() -> types.SimpleNamespace:
+def _symengine() -> types.SimpleNamespace:  # long: one namespace entry per SymPy name used
     try:
         import symengine as se
     except ImportError:
@@ -246,7 +246,7 @@ def _partials(F: types.SimpleNamespace) -> dict[str, Callable[[tuple, Any, int],
 
 
 @functools.cache
-def _jax_functions() -> dict[str, Any]:
+def _jax_functions() -> dict[str, Any]:  # long: the class factory and its derivative rules
     """The opaque SymPy classes of ``_TEMPLATES`` (and ``Convert_<dtype>``, made on demand)."""
     import sympy
     from sympy.logic.boolalg import BooleanFunction
@@ -875,7 +875,9 @@ def _rule_key(eqn: Any) -> str:
     return str(eqn.params["call_jaxpr"])
 
 
-def _custom_jvp(ctx: Context, eqn: Any, invals: list[Any], handle: Callable) -> list[Any]:
+def _custom_jvp(  # long: body, rule and stop_gradient bookkeeping are one pass over the call
+    ctx: Context, eqn: Any, invals: list[Any], handle: Callable
+) -> list[Any]:
     """A ``custom_jvp`` function with its rule: each output element becomes a SymPy function
     of the input elements it uses, whose value is the body's and whose partial derivatives are
     the coefficients of the rule's tangent output (so SymPy's chain rule, and a second

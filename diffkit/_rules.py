@@ -61,7 +61,7 @@ def _broadcast_t(i, ct, x, *dyn, shape, broadcast_dimensions, **_):
     return jnp.sum(ct, axis=tuple(new + ones)).reshape(jnp.shape(x))
 
 
-def _dot_t(i, ct, x, y, *, dimension_numbers, precision, preferred_element_type, **_):
+def _dot_t(i, ct, x, y, *, dimension_numbers, precision, **_):
     """Cotangent of ``dot_general``'s argument ``i``: contract ``ct`` with the other argument
     over the other argument's free dimensions, then put the axes back in ``i``'s order."""
     (xc, yc), (xb, yb) = dimension_numbers
@@ -69,15 +69,13 @@ def _dot_t(i, ct, x, y, *, dimension_numbers, precision, preferred_element_type,
     mc, oc, mb, ob = (xc, yc, xb, yb) if i == 0 else (yc, xc, yb, xb)
     m_free = [d for d in range(jnp.ndim(me)) if d not in mc and d not in mb]
     o_free = [d for d in range(jnp.ndim(other)) if d not in oc and d not in ob]
-    # ct's axes: batch, x's free, y's free
+    # ct's axes: batch, x's free, y's free; contract those of the other argument's free ones
     nb, nxf = len(xb), jnp.ndim(x) - len(xc) - len(xb)
-    ct_m = list(range(nb, nb + len(m_free))) if i == 0 else list(range(nb + nxf, jnp.ndim(ct)))
     ct_o = list(range(nb + nxf, jnp.ndim(ct))) if i == 0 else list(range(nb, nb + nxf))
     dims = ((ct_o, o_free), (list(range(nb)), list(ob)))
-    out = lax.dot_general(ct, other, dims, precision=precision)  # batch, ct_m, oc order
+    out = lax.dot_general(ct, other, dims, precision=precision)  # batch, my free, oc order
     mc_by_oc = [mc[k] for k in np.argsort(oc)]  # me's contracting dims in `other`'s order
     axes_now = [*mb, *m_free, *[mc_by_oc[k] for k in range(len(oc))]]
-    del ct_m, preferred_element_type
     return jnp.transpose(out, np.argsort(axes_now)).astype(me.dtype)
 
 

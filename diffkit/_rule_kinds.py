@@ -243,7 +243,10 @@ def reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:
     (``d y / d x``, shaped like ``x``): ``y_dot = sum(w * x_dot)``, ``x_bar = w * y_bar``."""
 
     def jvp(prim, xs, x_dots, ys, prm):
-        return [jnp.sum(weights(xs[0], ys[0], prm["axes"]) * x_dots[0], axis=prm["axes"])]
+        # an entry whose tangent is 0 adds 0, even where its weight overflowed (prod: the
+        # others' product can be inf where JAX's product rule still gives 0 * ... = 0)
+        w, t = weights(xs[0], ys[0], prm["axes"]), x_dots[0]
+        return [jnp.sum(jnp.where(t == 0, 0, w * t), axis=prm["axes"])]
 
     def vjp(prim, xs, ys, y_bars, needs, prm):
         w = weights(xs[0], ys[0], prm["axes"])

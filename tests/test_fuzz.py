@@ -552,7 +552,7 @@ def _check_all(recipe: tuple, dtype: str, pts: list, methods: tuple[str, ...]) -
 
 @settings(
     derandomize=True,
-    max_examples=40,  # programs, each at 3 points: 120 checks of 4-5 methods (~60 s CPU)
+    max_examples=25,  # programs, each at 3 points: 75 checks of 4-5 methods (~40 s CPU)
     deadline=None,
     database=None,
     suppress_health_check=list(HealthCheck),
@@ -587,12 +587,7 @@ REGRESSIONS: list[Any] = [
         ("reduce", "prod", ("x",)),
         (0.0, 1e200, 1e200),
         "float64",
-        ("dual",),
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="dual: reduce_prod's tangent is sum_i t_i prod_(j!=i) x_j, inf * 0 = NaN "
-            "where the product of the others overflows (jax.jvp: 0)",
-        ),
+        ("dual",),  # was NaN: sum_i t_i prod_(j!=i) x_j with inf * 0 where the others overflow
         id="prod-overflow-dual",
     ),
     # Found, then judged rounding: sinc'(x) near 0 is two terms ~1/x cancelling to ~x; each

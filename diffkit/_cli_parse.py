@@ -1,0 +1,288 @@
+"""The ``diffkit`` command's argument parser: its commands, their arguments and help texts,
+and the parsers of sizes and memory amounts. JAX-free: the command imports this module, and
+parses, before JAX is imported (so ``--backend`` can still choose the platform).
+
+Example:
+    >>> args = build_parser().parse_args(["compare", "--sizes", "10,100", "--budget", "5"])
+    >>> args.command, args.sizes, args.budget, args.dtype
+    ('compare', '10,100', 5.0, 'float32')
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = [
+    "DTYPES",
+    "PLATFORMS",
+    "CLIError",
+    "Parser",
+    "build_parser",
+    "parse_memory",
+    "parse_sizes",
+    "split",
+]
+
+PLATFORMS = {"cpu": "cpu", "gpu": "cuda", "tpu": "tpu"}
+DTYPES = ["float32", "float64"]
+
+
+class CLIError(Exception):
+    """A bad command line: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors.
+
+    Example:
+        >>> Parser(prog="demo").parse_args([])
+        Namespace()
+    """
+
+    def error(self, message: str) -> Any:
+        print(f"diffkit: error: {message} (see '{self.prog} --help')", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Sizes from ``"10,100,1e3"`` or a range ``"1..13"`` (both ends included), or a mix.
+
+    Example:
+        >>> parse_sizes("10,1e3,2..4")
+        [10, 1000, 2, 3, 4]
+    """
+    sizes: list[int] = []
+    for part in text.replace(" ", "").split(","):
+        lo, dots, hi = part.partition("..")
+        try:
+            if dots:
+                sizes += range(int(lo), int(hi) + 1)
+            else:
+                value = float(part)
+                if value != int(value):
+                    raise ValueError
+                sizes.append(int(value))
+        except ValueError:
+            raise CLIError(
+                f"--sizes: {part!r} is not a whole number or a range like 1..13; "
+                "write e.g. --sizes 10,100,1e3 or --sizes 1..13"
+            ) from None
+    if not sizes or min(sizes) < 1:
+        raise CLIError(f"--sizes: sizes must be positive whole numbers, got {text!r}")
+    return sizes
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def parse_memory(text: str) -> float | str | None:
+    """Bytes from ``"2G"``, ``"512M"``, ``"1.5GiB"``, ``"300MB"`` or plain bytes (units
+    are powers of 1024); ``"none"`` for no limit, ``"auto"`` for the sweep's default.
+
+    Example:
+        >>> parse_memory("512M"), parse_memory("2G"), parse_memory("1e9"), parse_memory("none")
+        (536870912.0, 2147483648.0, 1000000000.0, None)
+    """
+    if text.strip().lower() in ("none", "off", "unlimited"):
+        return None
+    if text.strip().lower() == "auto":
+        return "auto"
+    match = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.IGNORECASE)
+    try:
+        value = float(match.group(1)) * _UNITS[match.group(2).upper()] if match else -1.0
+    except ValueError:
+        value = -1.0
+    if not value > 0 or not math.isfinite(value):
+        raise CLIError(
+            f"--memory-limit: {text!r} is not a memory size; write e.g. 2G, 512M, 1e9 (bytes), "
+            "auto or none"
+        )
+    return value
+
+
+def split(text: str | None) -> list[str] | None:
+    """The non-empty items of a comma-separated list; None for no text.
+
+    Example:
+        >>> split("tape, fd,,jax-rev"), split(None)
+        (['tape', 'fd', 'jax-rev'], None)
+    """
+    return [t.strip() for t in text.split(",") if t.strip()] if text else None
+
+
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """``parse`` as an argparse type: its CLIError becomes argparse's one-line error."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except CLIError as exc:
+            raise argparse.ArgumentTypeError(str(exc).partition(": ")[2]) from None
+
+    return convert
+
+
+def _positive(what: str) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not value > 0 or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a positive number of {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_COMPARE_EXAMPLES = """examples:
+  diffkit compare                                    the quick suite (under a minute)
+  diffkit compare --problem mlp --sizes 10,100,1e3,1e4 --methods tape,jax-rev,fd \\
+                  --dtype float64 --budget 60 --out results/
+  diffkit compare my_model.py:loss --input n,32xn --sizes 10,100
+  diffkit compare --problem rosenbrock --format csv > rosenbrock.csv
+  diffkit compare --resume                           continue an interrupted run
+  diffkit compare --resume --budget 300              ... and retry its timeouts with more time
+  diffkit compare --fresh                            start again; old results moved aside
+  diffkit compare --problem mlp --sizes 1e6 --memory-limit 4G
+
+A results folder is never emptied: running into one that holds results needs --resume or
+--fresh, and a second run into a folder in use is refused.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command; ``args.command`` names the command given.
+
+    Example:
+        >>> build_parser().parse_args(["list"]).command
+        'list'
+    """
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = Parser(
+        prog="diffkit",
+        description="Differentiate one JAX function six ways and compare cost and accuracy.",
+        epilog="examples:\n  diffkit compare\n  diffkit list\n  diffkit explain\n"
+        "  diffkit steps --problem lse\n  diffkit swell --sizes 1..13\n"
+        "  diffkit plot results/\nRun 'diffkit COMMAND --help' for each command's options.",
+        formatter_class=fmt,
+    )
+    common = Parser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    common.add_argument(
+        "--backend", choices=list(PLATFORMS), help="the JAX platform to run on (default: JAX's)"
+    )
+    common.add_argument(
+        "--matmul-precision",
+        choices=["default", "high", "highest"],
+        help="precision of float32 matrix products (JAX's jax_default_matmul_precision; on "
+        "recent NVIDIA GPUs 'default' is TF32, about 3 digits: 'highest' gives full float32)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, help: str, epilog: str) -> Any:
+        return sub.add_parser(
+            name, help=help, description=help, epilog=epilog, parents=[common], formatter_class=fmt
+        )
+
+    p = command("compare", "measure every differentiator's cost and accuracy", _COMPARE_EXAMPLES)
+    _compare_arguments(p)
+    command("list", "the differentiators and the problems", "example:\n  diffkit list")
+
+    _study_commands(command)
+    return parser
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("target", nargs="?", help="your function as path/to/module.py:function")
+    p.add_argument("--input", default="n", help="argument shapes of your function, e.g. n,32xn")
+    p.add_argument("--problem", help="built-in problem(s), comma-separated (see diffkit list)")
+    p.add_argument("--sizes", help="sizes, e.g. 10,100,1e3,1e4 or 1..13")
+    p.add_argument("--methods", help="comma-separated differentiators (default: all)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument(
+        "--budget", type=_positive("seconds"), default=60.0, help="seconds per case (default 60)"
+    )
+    p.add_argument(
+        "--min-time", type=_positive("seconds"), default=0.05, help="seconds of timing samples"
+    )
+    p.add_argument(
+        "--memory-limit",
+        type=_argument(parse_memory),
+        default="auto",
+        help="memory per case, e.g. 2G, 512M or bytes (default: 70%% of the memory available "
+        "now); a case estimated to need more is recorded out-of-memory without running",
+    )
+    p.add_argument("--out", default="results", help="results folder (default results/)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished cases in --out; retry timeouts, skipped sizes, out-of-memory "
+        "and crashes given a larger --budget / --memory-limit",
+    )
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start again: move --out's results aside (results.<timestamp>.jsonl), never delete",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="with --resume, retry timeouts, skipped, out-of-memory and crashed cases anyway",
+    )
+    p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+
+
+def _study_commands(command: Callable[..., Any]) -> None:
+    """swell, steps, explain and plot, with their arguments."""
+    p = command(
+        "swell",
+        "symbolic expression swell, size by size",
+        "examples:\n  diffkit swell\n  diffkit swell --problem sigmoid-chain --sizes 1..6",
+    )
+    p.add_argument("--problem", default="logistic-map")
+    p.add_argument("--sizes", default="1..13", help="e.g. 1..13 (default) or 1,2,4,8")
+    p.add_argument("--dtype", choices=DTYPES, default="float64")
+    p.add_argument(
+        "--budget", type=_positive("seconds"), default=30.0, help="seconds per stage (default 30)"
+    )
+    p.add_argument("--out", default="results", help="folder for the plot (default results/)")
+
+    p = command(
+        "steps",
+        "finite-difference error vs step size (the U-shaped curve)",
+        "examples:\n  diffkit steps\n  diffkit steps --problem mlp --size 100 --dtype float32\n"
+        "  diffkit steps --rules forward,central,central:4,complex",
+    )
+    p.add_argument("--problem", default="lse")
+    p.add_argument("--size", type=int, default=10, help="problem size (default 10)")
+    p.add_argument("--dtype", choices=DTYPES, default="float64")
+    p.add_argument(
+        "--rules",
+        help="SCHEME[:ORDER] list (schemes: forward, backward, central, complex, richardson); "
+        "default: forward,central,central:4 and complex where the function is analytic",
+    )
+    p.add_argument("--out", default="results", help="folder for the plot (default results/)")
+
+    p = command(
+        "explain",
+        "backpropagation step by step, node by node",
+        "examples:\n  diffkit explain                     the 9-parameter network\n"
+        "  diffkit explain f.py:energy --at 0.5,2\n",
+    )
+    p.add_argument("target", nargs="?", help="a small function of scalars, path/to/file.py:name")
+    p.add_argument("--at", help="the point: one number per argument, e.g. 0.5,2")
+    p.add_argument("--dtype", choices=DTYPES, default="float64")
+
+    p = command(
+        "plot",
+        "regenerate the PNG plots from saved results",
+        "examples:\n  diffkit plot results/\n  diffkit plot results/results.jsonl --out figs/",
+    )
+    p.add_argument("results", help="a results folder or its results.jsonl")
+    p.add_argument("--out", help="folder for the PNGs (default: next to the results)")

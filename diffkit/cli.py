@@ -100,12 +100,12 @@ def _compare_in(args: argparse.Namespace) -> int:
     # at once (the second sees a partially initialised module and fails).
     import numpy  # noqa: F401  (already imported by JAX; made explicit for the order above)
 
-    threading.Thread(target=_import_plotting, daemon=True).start()
+    threading.Thread(target=import_plotting, daemon=True).start()
     done = [0]  # cases finished
     interrupted = [False]
 
     def step(rec: Record, index: int, total: int) -> None:
-        if interrupted[0]:  # a Ctrl-C that Python swallowed (see _noting_interrupts)
+        if interrupted[0]:  # a Ctrl-C that Python swallowed (see noting_interrupts)
             raise KeyboardInterrupt
         done[0] = index
         what = f"{rec['problem']} n={rec.get('n')} {rec['method']}"
@@ -114,7 +114,7 @@ def _compare_in(args: argparse.Namespace) -> int:
             err.print(f"[{index}/{total}] {what}: {rec['outcome']}")
 
     try:
-        with progress, _noting_interrupts(interrupted):
+        with progress, noting_interrupts(interrupted):
             task = progress.add_task("", total=None)
             dk.harness.sweep(
                 **cases, dtypes=args.dtype, out=path, budget=args.budget, resume=args.resume,
@@ -150,7 +150,7 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _noting_interrupts(flag: list[bool]) -> Iterator[None]:
+def noting_interrupts(flag: list[bool]) -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt as usual and also sets ``flag[0]``. Python drops an
     exception raised inside a garbage-collector callback (JAX installs one), so a Ctrl-C
     that lands there would be lost; the sweep's progress callback raises it again."""
@@ -169,7 +169,7 @@ def _noting_interrupts(flag: list[bool]) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _import_plotting() -> None:
+def import_plotting() -> None:
     """Import matplotlib ahead of the plots; a failure here is reported by the plots."""
     try:
         from diffkit.harness.plots import pyplot

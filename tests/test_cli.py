@@ -104,7 +104,7 @@ def test_compare_imports_matplotlib_in_a_thread_only_after_numpy(tmp_path) -> No
         "import sys, threading, diffkit.cli as cli\n"
         "seen, start = [], threading.Thread.start\n"
         "def spy(t):\n"
-        "    if getattr(t, '_target', None) is cli._import_plotting:\n"
+        "    if getattr(t, '_target', None) is cli.import_plotting:\n"
         "        seen.append('numpy' in sys.modules)\n"
         "    start(t)\n"
         "threading.Thread.start = spy\n"
@@ -124,7 +124,7 @@ def test_compare_imports_matplotlib_in_a_thread_only_after_numpy(tmp_path) -> No
 def test_a_ctrl_c_that_python_swallows_is_still_noted(monkeypatch) -> None:
     """A KeyboardInterrupt raised inside a garbage-collector callback (JAX installs one) is
     dropped by Python; ``compare`` notes every Ctrl-C so that it can raise it again."""
-    from diffkit.cli import _noting_interrupts
+    from diffkit.cli import noting_interrupts
 
     dropped: list[BaseException] = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_value))
@@ -135,7 +135,7 @@ def test_a_ctrl_c_that_python_swallows_is_still_noted(monkeypatch) -> None:
 
     flag = [False]
     before = signal.getsignal(signal.SIGINT)
-    with _noting_interrupts(flag):
+    with noting_interrupts(flag):
         gc.callbacks.append(callback)
         try:
             gc.collect()

@@ -47,6 +47,7 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep's problems, sizes and methods from the command line (the quick suite when
     neither a function nor a problem is given)."""
     import diffkit as dk
+    from diffkit._registry import resolve
 
     if args.target and args.problem:
         raise CLIError("give either a function (module.py:function) or --problem, not both")
@@ -61,7 +62,7 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
         )
     methods = split(args.methods) or dk.names()
     for m in methods:  # fail early, naming the valid choices; "module:Class" is imported
-        dk.harness.measure.resolve_method(m) if ":" in m else dk.get(m)
+        resolve(m)
     if not args.target and not named:
         return dk.harness.quick_suite(methods) | ({"sizes": sizes} if sizes else {})
     if args.target:

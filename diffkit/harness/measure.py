@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import functools
-import importlib
 import json
 import os
 import platform
@@ -31,9 +30,8 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from diffkit._errors import DiffkitError
-from diffkit._interface import Differentiator
 from diffkit._process import format_bytes
-from diffkit._registry import get, register
+from diffkit._registry import resolve
 from diffkit.harness.problems import Instance, Problem, get_problem
 from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key
 
@@ -45,7 +43,6 @@ __all__ = [
     "case_key",
     "classify",
     "metadata",
-    "resolve_method",
     "run_case",
 ]
 
@@ -68,30 +65,6 @@ def tolerance(mode: str, dtype: str) -> float:
         (1e-12, 0.01)
     """
     return TOLERANCE[(dtype, "numerical" if mode == "numerical" else "exact")]
-
-
-def resolve_method(spec: str, **options: Any) -> Differentiator:
-    """A differentiator from a registered name or a ``"module:Class"`` import path (the
-    module is imported, which registers the class; an unregistered class is registered under
-    ``spec``), so a worker process can load a differentiator defined outside diffkit.
-
-    Example:
-        >>> from diffkit.harness.measure import resolve_method
-        >>> resolve_method("diffkit.differentiators.jax_ad:JaxReverse").name
-        'jax-rev'
-    """
-    if ":" not in spec:
-        return get(spec, **options)
-    module, _, attr = spec.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module), attr)
-    except (ImportError, AttributeError) as exc:
-        raise DiffkitError(f"method {spec!r}: cannot import it: {exc}") from None
-    if not (isinstance(cls, type) and issubclass(cls, Differentiator)):
-        raise DiffkitError(f"method {spec!r} is not a Differentiator subclass")
-    if cls.name == "?":
-        register(spec)(cls)
-    return get(cls.name, **options)
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -420,7 +393,7 @@ def _measure(
     on_start: Callable[[Record], None] | None,
     memory_limit: float | None = None,
 ) -> None:
-    d = resolve_method(rec["method"], **rec["method_options"])
+    d = resolve(rec["method"], **rec["method_options"])
     shared = _shared(rec, prob, accuracy, cache)
     inst: Instance = shared["inst"]
     rec.update(n=inst.n, m=inst.m, quantity=inst.quantity, mode=d.mode)

@@ -31,8 +31,8 @@ from typing import Any
 
 from diffkit import _process
 from diffkit._errors import DiffkitError
-from diffkit._registry import names
-from diffkit.harness.measure import finish_record, new_record, resolve_method, run_case
+from diffkit._registry import names, resolve
+from diffkit.harness.measure import finish_record, new_record, run_case
 from diffkit.harness.problems import Problem, get_problem
 from diffkit.harness.record import ERROR, OUT_OF_MEMORY, RETRYABLE, SKIPPED, TIMEOUT, Record
 from diffkit.harness.results import Results, read_records
@@ -317,7 +317,7 @@ def _check_cases(
 ) -> None:
     """One-line errors, before anything runs, for cases that cannot be measured."""
     for method in methods:
-        resolve_method(method)  # fail early on an unknown name
+        resolve(method)  # fail early on an unknown name
     for dtype in dtypes:
         if dtype not in ("float32", "float64"):
             raise DiffkitError(f"sweep: dtype must be float32 or float64, got {dtype!r}")

@@ -325,12 +325,25 @@ def _jax_settings(args: argparse.Namespace) -> Iterator[None]:
     """``--backend`` and ``--matmul-precision``, for this process and the sweep workers."""
     settings = {"jax_platforms": PLATFORMS.get(args.backend or "")}
     settings["jax_default_matmul_precision"] = getattr(args, "matmul_precision", None)
+    saved = {option: os.environ.get(option.upper()) for option in settings}
+    jax = sys.modules.get("jax")
+    configured = {option: getattr(jax.config, option) for option in settings} if jax else {}
     for option, value in settings.items():
         if value:
             os.environ[option.upper()] = value  # JAX reads its options from JAX_... too
-            if "jax" in sys.modules:
-                sys.modules["jax"].config.update(option, value)
-    yield
+            if jax:
+                jax.config.update(option, value)
+    try:
+        yield
+    finally:  # main() called in-process (a notebook, a test) leaves no setting behind
+        for option, value in saved.items():
+            if value is None:
+                os.environ.pop(option.upper(), None)
+            else:
+                os.environ[option.upper()] = value
+        for option, value in configured.items():
+            if value != getattr(jax.config, option):
+                jax.config.update(option, value)
 
 
 def _check_backend(backend: str | None) -> None:

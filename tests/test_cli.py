@@ -345,3 +345,15 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys) -> None:
         except SystemExit as exc:  # argparse
             code = int(exc.code or 0)
         assert_one_line_error(code, capsys.readouterr().err, needle)
+
+
+def test_settings_of_an_in_process_run_do_not_leak(monkeypatch, capsys) -> None:
+    """main() called in-process (a notebook, a test) restores the environment: a leaked
+    JAX_PLATFORMS made every later diffkit subprocess of that process fail to start."""
+    monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+    monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)
+    argv = ["compare", "--problem", "lse", "--sizes", "3", "--methods", "jax-rev"]
+    assert main([*argv, "--backend", "tpu", "--matmul-precision", "highest"]) != 0
+    capsys.readouterr()
+    assert "JAX_PLATFORMS" not in os.environ
+    assert "JAX_DEFAULT_MATMUL_PRECISION" not in os.environ

@@ -119,32 +119,46 @@ def _symengine() -> types.SimpleNamespace:  # long: one namespace entry per SymP
     def sign(a: Any) -> Any:
         return se.Piecewise((1, se.Gt(a, 0)), (-1, se.Lt(a, 0)), (0, True))
 
+    def absolute(a: Any) -> Any:  # d|a|/da = +1 at 0, like JAX
+        return se.Piecewise((-a, se.Lt(a, 0)), (a, True))
+
+    def clamp(lo: Any, a: Any, hi: Any) -> Any:  # derivative 0 at the bounds, like JAX
+        return se.Piecewise((lo, se.Le(a, lo)), (hi, se.Ge(a, hi)), (a, True))
+
     def cse(exprs: list[Any], prefix: str):
         repl, reduced = se.cse(exprs)
         names = {s: se.Symbol(f"{prefix}{i}") for i, (s, _) in enumerate(repl)}
         rename = lambda e: e.xreplace(names) if names else e  # noqa: E731
         return [(names[s], rename(r)) for s, r in repl], [rename(e) for e in reduced]
 
+    refused = {name: _needs_sympy for name in _jax_functions()}
     return types.SimpleNamespace(
         **{f: getattr(se, f) for f in _FUNCS},
+        **{**refused, **_symengine_forms(se, max2, min2, sign, absolute, clamp)},
         name="symengine",
         Symbol=se.Symbol,
         Float=se.RealDouble,
         Max=lambda *a: functools.reduce(max2, a),
         Min=lambda *a: functools.reduce(min2, a),
-        Abs=lambda a: a * sign(a),
+        Abs=absolute,
         sign=sign,
         diff=lambda e, x, memo: e.diff(x),
         plain_diff=lambda e, x, memo: e.diff(x),
         cse=cse,
         to_sympy=sympy.sympify,
         simplify=None,
-        **{name: _needs_sympy for name in _jax_functions()},
+    )
+
+
+def _symengine_forms(se: Any, max2: Any, min2: Any, sign: Any, absolute: Any, clamp: Any):
+    """SymEngine forms of the JAX-exact functions it can express with JAX's derivatives at
+    the kinks (the others refuse: ``_needs_sympy``)."""
+    return dict(
         Maximum=lambda *a: functools.reduce(max2, a),
         Minimum=lambda *a: functools.reduce(min2, a),
-        Absolute=lambda a: a * sign(a),
+        Absolute=absolute,
         Sign=sign,
-        Clamp=lambda lo, a, hi: min2(max2(a, lo), hi),
+        Clamp=clamp,
         Select=lambda c, a, b: se.Piecewise((a, c), (b, True)),
         Less=se.Lt,
         LessEqual=se.Le,

@@ -327,6 +327,18 @@ def test_symengine_backend(x64: None) -> None:
     assert r.backend == "symengine" and r.derivative.tree_ops > 100_000
 
 
+@pytest.mark.skipif(not HAS_SYMENGINE, reason="symengine not installed")
+def test_symengine_follows_jax_at_kinks(x64: None) -> None:
+    """abs at 0, clamp at its bounds, max and min ties: the symengine backend's Piecewise
+    forms give JAX's derivatives there, as the SymPy backend does."""
+    f = lambda x: jnp.sum(  # noqa: E731
+        jnp.abs(x) + jnp.clip(x, -0.5, 0.5) + jnp.maximum(x, 0.0) + jnp.minimum(x, 0.0)
+    )
+    x = jnp.array([0.0, 0.5, -0.5, 0.2])
+    got = dk.get("symbolic", backend="symengine").grad(f)(x)
+    assert np.array_equal(got, jax.grad(f)(x))
+
+
 def test_symengine_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     import builtins
 

@@ -17,9 +17,13 @@ def rho(x: Any, y: Any) -> float:
         >>> from diffkit.accuracy import rho
         >>> rho([1.0, 100.0], [1.0, 101.0])
         0.004975124378109453
+        >>> rho([1 + 1j], [1 + 2j])  # complex: the distance in the complex plane
+        0.2739514717088982
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
+    x, y = np.asarray(x), np.asarray(y)
+    complex_ = np.iscomplexobj(x) or np.iscomplexobj(y)  # compare imaginary parts too
+    x = x.astype(np.complex128 if complex_ else np.float64)
+    y = y.astype(np.complex128 if complex_ else np.float64)
     if x.shape != y.shape:
         raise ValueError(f"rho: shapes differ, {x.shape} vs {y.shape}")
     return float(np.max(np.abs(x - y) / np.maximum(1.0, np.abs(x) + np.abs(y)), initial=0.0))

@@ -247,6 +247,14 @@ def _split_t(i, cts, x, *, sizes, axis):
     return lax.concatenate(list(cts), axis)
 
 
+def _convert_t(i, ct, x, **_):
+    """A cast's transpose casts back; from complex to real it keeps the real part (JAX's
+    convention: the transpose of the real-to-complex embedding)."""
+    if jnp.iscomplexobj(ct) and not jnp.iscomplexobj(x):
+        ct = lax.real(ct)
+    return ct.astype(jnp.result_type(x))
+
+
 def _scan_of(combine: Callable[[Array, Array], Array]) -> Callable[..., Array]:
     """A running reduction as JAX defines its derivative: an associative scan of ``combine``."""
     return lambda x, *, axis, reverse: lax.associative_scan(combine, x, reverse=reverse, axis=axis)
@@ -364,7 +372,7 @@ RULES: dict[str, Rule] = {
     # contraction
     "dot_general": linear(_dot_t, multilinear=True),
     # type and copies
-    "convert_element_type": linear(lambda i, ct, x, **_: ct.astype(jnp.result_type(x))),
+    "convert_element_type": linear(_convert_t),
     "copy": linear(lambda i, ct, x: ct),
     # placement: the identity on values (device_put maps several operands at once)
     "device_put": linear(lambda i, cts, *xs, **_: cts[i]),

@@ -99,6 +99,11 @@ def test_grad_of_real_function_of_complex_input(name: str, dtype: str) -> None:
             assert err <= tol, f"{d} {name}: {err:.1e}"
 
 
+def _like(v, x):
+    """``v`` with ``x``'s dtype (its real part where ``x`` is real)."""
+    return (v if jnp.iscomplexobj(x) else jnp.real(v)).astype(x.dtype)
+
+
 def test_complex_jvp_vjp_derived(x64: None) -> None:
     """dual's VJP (from JVPs) and tape's JVP (from VJPs) follow JAX's pairing Re(u v)."""
     z = jnp.asarray([1 + 2j, -0.5 + 0.3j])
@@ -109,8 +114,8 @@ def test_complex_jvp_vjp_derived(x64: None) -> None:
     ]
     for f, x in cases:
         y = f(x)
-        ct = (jnp.ones_like(y) * (1.3 - 0.4j)).astype(y.dtype)
-        t = (jnp.ones_like(x) * (0.3 + 0.9j)).astype(x.dtype)
+        ct = _like(jnp.ones(y.shape) * (1.3 - 0.4j), y)
+        t = _like(jnp.ones(x.shape) * (0.3 + 0.9j), x)
         want_vjp, want_jvp = jax.vjp(f, x)[1](ct)[0], jax.jvp(f, (x,), (t,))[1]
         assert np.allclose(dk.get("dual").vjp(f, x)[1](ct)[0], want_vjp, rtol=1e-13, atol=0)
         assert np.allclose(dk.get("tape").jvp(f, (x,), (t,))[1], want_jvp, rtol=1e-13, atol=0)

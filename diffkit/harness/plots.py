@@ -61,7 +61,8 @@ def figure(recs: list[Record], problem: str, dtype: str, fits: dict[Any, Any], p
     """The three panels of one (problem, dtype) as a matplotlib figure."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     methods = sorted({r["method"] for r in recs})
-    dots = len({r["size"] for r in recs}) == 1
+    sizes = sorted({r["size"] for r in recs})
+    dots = len(sizes) == 1
     if dots:
         _dots(recs, methods, axes, problem, dtype)
     else:
@@ -72,6 +73,8 @@ def figure(recs: list[Record], problem: str, dtype: str, fits: dict[Any, Any], p
         _plain_ticks(ax.xaxis)
         if not dots:  # (a dot plot's y axis names the methods)
             _plain_ticks(ax.yaxis)
+            if len(sizes) <= 8:  # few sizes: tick exactly the sizes measured
+                ax.set_xticks(sizes)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
@@ -146,8 +149,9 @@ def _plain_ticks(axis: Any) -> None:
     if lo <= 0 or not np.isfinite([lo, hi]).all():
         return
     inside = [t for t in axis.get_majorticklocs() if lo <= t <= hi]
-    if len(inside) < 3:
-        axis.set_major_locator(FixedLocator(np.geomspace(lo, hi, 4)))
+    if len(inside) < 3:  # round values (2 significant digits) spread over the range
+        ticks = {float(f"{t:.2g}") for t in np.geomspace(lo, hi, 5)}
+        axis.set_major_locator(FixedLocator(sorted(t for t in ticks if lo <= t <= hi)))
 
 
 def swell_figure(reports: list[tuple[int, Any]], name: str, size_means: str, path: Path) -> Path:

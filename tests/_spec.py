@@ -1,14 +1,19 @@
-"""The spec-table vocabulary shared by ``tests/test_rules.py`` and the section modules
-``tests/specs_*.py``: input domains, :class:`Spec`, and shorthands for common rows."""
+"""The spec table's vocabulary and its one check, shared by ``tests/test_rules.py`` and the
+family modules ``tests/test_specs_*.py``: input domains, :class:`Spec`, shorthands for
+common rows, and :func:`check_rows`, which compares rows with JAX's own derivatives."""
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+import diffkit as dk
+from diffkit.accuracy import rho_tree
 
 # Input domains: name -> sampler(rng, shape)
 DOMAINS: dict[str, Callable] = {
@@ -55,3 +60,72 @@ def custom_vjp_square():
 
     f.defvjp(lambda x: (x * x, x), lambda x, g: (2 * x * g,))
     return f
+
+
+def prims_of(jaxpr) -> set[str]:
+    """Every primitive in a jaxpr, sub-jaxprs included."""
+    found = set()
+    for eqn in jaxpr.eqns:
+        found.add(eqn.primitive.name)
+        for p in eqn.params.values():
+            for sub in p if isinstance(p, tuple | list) else (p,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    found |= prims_of(inner)
+    return found
+
+
+def inputs_of(spec: Spec, seed: int, dtype: str):
+    """Inputs from the row's domains, tangents, and the generator for cotangents."""
+    rng = np.random.default_rng(seed)
+    make = lambda d, s: jnp.asarray(DOMAINS[d](rng, s), dtype=dtype)  # noqa: E731
+    xs = tuple(make(d, s) for d, s in spec.args)
+    ts = tuple(make("real", s) for _, s in spec.args)
+    return xs, ts, rng
+
+
+def row_id(spec: Spec) -> str:
+    return f"{spec.prim}-{spec.label}" if spec.label else spec.prim
+
+
+def _pulled(vjp, f, ct):
+    """``xs -> vjp(f, *xs)[1](ct)``: the cotangent of ``f``'s inputs as a function of them."""
+    return lambda *xs: vjp(f, *xs)[1](ct)
+
+
+def check_rows(specs: list[Spec], dtype: str) -> None:
+    """Each row against jax.jvp / jax.vjp, and its second order (dual's JVP of tape's VJP
+    against jax.jvp of jax.vjp), in one compiled program: rho <= 1e-12 in float64, the row's
+    ``tol32`` in float32. Call it with x64 set for float64."""
+    dual, tape = dk.get("dual"), dk.get("tape")
+    cases = []
+    for spec in specs:
+        xs, ts, rng = inputs_of(spec, zlib.crc32(row_id(spec).encode()), dtype)
+        prims = prims_of(jax.make_jaxpr(spec.fun)(*xs).jaxpr)
+        assert spec.prim in prims, f"row {row_id(spec)} misses its primitive"
+        out = jax.eval_shape(spec.fun, *xs)
+        ct = [jnp.asarray(rng.normal(size=o.shape), o.dtype) for o in jax.tree.leaves(out)]
+        cases.append((xs, ts, jax.tree.unflatten(jax.tree.structure(out), ct)))
+
+    @jax.jit
+    def run(cases):
+        got, want = [], []
+        for spec, (xs, ts, ct) in zip(specs, cases, strict=True):
+            ref = spec.ref or spec.fun
+            got.append({}), want.append({})
+            if "dual" in spec.modes:
+                got[-1]["jvp"], want[-1]["jvp"] = dual.jvp(spec.fun, xs, ts), jax.jvp(ref, xs, ts)
+            if "tape" in spec.modes:
+                got[-1]["vjp"] = tape.vjp(spec.fun, *xs)[1](ct)
+                want[-1]["vjp"] = jax.vjp(ref, *xs)[1](ct)
+            if spec.order2 and "tape" in spec.modes:  # forward (dual) over reverse (tape)
+                got[-1]["jvp of vjp"] = dual.jvp(_pulled(tape.vjp, spec.fun, ct), xs, ts)
+                want[-1]["jvp of vjp"] = jax.jvp(_pulled(jax.vjp, ref, ct), xs, ts)
+        return got, want
+
+    tol = 1e-12 if dtype == "float64" else None
+    for spec, got, want in zip(specs, *run(cases), strict=True):
+        for key in got:
+            assert jax.tree.structure(got[key]) == jax.tree.structure(want[key]), row_id(spec)
+            err = rho_tree(got[key], want[key])
+            assert err <= (tol or spec.tol32), f"{row_id(spec)} {key}: rho {err:.2e}"

@@ -5,7 +5,7 @@ One row per primitive (several for primitives with many forms, such as ``dot_gen
 Each row runs in float32 and float64; ``dual``'s JVP is compared with :func:`jax.jvp` and
 ``tape``'s VJP with :func:`jax.vjp`, on random inputs, tangents and cotangents. In float64 the
 hand-written derivatives must agree to rho <= 1e-12. Adding a primitive to the table means
-adding a row here or in a section module ``tests/specs_*.py`` (``test_every_rule_has_a_spec``
+adding a row here or in a family module ``tests/test_specs_*.py`` (``test_every_rule_has_a_spec``
 checks it).
 """
 
@@ -18,9 +18,20 @@ import zlib
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
-import numpy as np
 import pytest
-from _spec import DOMAINS, IDX, OUT, R3, R34, R34_2, Spec, custom_vjp_square, ew
+from _spec import (
+    IDX,
+    OUT,
+    R3,
+    R34,
+    R34_2,
+    Spec,
+    check_rows,
+    custom_vjp_square,
+    ew,
+    inputs_of,
+    row_id,
+)
 from jax import lax
 from jax._src.ad_util import add_jaxvals
 from jax.experimental.layout import Layout, with_layout_constraint
@@ -319,35 +330,13 @@ SECTIONS: dict[str, list[Spec]] = {
         ),
     ],
 }
-# Sections kept in their own modules (tests/specs_*.py, each defining SECTIONS).
-for _path in sorted(pathlib.Path(__file__).parent.glob("specs_*.py")):
-    SECTIONS.update(importlib.import_module(_path.stem).SECTIONS)
-SPECS = [spec for specs in SECTIONS.values() for spec in specs]
-
-
-def _prims(jaxpr) -> set[str]:
-    """Every primitive in a jaxpr, sub-jaxprs included."""
-    found = set()
-    for eqn in jaxpr.eqns:
-        found.add(eqn.primitive.name)
-        for p in eqn.params.values():
-            for sub in p if isinstance(p, tuple | list) else (p,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns"):
-                    found |= _prims(inner)
-    return found
-
-
-def _inputs(spec: Spec, seed: int, dtype: str):
-    rng = np.random.default_rng(seed)
-    make = lambda d, s: jnp.asarray(DOMAINS[d](rng, s), dtype=dtype)  # noqa: E731
-    xs = tuple(make(d, s) for d, s in spec.args)
-    ts = tuple(make("real", s) for _, s in spec.args)
-    return xs, ts, rng
-
-
-def _id(spec: Spec) -> str:
-    return f"{spec.prim}-{spec.label}" if spec.label else spec.prim
+# Every row, with those of the sections kept in their own test modules
+# (tests/test_specs_*.py, each defining SECTIONS and running them).
+FAMILIES = sorted(pathlib.Path(__file__).parent.glob("test_specs_*.py"))
+ALL_SECTIONS = {**SECTIONS}
+for _path in FAMILIES:
+    ALL_SECTIONS.update(importlib.import_module(_path.stem).SECTIONS)
+SPECS = [spec for specs in ALL_SECTIONS.values() for spec in specs]
 
 
 @pytest.mark.parametrize("section", SECTIONS)
@@ -359,48 +348,7 @@ def test_rules_match_jax(section: str, dtype: str) -> None:
     full suite.
     """
     with jax.enable_x64(dtype == "float64"):
-        _check_section(section, dtype)
-
-
-def _pulled(vjp, f, ct):
-    """``xs -> vjp(f, *xs)[1](ct)``: the cotangent of ``f``'s inputs as a function of them."""
-    return lambda *xs: vjp(f, *xs)[1](ct)
-
-
-def _check_section(section: str, dtype: str) -> None:
-    specs = SECTIONS[section]
-    dual, tape = dk.get("dual"), dk.get("tape")
-    cases = []
-    for spec in specs:
-        xs, ts, rng = _inputs(spec, zlib.crc32(_id(spec).encode()), dtype)
-        prims = _prims(jax.make_jaxpr(spec.fun)(*xs).jaxpr)
-        assert spec.prim in prims, f"row {_id(spec)} misses its primitive"
-        out = jax.eval_shape(spec.fun, *xs)
-        ct = [jnp.asarray(rng.normal(size=o.shape), o.dtype) for o in jax.tree.leaves(out)]
-        cases.append((xs, ts, jax.tree.unflatten(jax.tree.structure(out), ct)))
-
-    @jax.jit
-    def run(cases):
-        got, want = [], []
-        for spec, (xs, ts, ct) in zip(specs, cases, strict=True):
-            ref = spec.ref or spec.fun
-            got.append({}), want.append({})
-            if "dual" in spec.modes:
-                got[-1]["jvp"], want[-1]["jvp"] = dual.jvp(spec.fun, xs, ts), jax.jvp(ref, xs, ts)
-            if "tape" in spec.modes:
-                got[-1]["vjp"] = tape.vjp(spec.fun, *xs)[1](ct)
-                want[-1]["vjp"] = jax.vjp(ref, *xs)[1](ct)
-            if spec.order2 and "tape" in spec.modes:  # forward (dual) over reverse (tape)
-                got[-1]["jvp of vjp"] = dual.jvp(_pulled(tape.vjp, spec.fun, ct), xs, ts)
-                want[-1]["jvp of vjp"] = jax.jvp(_pulled(jax.vjp, ref, ct), xs, ts)
-        return got, want
-
-    tol = 1e-12 if dtype == "float64" else None
-    for spec, got, want in zip(specs, *run(cases), strict=True):
-        for key in got:
-            assert jax.tree.structure(got[key]) == jax.tree.structure(want[key]), _id(spec)
-            err = rho_tree(got[key], want[key])
-            assert err <= (tol or spec.tol32), f"{_id(spec)} {key}: rho {err:.2e}"
+        check_rows(SECTIONS[section], dtype)
 
 
 def test_every_rule_has_a_spec() -> None:
@@ -448,19 +396,19 @@ def test_symbolic_matches_jax_on_every_elementwise_row(x64: None) -> None:
     symbolic = dk.get("symbolic")
     checked = []
     for spec in ELEMENTWISE_SPECS:
-        xs, ts, rng = _inputs(spec, zlib.crc32(_id(spec).encode()), "float64")
+        xs, ts, rng = inputs_of(spec, zlib.crc32(row_id(spec).encode()), "float64")
         try:
             out = jax.eval_shape(spec.fun, *xs)
         except TypeError:  # the row's function is written for (3, 4) inputs
             continue
-        checked.append(_id(spec))
+        checked.append(row_id(spec))
         ct = jax.tree.map(lambda o, r=rng: jnp.asarray(r.normal(size=o.shape), o.dtype), out)
         try:
             got = symbolic.jvp(spec.fun, xs, ts)[1], symbolic.vjp(spec.fun, *xs)[1](ct)
         except dk.UnsupportedPrimitiveError as error:
             reasons = {*REFUSED.values(), *SYMBOLIC_REFUSED.values(), "at a special point"}
-            assert any(r in str(error) for r in reasons), f"{_id(spec)}: {error}"
+            assert any(r in str(error) for r in reasons), f"{row_id(spec)}: {error}"
             continue
         want = jax.jvp(spec.fun, xs, ts)[1], jax.vjp(spec.fun, *xs)[1](ct)
-        assert rho_tree(got, want) <= 1e-12, _id(spec)
+        assert rho_tree(got, want) <= 1e-12, row_id(spec)
     assert len(checked) > 40, checked

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from _spec import R34, R34_2, Spec
+import pytest
+from _spec import R34, R34_2, Spec, check_rows
 from jax import lax
 
 
@@ -260,3 +261,12 @@ def _argmax_pair(x, y):
     init = (jnp.array(-jnp.inf, x.dtype), jnp.array(0, x.dtype))
     value, at = lax.reduce((x, y), init, better, (0,))
     return value * at
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "float64"])
+def test_rules_match_jax(section: str, dtype: str) -> None:
+    """Each row of a section against jax.jvp / jax.vjp, first and second order (one compiled
+    program per section; float32 is marked slow for time only and runs in the full suite)."""
+    with jax.enable_x64(dtype == "float64"):
+        check_rows(SECTIONS[section], dtype)

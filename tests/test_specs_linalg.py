@@ -14,10 +14,12 @@ from __future__ import annotations
 import itertools
 import warnings
 
+import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-from _spec import Spec
+import pytest
+from _spec import Spec, check_rows
 from jax import lax
 
 L = lax.linalg
@@ -233,3 +235,12 @@ SECTIONS: dict[str, list[Spec]] = {
         ),
     ],
 }
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "float64"])
+def test_rules_match_jax(section: str, dtype: str) -> None:
+    """Each row of a section against jax.jvp / jax.vjp, first and second order (one compiled
+    program per section; float32 is marked slow for time only and runs in the full suite)."""
+    with jax.enable_x64(dtype == "float64"):
+        check_rows(SECTIONS[section], dtype)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-from _spec import R34, R34_2, Spec, ew
+import pytest
+from _spec import R34, R34_2, Spec, check_rows, ew
 from jax import lax
 
 
@@ -141,3 +142,12 @@ SECTIONS: dict[str, list[Spec]] = {
         Spec("bitcast_convert_type", lambda x: jnp.ldexp(x, 3) * x, R34, label="ldexp"),
     ],
 }
+
+
+@pytest.mark.parametrize("section", SECTIONS)
+@pytest.mark.parametrize("dtype", [pytest.param("float32", marks=pytest.mark.slow), "float64"])
+def test_rules_match_jax(section: str, dtype: str) -> None:
+    """Each row of a section against jax.jvp / jax.vjp, first and second order (one compiled
+    program per section; float32 is marked slow for time only and runs in the full suite)."""
+    with jax.enable_x64(dtype == "float64"):
+        check_rows(SECTIONS[section], dtype)

@@ -1,29 +1,161 @@
-"""Every notebook under notebooks/ runs top to bottom (small sizes), so none of them rots."""
+"""Every notebook under notebooks/ runs top to bottom (small sizes), so none of them rots.
+
+The notebooks run with Jupyter's inline backend, which renders every figure to PNG as a
+reader sees it; just before each figure is rendered, a hook injected into the kernel checks
+that each of its axes is labelled and that no plotted series is all NaN/inf. A warning
+printed by any cell fails the run, as does any cell's error (a notebook states its measured
+facts as assertions, so a text that its numbers contradict fails here too).
+``benchmarks/notebooks_full.py`` runs the same checks on the full-size runs.
+"""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import nbclient
 import nbformat
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
+STORIES = ["01", "02", "03", "04", "05", "06"]  # must be there; later numbers may join
+
+# Run in the kernel before the notebook's first cell: wrap the renderer of every figure.
+_CHECK_FIGURES = """
+import numpy as _np
+from matplotlib.backend_bases import FigureCanvasBase as _Canvas
+
+_FIGURE_PROBLEMS, _FIGURES = [], []
+_render = _Canvas.print_figure
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_runs(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIFFKIT_QUICK", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+def _labelled(ax, which):
+    label = "get_xlabel" if which == "x" else "get_ylabel"
+    shared = ax.get_shared_x_axes() if which == "x" else ax.get_shared_y_axes()
+    return any(getattr(a, label)().strip() for a in shared.get_siblings(ax))
+
+
+def _all_bad(values):
+    try:
+        values = _np.asarray(values, dtype=float)
+    except (TypeError, ValueError):  # categorical data: not numbers to check
+        return False
+    return values.size > 0 and not _np.isfinite(values).any()
+
+
+def _check_then_render(self, *args, **kwargs):
+    fig = self.figure
+    if id(fig) not in _FIGURES:
+        _FIGURES.append(id(fig))
+        where = f"figure {len(_FIGURES)}"
+        for ax in fig.axes:
+            if not ax.axison or hasattr(ax, "_colorbar"):
+                continue
+            name = f"{where}, axes {ax.get_title()!r}"
+            for which in "xy":
+                if not _labelled(ax, which):
+                    _FIGURE_PROBLEMS.append(f"{name}: no {which} label")
+            for line in ax.get_lines():
+                if _all_bad(line.get_ydata()) or _all_bad(line.get_xdata()):
+                    _FIGURE_PROBLEMS.append(f"{name}: series {line.get_label()!r} is all NaN/inf")
+            for coll in ax.collections:
+                offsets = _np.asarray(coll.get_offsets())
+                if offsets.size and _all_bad(offsets):
+                    _FIGURE_PROBLEMS.append(f"{name}: points {coll.get_label()!r} all NaN/inf")
+    return _render(self, *args, **kwargs)
+
+
+_Canvas.print_figure = _check_then_render
+"""
+
+_REPORT_FIGURES = """
+import matplotlib.pyplot as _plt
+
+for _n in _plt.get_fignums():  # figures never shown: render them too
+    _plt.figure(_n).canvas.draw()
+    _plt.figure(_n).canvas.print_figure(__import__("io").BytesIO())
+assert not _FIGURE_PROBLEMS, "; ".join(_FIGURE_PROBLEMS)
+print(f"{len(_FIGURES)} figures checked")
+"""
+
+_WARNING = re.compile(r"\w*Warning\b|\bWARNING\b")
+
+
+def run_notebook(path: Path, quick: bool, timeout: int = 600) -> nbformat.NotebookNode:
+    """Execute the notebook at ``path`` (``quick``: with ``DIFFKIT_QUICK=1``) in a fresh
+    kernel with the inline backend and the figure checks; raise on a cell's error, a figure
+    problem or a printed warning, else return the executed notebook.
+    """
     nb = nbformat.read(path, as_version=4)
     assert all(not cell.get("outputs") for cell in nb.cells if cell.cell_type == "code"), (
         f"{path.name} has committed outputs; strip them"
     )
-    client = nbclient.NotebookClient(
-        nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-    )
-    client.execute()  # raises CellExecutionError naming the failing cell
+    nb.cells.insert(0, nbformat.v4.new_code_cell(_CHECK_FIGURES))
+    nb.cells.append(nbformat.v4.new_code_cell(_REPORT_FIGURES))
+    saved = {k: os.environ.get(k) for k in ("DIFFKIT_QUICK", "MPLBACKEND", "PYTHONPATH")}
+    os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"  # renders PNGs
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), saved["PYTHONPATH"]]))
+    if quick:
+        os.environ["DIFFKIT_QUICK"] = "1"
+    else:
+        os.environ.pop("DIFFKIT_QUICK", None)
+    try:
+        client = nbclient.NotebookClient(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        client.execute()  # raises CellExecutionError naming the failing cell
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    for index, cell in enumerate(nb.cells[1:-1]):
+        for output in cell.get("outputs", []):
+            text = output.get("text", "") if output.get("output_type") == "stream" else ""
+            assert not _WARNING.search(text), f"{path.name}, cell {index}: a warning\n{text}"
+    return nb
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_runs(path: Path) -> None:
+    nb = run_notebook(path, quick=True)
+    assert "figures checked" in nb.cells[-1].outputs[-1]["text"]
 
 
 def test_every_story_is_there() -> None:
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+    numbers = [p.name[:2] for p in NOTEBOOKS]
+    assert numbers[: len(STORIES)] == STORIES, numbers
+    assert all(n.isdigit() for n in numbers) and len(set(numbers)) == len(numbers), numbers
+
+
+def test_the_figure_check_catches_an_unlabelled_axis_and_an_all_inf_series(tmp_path: Path) -> None:
+    bad = nbformat.v4.new_notebook()
+    bad.cells = [
+        nbformat.v4.new_code_cell(
+            "import matplotlib.pyplot as plt\n"
+            "fig, ax = plt.subplots()\n"
+            "ax.plot([1, 2], [float('inf'), float('nan')], label='exploded')\n"
+            "ax.set_xlabel('step')\n"
+            "plt.show()"
+        )
+    ]
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(bad, path)
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as info:
+        run_notebook(path, quick=True)
+    assert "no y label" in str(info.value) and "'exploded' is all NaN/inf" in str(info.value)
+
+
+def test_a_printed_warning_fails(tmp_path: Path) -> None:
+    noisy = nbformat.v4.new_notebook()
+    noisy.cells = [nbformat.v4.new_code_cell("import numpy as np\nnp.log(np.zeros(1))")]
+    path = tmp_path / "noisy.ipynb"
+    nbformat.write(noisy, path)
+    with pytest.raises(AssertionError, match="RuntimeWarning"):
+        run_notebook(path, quick=True)

@@ -409,8 +409,9 @@ RULES: dict[str, Rule] = {
 #: that every differentiable primitive of the installed JAX is a row, a call, control flow, a
 #: custom rule, integer-valued, or here.
 _COLLECTIVE = (
-    "a collective over a named mesh axis (shard_map, pmap): the hand-written interpreters "
-    "run one device's program"
+    "a collective over a named mesh axis (shard_map, pmap) of JAX's reduced/unreduced "
+    "sharding types, a ragged exchange or an explicit reshard: not yet supported (psum, "
+    "all_gather, ppermute, all_to_all and shard_map itself are rows, _rules_collectives)"
 )
 _STATE = "mutable state (array refs, boxes, run_state): the interpreters model pure programs"
 _OPAQUE = (
@@ -421,18 +422,9 @@ _INTERNAL = "an internal primitive of JAX's own transformations, not met in user
 REFUSED: dict[str, str] = {
     **dict.fromkeys(
         [
-            "all_gather",
-            "all_gather_invariant",
             "all_gather_reduced",
-            "all_to_all",
-            "ppermute",
-            "psum",
-            "psum_invariant",
-            "pbroadcast",
             "preduced",
-            "pvary",
             "ragged_all_to_all",
-            "reduce_scatter",
             "reduced_vary_cast_p",
             "reshard",
             "unreduced_psum",
@@ -502,6 +494,7 @@ def refused_markdown() -> str:
 
 
 # Sections of the table kept in their own modules (they build rows with _rule_kinds too).
-from diffkit import _rules_array, _rules_linalg, _rules_special  # noqa: E402
+from diffkit import _rules_array, _rules_collectives, _rules_linalg, _rules_special  # noqa: E402
 
 RULES.update({**_rules_array.ROWS, **_rules_linalg.ROWS, **_rules_special.ROWS})
+RULES.update(_rules_collectives.ROWS)

@@ -1104,4 +1104,11 @@ REFUSED: dict[str, str] = {
         ["scatter-add", "scatter-max", "scatter-min", "scatter-mul", "scatter-sub"],
         "not yet translated (x.at[i].set is)",
     ),
+    **dict.fromkeys(
+        [
+            *("all_gather", "all_gather_invariant", "all_to_all", "pbroadcast", "ppermute"),
+            *("psum", "psum_invariant", "pvary", "reduce_scatter"),
+        ],
+        "a collective over a named mesh axis: symbolic builds one program, not one per device",
+    ),
 }

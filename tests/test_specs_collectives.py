@@ -1,0 +1,120 @@
+"""Spec rows for the collectives section of the rule table (:mod:`diffkit._rules_collectives`):
+each row is a ``shard_map`` over a 4-device mesh, checked by the one check of the spec table
+(``check_rows``: dual's JVP, tape's VJP and dual-over-tape against JAX's, float64 and float32).
+
+Collectives need several devices, which the CPU backend simulates only when told before JAX
+starts (``XLA_FLAGS=--xla_force_host_platform_device_count``): the rows run in a subprocess
+(this file as a script), so the rest of the suite keeps its one device.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+DEVICES = 4
+
+
+def _specs():
+    import jax
+    import jax.numpy as jnp
+    from _spec import Spec
+    from jax import lax
+    from jax.sharding import AxisType
+    from jax.sharding import PartitionSpec as P
+
+    mesh = jax.make_mesh((DEVICES,), ("d",), axis_types=(AxisType.Auto,))
+
+    def sm(body, in_specs, out_specs, check_vma=True):
+        return jax.shard_map(
+            body, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check_vma
+        )
+
+    ring = [(i, (i + 1) % DEVICES) for i in range(DEVICES)]
+    X = (("real", (8, 3)),)
+    XW = (("real", (8, 3)), ("real", (3,)))
+    return [
+        # psum of a varying value (typed: psum_invariant), replicated weights (pvary)
+        Spec(
+            "psum_invariant",
+            sm(lambda x, w: lax.psum(jnp.sin(x) * w, "d"), (P("d"), P()), P()),
+            XW,
+        ),
+        Spec("pvary", sm(lambda x, w: jnp.tanh(x * w), (P("d"), P()), P("d")), XW),
+        # untyped (check_vma=False): psum transposes to psum, JAX's convention there
+        Spec(
+            "psum",
+            sm(lambda x, w: lax.psum(jnp.sin(x) * w, "d"), (P("d"), P()), P(), False),
+            XW,
+            label="unchecked",
+        ),
+        Spec(
+            "ppermute",
+            sm(lambda x: jnp.cos(lax.ppermute(x**2, "d", perm=ring)), P("d"), P("d")),
+            X,
+        ),
+        Spec(
+            "all_gather",
+            sm(lambda x: jnp.sin(lax.all_gather(x, "d", axis=0, tiled=True)) * 2, P("d"), P("d")),
+            X,
+        ),
+        Spec(
+            "all_gather",
+            sm(lambda x: lax.all_gather(jnp.exp(x), "d", axis=1), P("d"), P("d")),
+            X,
+            label="stacked",
+        ),
+        Spec(
+            "reduce_scatter",
+            sm(lambda x: lax.psum_scatter(x**3, "d", scatter_dimension=1, tiled=True), P(), P("d")),
+            (("real", (2, 8)),),
+        ),
+        Spec(
+            "all_to_all",
+            sm(lambda x: jnp.sin(lax.all_to_all(x, "d", 1, 0, tiled=True)), P("d"), P("d")),
+            (("real", (8, 4)),),
+        ),
+        Spec(
+            "shard_map",
+            sm(
+                lambda x, w: (jnp.tanh(x @ w), lax.psum(jnp.sum(x), "d")),
+                (P("d"), P()),
+                (P("d"), P()),
+            ),
+            (("real", (8, 3)), ("real", (3, 2))),
+            label="two-outputs",
+        ),
+    ]
+
+
+def main() -> None:
+    import jax
+    from _spec import check_rows
+
+    assert jax.device_count() == DEVICES, jax.devices()
+    specs = _specs()
+    check_rows(specs, "float32")
+    with jax.enable_x64(True):
+        check_rows(specs, "float64")
+    print(f"checked {len(specs)} collective rows")
+
+
+def test_collective_rows_match_jax() -> None:
+    here = Path(__file__).parent
+    env = {
+        **os.environ,
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+        "JAX_PLATFORMS": "cpu",
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)]),
+    }
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__))], env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "checked 9 collective rows" in out.stdout
+
+
+if __name__ == "__main__":
+    main()

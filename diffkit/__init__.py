@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it ("" for a submodule of diffkit).
 _EXPORTS = {
     "accuracy": "",
+    "checkpoint": "",
     "differentiators": "",  # importing it registers the built-in differentiators
     "examples": "",
     "extend": "",
@@ -30,6 +31,7 @@ _EXPORTS = {
     "InputTypeError": "diffkit._errors",
     "UnknownDifferentiatorError": "diffkit._errors",
     "UnsupportedPrimitiveError": "diffkit._errors",
+    "accumulate": "diffkit.checkpoint",
     "Differentiator": "diffkit._interface",
     "get": "diffkit._registry",
     "names": "diffkit._registry",
@@ -60,6 +62,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from diffkit import accuracy as accuracy
+    from diffkit import checkpoint as checkpoint
     from diffkit import differentiators as differentiators
     from diffkit import examples as examples
     from diffkit import extend as extend
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
     from diffkit._registry import options as options
     from diffkit._registry import register as register
     from diffkit._registry import unregister as unregister
+    from diffkit.checkpoint import accumulate as accumulate
     from diffkit.differentiators.dual import Dual as Dual
     from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
     from diffkit.harness import compare as compare

@@ -21,6 +21,7 @@ solve.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from diffkit import checkpoint as _checkpoint
 from diffkit._errors import UnsupportedPrimitiveError
 from diffkit._interface import Differentiator
 from diffkit._jaxpr import (
@@ -103,15 +105,18 @@ class Tape:
     trees: tuple[Any, Any] | None = None  # (inputs, outputs) pytree structures, for users
 
     @classmethod
-    def record(cls, closed: Any, args: Sequence[Any], needs: Sequence[bool]) -> Tape:
+    def record(
+        cls, closed: Any, args: Sequence[Any], needs: Sequence[bool], schedule: Any = None
+    ) -> Tape:
         """Evaluate ``closed`` on ``args``, recording every equation that depends on the
-        arguments flagged in ``needs``."""
+        arguments flagged in ``needs``; each ``scan`` is reversed by ``schedule`` (a
+        :class:`diffkit.checkpoint.Schedule`; ``None``: store every step's state)."""
         tape = cls()
         counter = itertools.count()
         tracked = [Tracked(a, next(counter)) if n else a for a, n in zip(args, needs, strict=True)]
         tape.in_keys = [t.key if isinstance(t, Tracked) else None for t in tracked]
         tape.inputs = list(args)
-        tape.outputs = _Recorder(tape.nodes, counter).run(closed, tracked)
+        tape.outputs = _Recorder(tape.nodes, counter, schedule).run(closed, tracked)
         return tape
 
     def sweep(self, out_bars: Sequence[Any], keep: bool = False) -> list[Any]:
@@ -254,8 +259,8 @@ class _Recorder(Interpreter):
     rules = RULES
     refused = REFUSED
 
-    def __init__(self, nodes: list[Node], counter: itertools.count) -> None:
-        self.nodes, self.counter = nodes, counter
+    def __init__(self, nodes: list[Node], counter: itertools.count, schedule: Any = None) -> None:
+        self.nodes, self.counter, self.schedule = nodes, counter, schedule
 
     def active(self, v: Any) -> bool:
         return isinstance(v, Tracked)
@@ -333,7 +338,9 @@ def _cond(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
     return ys, pullback
 
 
-def _scan(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
+def _scan(eqn: Any, xs: list[Any], needs: list[bool], site: Any, schedule: Any = None):
+    if schedule is not None and schedule.kind != "store-all":
+        return _scan_checkpointed(eqn, xs, needs, schedule.plan(eqn.params["length"]))
     p = eqn.params
     nc, nk = p["num_consts"], p["num_carry"]
     consts, init, seq = xs[:nc], xs[nc : nc + nk], xs[nc + nk :]
@@ -462,17 +469,77 @@ def _linear_solve(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
     return ys, pullback
 
 
+def _scan_checkpointed(eqn: Any, xs: list[Any], needs: list[bool], plan: Any):
+    """``scan`` reversed by a checkpointing plan (:mod:`diffkit.checkpoint`): the first sweep
+    keeps only the states the plan stores; the backward sweep runs the plan's actions,
+    recomputing states from snapshots and recording each step once, as it is swept back."""
+    p = eqn.params
+    nc, nk, n = p["num_consts"], p["num_carry"], p["length"]
+    consts, init, seq = xs[:nc], xs[nc : nc + nk], xs[nc + nk :]
+    body = p["jaxpr"]
+    cneeds, xneeds = needs[:nc], needs[nc + nk :]
+    cmask = carry_mask(body.jaxpr, cneeds, needs[nc : nc + nk], xneeds)
+    body_needs = [*cneeds, *cmask, *xneeds]
+    index = (lambda j: n - 1 - j) if p["reverse"] else (lambda j: j)  # step j's xs index
+
+    def step(carry, x):
+        outs = interpret(body, [*consts, *carry, *x], evaluate)
+        return outs[:nk], outs[nk:]
+
+    final, ys, snaps = _checkpoint.run_forward(plan, step, init, seq, p["reverse"])
+
+    def advance(carry, j):
+        x = [lax.dynamic_index_in_dim(s, index(j), keepdims=False) for s in seq]
+        return step(carry, x)[0]
+
+    move = _checkpoint.mover(plan, advance)
+
+    def pullback(y_bars):
+        def back(acc, inp):
+            (work, snaps), carry_bar, consts_bar = acc
+            x_i, ys_bar_i, j = inp
+            work, snaps = move(work, snaps, j)
+            bars = _pullback(body, [*consts, *work, *x_i], body_needs, [*carry_bar, *ys_bar_i])
+            carry_bar = [b if m else None for b, m in zip(bars[nc : nc + nk], cmask, strict=True)]
+            consts_bar = [
+                None if a is None else a + b for a, b in zip(consts_bar, bars[:nc], strict=True)
+            ]
+            return ((work, snaps), carry_bar, consts_bar), bars[nc + nk :]
+
+        carry_bar0 = [
+            (jnp.zeros_like(c) if b is None else b) if m else None
+            for c, m, b in zip(init, cmask, y_bars[:nk], strict=True)
+        ]
+        zero_consts = [
+            jnp.zeros_like(c) if m else None for c, m in zip(consts, cneeds, strict=True)
+        ]
+        steps = np.arange(n)[::-1] if p["reverse"] else np.arange(n)  # step j at xs index i
+        start = ((_checkpoint.working(plan, snaps), snaps), carry_bar0, zero_consts)
+        (_, carry_bar, consts_bar), seq_bar = lax.scan(
+            back, start, (list(seq), list(y_bars[nk:]), steps), reverse=not p["reverse"]
+        )
+        init_bar = [b if m else None for b, m in zip(carry_bar, needs[nc : nc + nk], strict=True)]
+        return [*consts_bar, *init_bar, *seq_bar]
+
+    return [*final, *ys], pullback
+
+
+def _scan_handler(recorder: _Recorder, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+    make = functools.partial(_scan, schedule=recorder.schedule)
+    return _recorded(make)(recorder, eqn, invals, site)
+
+
 _Recorder.special = {
     name: _recorded(make)
     for name, make in {
         "cond": _cond,
-        "scan": _scan,
         "while": _while,
         "custom_jvp_call": _custom_jvp,
         "custom_vjp_call": _custom_vjp,
         "custom_linear_solve": _linear_solve,
     }.items()
 }
+_Recorder.special["scan"] = _scan_handler
 
 
 @register("tape")
@@ -480,10 +547,20 @@ class TapeReverse(Differentiator):
     """Reverse mode by a hand-written tape over the function's jaxpr: one forward sweep
     records the nodes, one backward sweep accumulates cotangents in reverse order.
 
+    Options: ``checkpoint`` reverses each ``lax.scan`` by a schedule of
+    :mod:`diffkit.checkpoint` (``"store-all"``, the default: every step's state kept;
+    ``"sqrt"``; ``"every(k)"`` or ``dk.checkpoint.every(k)``; ``"revolve"`` with
+    ``budget`` snapshots), trading recomputed steps for memory; ``budget`` caps the
+    snapshots a schedule may hold (an impossible one is an error).
+
     Example:
         >>> import diffkit as dk, jax.numpy as jnp
         >>> dk.get("tape").grad(lambda x: jnp.sum(jnp.sin(x) * x))(jnp.zeros(2)).tolist()
         [0.0, 0.0]
+        >>> f = lambda x: jax.lax.scan(lambda c, _: (jnp.sin(c), None), x, length=50)[0]
+        >>> g = dk.get("tape", checkpoint="revolve", budget=3).grad(f)(1.0)
+        >>> bool(jnp.allclose(g, jax.grad(f)(1.0)))
+        True
     """
 
     mode = "reverse"
@@ -491,8 +568,18 @@ class TapeReverse(Differentiator):
     traced = True
     description = "hand-written tape (Wengert list) over the jaxpr, swept backward; one rule table"
 
+    def __init__(
+        self,
+        *,
+        checkpoint: str | _checkpoint.Schedule | None = None,
+        budget: int | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.schedule = _checkpoint.parse(checkpoint, budget)
+
     def _vjp(self, fun, primals):
-        tape = Tape.record(fun.closed, primals, [True] * len(primals))  # fun: the TracedFun
+        tape = Tape.record(fun.closed, primals, [True] * len(primals), self.schedule)
         values = [_value(o) for o in tape.outputs]
         n, n_aux = fun.n_outs, fun.n_aux
 

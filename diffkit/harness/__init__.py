@@ -19,6 +19,8 @@ Example:
 
 from diffkit.harness.measure import TOLERANCE as TOLERANCE
 from diffkit.harness.measure import run_case as run_case
+from diffkit.harness.memory import MemoryFront as MemoryFront
+from diffkit.harness.memory import memory_sweep as memory_sweep
 from diffkit.harness.problems import Instance as Instance
 from diffkit.harness.problems import Problem as Problem
 from diffkit.harness.problems import get_problem as get_problem

@@ -40,7 +40,7 @@ from diffkit._trees import (
     unravel_like,
 )
 
-Mode = Literal["numerical", "symbolic", "forward", "reverse"]
+Mode = Literal["numerical", "symbolic", "forward", "reverse", "stochastic"]
 Strategy = Literal["fwd", "rev"]
 Array = jax.Array
 FlatFun = Callable[..., tuple[tuple[Array, ...], tuple[Array, ...]]]

@@ -14,10 +14,10 @@ import importlib
 import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from diffkit._errors import DiffkitError, UnknownDifferentiatorError
-from diffkit._interface import Differentiator
+from diffkit._interface import Differentiator, Mode
 
 __all__ = ["get", "names", "options", "register", "resolve", "unregister"]
 
@@ -53,10 +53,10 @@ def register(name: str) -> Callable[[D], D]:
             raise DiffkitError(f"register({name!r}): {cls!r} is not a Differentiator subclass")
         if not cls.native:
             raise DiffkitError(f"register({name!r}): {cls.__name__}.native names no primitive")
-        if getattr(cls, "mode", None) not in ("numerical", "symbolic", "forward", "reverse"):
+        if getattr(cls, "mode", None) not in get_args(Mode):
             raise DiffkitError(
                 f"register({name!r}): {cls.__name__}.mode must be one of "
-                "numerical, symbolic, forward, reverse"
+                "numerical, symbolic, forward, reverse, stochastic"
             )
         if name in _REGISTRY and _REGISTRY[name] is not cls:
             raise DiffkitError(

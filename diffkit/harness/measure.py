@@ -32,6 +32,7 @@ from jax.flatten_util import ravel_pytree
 from diffkit._errors import DiffkitError
 from diffkit._process import format_bytes
 from diffkit._registry import resolve
+from diffkit.harness.estimators import BIAS_Z, quality
 from diffkit.harness.problems import Instance, Problem, get_problem
 from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key
 
@@ -48,6 +49,7 @@ __all__ = [
 
 #: Tolerance on rho against the float64 reference, by dtype and kind of method: AD and
 #: symbolic methods are exact up to rounding; finite differences carry truncation error.
+#: Stochastic methods: the floor added to BIAS_Z standard errors of their bias.
 TOLERANCE = {
     ("float64", "exact"): 1e-12,
     ("float64", "numerical"): 1e-6,
@@ -64,7 +66,7 @@ def tolerance(mode: str, dtype: str) -> float:
         >>> tolerance("reverse", "float64"), tolerance("numerical", "float32")
         (1e-12, 0.01)
     """
-    return TOLERANCE[(dtype, "numerical" if mode == "numerical" else "exact")]
+    return TOLERANCE[(dtype, "numerical" if mode in ("numerical", "stochastic") else "exact")]
 
 
 def classify(exc: BaseException) -> tuple[str, str]:
@@ -116,7 +118,7 @@ def footprint(jaxpr: Any) -> int:
         shape, dtype = getattr(aval, "shape", None), getattr(aval, "dtype", None)
         if shape is None or dtype is None:
             return 0
-        return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize  # PRNG keys too
 
     total = sum(size(v) for v in inner.invars)
     for eqn in inner.eqns:
@@ -411,6 +413,9 @@ def _measure(
     compiled, result = _compile(rec, derivative, inst.args, memory_limit)
     if accuracy:
         _judge(rec, result, shared["reference"], d.mode)
+    if accuracy and d.mode == "stochastic":  # judged as an estimator: bias within its error
+        rec.update(quality(d, inst.fun, inst.args, shared["reference"][0]))  # type: ignore[typeddict-item]
+        rec["accurate"] = rec["bias"] <= BIAS_Z * rec["bias_se"] + rec["tolerance"]
     primal, args = shared["primal"], inst.args
     fns = {"primal": lambda: primal(*args), "derivative": lambda: compiled(*args)}
     if rec["first_call_s"] >= SLOW_CALL:  # one sample is enough: the first call is it

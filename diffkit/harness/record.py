@@ -85,7 +85,16 @@ class Record(TypedDict, total=False):
     rho_mean: float | None
     reference_crosscheck: float
     tolerance: float
-    accurate: bool
+    accurate: bool  # stochastic methods: bias <= 3 bias_se (harness.estimators)
+    # stochastic methods: quality over `repeats` keys (harness.estimators.quality)
+    cosine: float
+    cosine_se: float
+    bias: float
+    bias_se: float
+    second_moment: float
+    second_moment_se: float
+    second_moment_theory: float
+    repeats: int
     # provenance
     date: str
     meta: dict[str, Any]  # backend, versions, matmul_precision, ... (measure.metadata)

@@ -38,6 +38,7 @@ _EXPORTS = {
     "options": "diffkit._registry",
     "register": "diffkit._registry",
     "unregister": "diffkit._registry",
+    "explain": "diffkit.html",  # the explorable backprop page of a small function
     "Dual": "diffkit.differentiators.dual",
     "BudgetExceeded": "diffkit.differentiators.symbolic",
     "compare": "diffkit.harness",
@@ -83,3 +84,4 @@ if TYPE_CHECKING:
     from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
     from diffkit.harness import compare as compare
     from diffkit.harness import sweep as sweep
+    from diffkit.html import explain as explain

@@ -169,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Differentiate one JAX function six ways and compare cost and accuracy.",
         epilog="examples:\n  diffkit compare\n  diffkit list\n  diffkit explain\n"
         "  diffkit steps --problem lse\n  diffkit swell --sizes 1..13\n"
-        "  diffkit plot results/\nRun 'diffkit COMMAND --help' for each command's options.",
+        "  diffkit plot results/\n  diffkit report results/ -o report.html\n"
+        "Run 'diffkit COMMAND --help' for each command's options.",
         formatter_class=fmt,
     )
     common = Parser(add_help=False)
@@ -273,11 +274,20 @@ def _study_commands(command: Callable[..., Any]) -> None:
         "explain",
         "backpropagation step by step, node by node",
         "examples:\n  diffkit explain                     the 9-parameter network\n"
-        "  diffkit explain f.py:energy --at 0.5,2\n",
+        "  diffkit explain f.py:energy --at 0.5,2\n"
+        "  diffkit explain --html                  the explorable page -> explain.html\n",
     )
     p.add_argument("target", nargs="?", help="a small function of scalars, path/to/file.py:name")
     p.add_argument("--at", help="the point: one number per argument, e.g. 0.5,2")
     p.add_argument("--dtype", choices=DTYPES, default="float64")
+    p.add_argument(
+        "--html",
+        nargs="?",
+        const="explain.html",
+        metavar="FILE",
+        help="write the explorable page (graph, step-through, every method) to FILE "
+        "(default explain.html) instead of printing tables",
+    )
 
     p = command(
         "plot",
@@ -286,3 +296,13 @@ def _study_commands(command: Callable[..., Any]) -> None:
     )
     p.add_argument("results", help="a results folder or its results.jsonl")
     p.add_argument("--out", help="folder for the PNGs (default: next to the results)")
+
+    p = command(
+        "report",
+        "one self-contained HTML page of saved results: heat map, charts, filters",
+        "examples:\n  diffkit report results/ -o report.html\n"
+        "  diffkit report a/results.jsonl b/results.jsonl -o both.html",
+    )
+    p.add_argument("results", nargs="+", help="results folders or JSON-lines files")
+    p.add_argument("-o", "--out", default="report.html", help="the page (default report.html)")
+    p.add_argument("--title", default="", help="the page's title (default: the results' path)")

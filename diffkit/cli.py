@@ -1,4 +1,4 @@
-"""The ``diffkit`` command line: compare, list, swell, steps, explain, plot.
+"""The ``diffkit`` command line: compare, list, swell, steps, explain, plot, report.
 
 Every command has ``--help`` with examples. Errors print one line on stderr and exit with
 code 2 (``--debug`` shows the traceback); Ctrl-C exits with 130 after saying what was kept.
@@ -287,6 +287,12 @@ def _explain(args: argparse.Namespace) -> int:
         if not args.target:  # its values are made in the dtype of the x64 setting
             fun, point = tiny_scalar_network()
         xs = [jnp.asarray(v, args.dtype) for v in point.values()]
+        if args.html:  # the explorable page (diffkit/html) instead of the tables
+            from diffkit.html import explain
+
+            page = explain(fun, *xs, names=list(point), title=title, dtype=args.dtype)
+            render.wrote([page.save(args.html)])
+            return 0
         render.print_walk(dk.get("tape").record(fun, *xs).walk(list(point)), title)
     return 0
 
@@ -310,6 +316,13 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from diffkit.html import report
+
+    render.wrote([report(args.results, title=args.title).save(args.out)])
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _compare,
     "list": _list,
@@ -317,6 +330,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "steps": _steps,
     "explain": _explain,
     "plot": _plot,
+    "report": _report,
 }
 
 

@@ -276,7 +276,10 @@ class Results:
         body = "".join(
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
         )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        from diffkit.html import report  # the table, then the report page (heat map, charts)
+
+        return table + report(self)._repr_html_()
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The records as CSV (nested fields as ``meta.backend`` etc.); written to ``path``

@@ -307,12 +307,12 @@
   const gradHead = el("tr", {}, ...["parameter", "value", "gradient \u2202loss/\u2202parameter"]
     .map((h) => el("th", { scope: "col", text: h })));
   $("gradient").append(el("caption", { id: "loss" }), gradHead,
-    data.gradient.map((g) => el("tr", { "data-name": g.name }, el("td", { text: g.name }),
+    ...data.gradient.map((g) => el("tr", { "data-name": g.name }, el("td", { text: g.name }),
       el("td", { text: fmt(g.value) }), el("td", { class: "grad", text: fmt(g.grad) }))));
   const allHead = el("tr", {}, el("th", { scope: "col", text: "method" }),
     el("th", { scope: "col", text: "mode" }), el("th", { scope: "col", text: "passes" }),
     names.map((n) => el("th", { scope: "col", text: n })));
-  $("all-methods").append(allHead, M.all.map((r) => el("tr", { "data-method": r.method },
+  $("all-methods").append(allHead, ...M.all.map((r) => el("tr", { "data-method": r.method },
     el("td", { text: r.method }), el("td", { text: r.mode }), el("td", { text: r.passes }),
     r.error ? el("td", { colspan: names.length, class: "error", text: r.error })
       : r.grad.map((g) => el("td", { text: fmt(g) })))));

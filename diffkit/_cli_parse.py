@@ -306,3 +306,22 @@ def _study_commands(command: Callable[..., Any]) -> None:
     p.add_argument("results", nargs="+", help="results folders or JSON-lines files")
     p.add_argument("-o", "--out", default="report.html", help="the page (default report.html)")
     p.add_argument("--title", default="", help="the page's title (default: the results' path)")
+
+    p = command(
+        "memory",
+        "reverse mode's memory against depth: checkpointing schedules and jax.checkpoint policies",
+        "examples:\n  diffkit memory --problem deep-mlp --depths 8,32,128,512\n"
+        "  diffkit memory --problem rnn --methods 'tape,tape@sqrt,tape@revolve(4)'",
+    )
+    p.add_argument("--problem", default="deep-mlp", help="deep-mlp (default), resnet or rnn")
+    p.add_argument("--depths", default="8,32,128,512", help="depths L, e.g. 8,32,128,512")
+    p.add_argument(
+        "--methods",
+        help="comma-separated NAME@OPTION+OPTION, e.g. tape@sqrt, tape@revolve(8), "
+        "jax-rev@sqrt+nothing_saveable (default: the tape's schedules beside JAX's)",
+    )
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument(
+        "--min-time", type=_positive("seconds"), default=0.1, help="seconds of timing samples"
+    )
+    p.add_argument("--out", default="results", help="folder for the plot (default results/)")

@@ -323,6 +323,21 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _memory(args: argparse.Namespace) -> int:
+    from diffkit.harness.memory import memory_sweep
+
+    front = memory_sweep(
+        args.problem, parse_sizes(args.depths), split(args.methods), args.dtype,
+        min_time=args.min_time,
+    )  # fmt: skip
+    print(front.table())
+    print("log-log slope of XLA temporaries vs L: " + ", ".join(
+        f"{label} {slope:.2f}" for label, slope in front.slopes().items()
+    ))  # fmt: skip
+    render.wrote([front.plot(Path(args.out) / f"memory-{front.problem}.png")])
+    return 0
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _compare,
     "list": _list,
@@ -330,6 +345,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "steps": _steps,
     "explain": _explain,
     "plot": _plot,
+    "memory": _memory,
     "report": _report,
 }
 

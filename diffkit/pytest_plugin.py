@@ -2,7 +2,8 @@
 
 * the ``gradcheck`` fixture: :func:`diffkit.testing.check_grads` with project-wide defaults;
 * ini options ``diffkit_gradcheck_rtol``, ``diffkit_gradcheck_atol``,
-  ``diffkit_gradcheck_modes``, ``diffkit_gradcheck_directions`` (in ``pytest.ini`` or
+  ``diffkit_gradcheck_modes``, ``diffkit_gradcheck_directions``, ``diffkit_gradcheck_mesh``
+  (a device count: sharding-invariance checks instead; in ``pytest.ini`` or
   ``[tool.pytest.ini_options]``);
 * the marker ``@pytest.mark.gradcheck(rtol=..., modes=..., ...)`` to override them per test.
 
@@ -41,6 +42,7 @@ _INI = {
         "modes checked by default: fwd, rev or both",
     ),
     "directions": ("diffkit_gradcheck_directions", int, "random directions per check"),
+    "mesh": ("diffkit_gradcheck_mesh", int, "devices: check sharded against unsharded instead"),
 }
 
 

@@ -98,6 +98,7 @@ def check_grads(
     atol: float | None = None,
     directions: int = 2,
     seed: int = 0,
+    mesh: Any = None,
 ) -> None:
     """Check the derivatives of ``f`` at ``args``; silent on success.
 
@@ -114,6 +115,9 @@ def check_grads(
         rtol, atol: per-element tolerance on rho for the rule check; default ``1e-6``.
         directions: how many random directions (and cotangents) to try.
         seed: the random seed of the directions.
+        mesh: a jax Mesh or a device count: instead, check that the gradient (of scalar
+            ``f``, for ``args[0]``) is the same sharded over it as on one device
+            (:func:`diffkit.sharding.check_invariance`, which names the leaf that differs).
 
     Raises:
         GradCheckError: a derivative is wrong; the message says where and by how much.
@@ -129,6 +133,10 @@ def check_grads(
     args = tuple(jax.tree_util.tree_map(jnp.asarray, a) for a in args)
     if not args:
         raise DiffkitError("check_grads: args is empty; pass the point as a tuple, e.g. (x,)")
+    if mesh is not None:  # sharded against unsharded, method by method
+        from diffkit.sharding import check_invariance
+
+        return check_invariance(f, args, mesh, methods=methods, rtol=rtol)
     bad = [m for m in modes if m not in ("fwd", "rev")]
     if bad or not modes:
         raise DiffkitError(f"check_grads: modes must be 'fwd' and/or 'rev', got {tuple(modes)!r}")

@@ -187,6 +187,8 @@ class MemoryFront:
         True
     """
 
+    claim = CLAIM
+
     def __init__(self, records: Sequence[Record], problem: str = "", baseline: str = "") -> None:
         self.records = list(records)
         self.problem = problem or (self.records[0]["problem"] if self.records else "")

@@ -13,7 +13,14 @@ if TYPE_CHECKING:
     from diffkit.harness.record import Record
     from diffkit.harness.results import Results
 
-__all__ = ["figure", "plot_results", "pyplot", "steps_figure", "swell_figure"]
+__all__ = [
+    "figure",
+    "memory_figure",
+    "plot_results",
+    "pyplot",
+    "steps_figure",
+    "swell_figure",
+]
 
 
 def pyplot() -> Any:
@@ -189,5 +196,43 @@ def steps_figure(sweeps: dict[str, Any], eps: float, title: str, path: Path) -> 
     ax.set(xlabel="step h", ylabel="max rho vs float64 reference", title=title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="* optimal step")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def memory_figure(front: Any, path: Path) -> Path:
+    """A :class:`~diffkit.harness.memory.MemoryFront`: XLA temporaries against run time at
+    the deepest depth, both relative to the baseline method, one point per method, the
+    essay's checkpointing claim (1.3x time, 0.4x memory) marked; and temporaries against
+    depth, log-log, each method's fitted slope in the legend."""
+    fig, (ax_f, ax_d) = pyplot().subplots(1, 2, figsize=(13, 4.8))
+    slopes = front.slopes()
+    for i, (label, (t, m)) in enumerate(front.relative().items()):
+        ax_f.plot([t], [m], "o", ms=9, color=f"C{i % 10}", label=label)
+        ax_f.annotate(f" {label}", (t, m), fontsize=8, va="center")
+    claim = front.claim
+    ax_f.plot(
+        [claim["time"]], [claim["memory"]], "k*", ms=16, label="essay: +30% time, -60% memory"
+    )
+    ax_f.set(xscale="log", yscale="log", title=f"{front.problem}, L={front.depths[-1]}")
+    ax_f.set(xlabel=f"run time / {front.baseline}", ylabel=f"XLA temporaries / {front.baseline}")
+    for i, label in enumerate(front.labels):
+        pts = sorted(
+            (r["size"], r["xla_temp_bytes"])
+            for r in front.records
+            if r["label"] == label and r["outcome"] == "ok" and r.get("xla_temp_bytes")
+        )
+        if pts:
+            slope = f" (slope {slopes[label]:.2f})" if label in slopes else ""
+            ax_d.loglog(*zip(*pts, strict=True), "o-", color=f"C{i % 10}", label=label + slope)
+    ax_d.set(
+        xlabel="depth L (scan steps)", ylabel="XLA temporaries [bytes]", title="memory vs depth"
+    )
+    for ax in (ax_f, ax_d):
+        ax.minorticks_off()
+        _plain_ticks(ax.xaxis)
+        _plain_ticks(ax.yaxis)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     return _save(fig, path)

@@ -376,7 +376,6 @@ RULES: dict[str, Rule] = {
     "copy": linear(lambda i, ct, x: ct),
     # placement: the identity on values (device_put maps several operands at once)
     "device_put": linear(lambda i, cts, *xs, **_: cts[i]),
-    "sharding_constraint": linear(lambda i, ct, x, **_: ct),
     "layout_constraint": linear(lambda i, ct, x, **_: ct),
     "reduce_precision": linear(lambda i, ct, x, **p: lax.reduce_precision(ct, **p)),
     # shape

@@ -16,6 +16,9 @@ derivative from ``dual`` and ``tape`` as from ``jax.jvp`` / ``jax.vjp``:
 ``pmax`` and ``pmin`` have no derivative in JAX (an argmax over devices); they stay refused
 by omission, as JAX refuses them.
 
+``sharding_constraint`` constrains the tangent, and the cotangent, as JAX's transpose does,
+to the same sharding: the gradient of a sharded parameter stays sharded like it.
+
 ``shard_map`` is a row whose tangent and cotangent are themselves ``shard_map`` calls over
 the same mesh: the dual interpreter runs the body on each device with the tangents laid out
 as their primals, the tape records and sweeps the body on each device with the cotangents
@@ -198,7 +201,17 @@ def _shard_map_vjp(prim, xs, ys, y_bars, needs, prm):
     return [next(found) if n else None for n in needs]
 
 
+_PLACED = linear(lambda i, ct, x, **_: ct)  # the tangent: the constraint on it
+
+
+def _same_placement_vjp(prim, xs, ys, y_bars, needs, prm):
+    """A placement's cotangent placed as its output was (JAX's transpose of
+    ``sharding_constraint``): a gradient laid out like the parameter it belongs to."""
+    return [prim.bind(y_bars[0], **prm) if needs[0] else None]
+
+
 ROWS: dict[str, Rule] = {
+    "sharding_constraint": Rule("linear", _PLACED.jvp, _same_placement_vjp),
     "psum": linear(_psum_t),
     "psum_invariant": linear(_psum_invariant_t),
     "pvary": linear(_pvary_t),

@@ -468,3 +468,5 @@ for _problem in [
     ),
 ]:
     register_problem(_problem)
+
+from diffkit import sharding as _sharding  # noqa: E402, F401  (registers mlp-sharded)

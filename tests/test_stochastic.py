@@ -208,3 +208,29 @@ def test_train_spends_the_same_budget() -> None:
         assert run.final_loss < losses[0] and list(seconds) == sorted(seconds)
     with pytest.raises(dk.DiffkitError, match=r"unknown task 'mnist'"):
         train("mnist")
+
+
+def test_verdict_says_what_estimators_cost_and_how_noisy() -> None:
+    def rec(method, mode, ratio, **quality):
+        return {
+            "problem": "mlp", "quantity": "grad", "n": 10_000, "m": 1, "method": method,
+            "mode": mode, "outcome": "ok", "ratio": ratio, "accurate": True,
+            "dtype": "float32", **quality,
+        }  # fmt: skip
+
+    noisy = {"cosine": 0.01, "second_moment": 9950.0, "second_moment_theory": 10002.0}
+    text = dk.harness.Results(
+        [rec("jax-rev", "reverse", 2.9), rec("forward-grad", "stochastic", 3.1, passes=1, **noisy)]
+    ).verdict()
+    assert "reverse mode 2.9x the forward pass (jax-rev); estimators 3.1x (forward-grad)" in text
+    assert "unbiased but noisy: at n=10 000 (mlp) forward-grad (1 pass) cosine 0.01" in text
+    assert "E|g|²/|g|² 9.95e+03 (theory 1e+04)" in text
+
+
+def test_list_shows_the_stochastic_mode(capsys) -> None:
+    from diffkit.cli import main
+
+    assert main(["list"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if "stochastic" in line]
+    assert any("forward-grad" in r and "tangents" in r for r in rows), rows
+    assert any("spsa" in r and "samples" in r for r in rows), rows

@@ -162,6 +162,8 @@ COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "passes": ("passes", lambda r: fmt(r.get("passes"))),
     "evaluations": ("evaluations", _evaluations),
     "rho max": ("rho max", lambda r: fmt(r.get("rho_max"), 2)),
+    "cosine": ("cosine", lambda r: fmt(r.get("cosine"), 2)),
+    "2nd moment": ("E|g|²/|g|² (theory)", lambda r: _second_moment(r)),
     "accurate": ("accurate", lambda r: fmt(r.get("accurate"))),
     "message": ("message", lambda r: (r.get("message") or "")[:60]),
     "outcome note": ("outcome", _outcome_note),
@@ -169,11 +171,18 @@ COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
 #: Columns of :meth:`Results.table`: every field worth a column.
 TABLE = (
     "problem", "n", "m", "method", "dtype", "outcome", "compile", "time", "iqr%", "primal",
-    "ratio", "passes", "rho max", "accurate", "message",
+    "ratio", "passes", "rho max", "cosine", "2nd moment", "accurate", "message",
 )  # fmt: skip
 #: Columns of ``diffkit compare``'s table: what a reader compares.
 SUMMARY = ("problem", "n", "m", "method", "time", "x primal", "evaluations", "rho max")
-SUMMARY += ("outcome note",)
+SUMMARY += ("cosine", "outcome note")
+
+
+def _second_moment(r: Record) -> str:
+    """A stochastic estimate's measured second moment, with its theoretical value."""
+    if r.get("second_moment") is None:
+        return "-"
+    return f"{fmt(r['second_moment'])} ({fmt(r.get('second_moment_theory'))})"
 
 
 def _iqr_percent(r: Record) -> float | None:
@@ -447,6 +456,7 @@ class Results:
         parts = [
             _gradient_costs([r for r in ok if r.get("quantity") == "grad"]),
             _jacobian_winner([r for r in ok if r.get("quantity") == "jacobian"]),
+            _estimator_noise([r for r in ok if r.get("cosine") is not None]),
             *_accuracy_notes(ok),
         ]
         failed = [r for r in self.records if r["outcome"] != OK]
@@ -470,6 +480,7 @@ _MODES = {
     "forward": "forward mode",
     "symbolic": "symbolic",
     "numerical": "finite differences",
+    "stochastic": "estimators",
 }
 
 
@@ -515,6 +526,29 @@ def _jacobian_winner(jacs: list[Record]) -> str:
         f"({top['problem']}), {best['method']} ({best.get('mode')} mode) is fastest, "
         f"{fmt_ratio(worst['time_median'] / best['time_median'])} faster than "
         f"{worst['method']} ({worst.get('mode')} mode)."
+    )
+
+
+def _estimator_noise(estimates: list[Record]) -> str:
+    """How noisy the stochastic estimates are at the largest n they ran: cosine with the
+    exact derivative and the second moment against theory (an estimate with k passes needs
+    about second moment / k times as many steps for the same progress)."""
+    if not estimates:
+        return ""
+    top = max(estimates, key=lambda r: (r["n"], r["problem"] == "mlp"))
+    at = [r for r in estimates if (r["problem"], r["n"], r["dtype"]) == (
+        top["problem"], top["n"], top["dtype"])]  # fmt: skip
+    each = "; ".join(
+        f"{r['method']} ({r.get('passes')} pass{'es' if r.get('passes') != 1 else ''}) cosine "
+        f"{r['cosine']:.2g}, E|g|²/|g|² {fmt(r.get('second_moment'))} "
+        f"(theory {fmt(r.get('second_moment_theory'))})"
+        for r in sorted(at, key=lambda r: r["method"])
+    )
+    unbiased = "unbiased but " if all(r.get("accurate") for r in at) else ""
+    return (
+        f"The estimators are {unbiased}noisy: at n={fmt_n(top['n'])} ({top['problem']}) "
+        f"{each}: with a tuned step size, a step makes about |g|²/E|g|² of an exact gradient "
+        "step's progress on a smooth loss."
     )
 
 

@@ -8,6 +8,8 @@
 * a user's own function, in this process: ``compare(f, *args, methods=...)``
 * results: ``load(path)`` -> :class:`Results` with ``.table()``, ``.to_csv()``,
   ``.fit_exponents()``, ``.crossover()``, ``.plot(folder)``
+* stochastic estimators: ``quality(d, fun, args, exact)`` (cosine, bias, second moment);
+  ``train(task, methods, budget=...)`` (loss vs forward-pass equivalents and seconds)
 
 Example:
     >>> import diffkit as dk, jax.numpy as jnp
@@ -17,6 +19,9 @@ Example:
     ('ok', 0.0)
 """
 
+from diffkit.harness import gradbench as gradbench  # registers GradBench's evals
+from diffkit.harness.estimators import quality as quality
+from diffkit.harness.estimators import train as train
 from diffkit.harness.measure import TOLERANCE as TOLERANCE
 from diffkit.harness.measure import run_case as run_case
 from diffkit.harness.memory import MemoryFront as MemoryFront

@@ -5,7 +5,7 @@ the library computed; nothing is fetched, so a page works opened from disk.
 Example:
     >>> import jax.numpy as jnp
     >>> from diffkit.html import explain
-    >>> explain(lambda x: jnp.exp(x), 0.0).data["gradient"]
+    >>> explain(lambda x: jnp.exp(x), 0.0, methods=False).data["gradient"]
     [{'name': 'x', 'value': 0.0, 'grad': 1.0}]
 """
 

@@ -10,7 +10,7 @@ script only lays them out and steps through them.
 Example:
     >>> import jax.numpy as jnp
     >>> from diffkit.html import explain
-    >>> page = explain(lambda x, y: jnp.sin(x) * y, 0.5, 2.0)
+    >>> page = explain(lambda x, y: jnp.sin(x) * y, 0.5, 2.0)  # every method's view too
     >>> page.data["output"]["value"], [g["grad"] for g in page.data["gradient"]]
     ... # doctest: +ELLIPSIS
     (0.958851..., [1.755165..., 0.479425...])
@@ -122,7 +122,7 @@ def explain(
 
     Example:
         >>> import jax.numpy as jnp
-        >>> page = explain(lambda w, b: jnp.maximum(w * 2.0 + b, 0.0), 0.5, -3.0)
+        >>> page = explain(lambda w, b: jnp.maximum(w * 2.0 + b, 0.0), 0.5, -3.0, methods=False)
         >>> page.data["output"]["value"], [g["grad"] for g in page.data["gradient"]]
         (0.0, [0.0, 0.0])
         >>> [n["flags"] for n in page.data["nodes"] if n["flags"]]

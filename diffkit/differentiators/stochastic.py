@@ -93,7 +93,7 @@ class Stochastic(Differentiator):
             >>> fg = dk.get("forward-grad", tangents=2)
             >>> f = lambda x: jnp.sum(x**2)
             >>> keys = jax.random.split(jax.random.key(0), 3)
-            >>> jax.vmap(lambda k: fg.with_key(k).grad(f)(jnp.ones(4)))(keys).shape
+            >>> jax.jit(jax.vmap(lambda k: fg.with_key(k).grad(f)(jnp.ones(4))))(keys).shape
             (3, 4)
         """
         other = copy.copy(self)
@@ -204,9 +204,9 @@ class Stochastic(Differentiator):
         gradient (an independent key). With one key for both, ``E[P H P] != H``.
 
         Example:
-            >>> import diffkit as dk, jax.numpy as jnp
+            >>> import diffkit as dk, jax, jax.numpy as jnp
             >>> h = dk.get("forward-grad", tangents=3, seed=0).hessian(lambda x: x @ x)
-            >>> h(jnp.ones(3)).shape
+            >>> jax.jit(h)(jnp.ones(3)).shape
             (3, 3)
         """
         outer, inner = jax.random.split(self.key)
@@ -223,9 +223,10 @@ class ForwardGradient(Stochastic):
     ``sqrt(n)``: second moment ``n/k``, exact at ``k = n``), ``chunk_size``, ``memory_budget``.
 
     Example:
-        >>> import diffkit as dk, jax.numpy as jnp
+        >>> import diffkit as dk, jax, jax.numpy as jnp
         >>> fg = dk.get("forward-grad", tangents=4, orthogonal=True, seed=0)
-        >>> [round(g, 5) + 0.0 for g in fg.grad(lambda x: x @ x)(jnp.arange(4.0)).tolist()]
+        >>> g = jax.jit(fg.grad(lambda x: x @ x))(jnp.arange(4.0))
+        >>> [round(v, 5) + 0.0 for v in g.tolist()]
         [0.0, 2.0, 4.0, 6.0]
     """
 
@@ -270,11 +271,11 @@ class SPSA(Stochastic):
     quadratics); only the function's values are needed, no derivative code.
 
     Example:
-        >>> import diffkit as dk, jax.numpy as jnp
+        >>> import diffkit as dk, jax, jax.numpy as jnp
         >>> sp = dk.get("spsa", samples=8, seed=0)
         >>> sp.evaluations("grad", n=10**6)
         16
-        >>> sp.grad(lambda x: jnp.sum(x**2))(jnp.ones(3)).shape
+        >>> jax.jit(sp.grad(lambda x: jnp.sum(x**2)))(jnp.ones(3)).shape
         (3,)
     """
 

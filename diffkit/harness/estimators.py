@@ -210,7 +210,8 @@ def train(
 
     Example:
         >>> from diffkit.harness.estimators import train
-        >>> runs = train("logistic-regression", ["jax-rev", "forward-grad"], n=10, budget=300)
+        >>> runs = train("logistic-regression", ["jax-rev", "forward-grad"], n=10, budget=200,
+        ...              lrs=(0.3, 3.0), points=4)
         >>> runs["jax-rev"].final_loss < runs["jax-rev"].curve[0][3]
         True
     """

@@ -409,8 +409,8 @@ RULES: dict[str, Rule] = {
 #: custom rule, integer-valued, or here.
 _COLLECTIVE = (
     "a collective over a named mesh axis (shard_map, pmap) of JAX's reduced/unreduced "
-    "sharding types, a ragged exchange or an explicit reshard: not yet supported (psum, "
-    "all_gather, ppermute, all_to_all and shard_map itself are rows, _rules_collectives)"
+    "sharding types, a ragged exchange, pbroadcast or an explicit reshard: not yet supported "
+    "(psum, all_gather, ppermute, all_to_all and shard_map itself are rows, _rules_collectives)"
 )
 _STATE = "mutable state (array refs, boxes, run_state): the interpreters model pure programs"
 _OPAQUE = (
@@ -422,6 +422,7 @@ REFUSED: dict[str, str] = {
     **dict.fromkeys(
         [
             "all_gather_reduced",
+            "pbroadcast",
             "preduced",
             "ragged_all_to_all",
             "reduced_vary_cast_p",

@@ -10,11 +10,11 @@ derivative from ``dual`` and ``tape`` as from ``jax.jvp`` / ``jax.vjp``:
   (``lax.pcast(..., to="varying")``) and ``pvary`` to ``psum``;
 * ``all_gather`` transposes to ``psum_scatter`` (``reduce_scatter``) and back;
 * ``ppermute`` to ``ppermute`` by the inverse permutation, ``all_to_all`` to ``all_to_all``
-  with the split and concatenation axes swapped, ``pbroadcast`` to a ``psum`` kept on the
-  source device.
+  with the split and concatenation axes swapped.
 
-``pmax`` and ``pmin`` have no derivative in JAX (an argmax over devices); they stay refused
-by omission, as JAX refuses them.
+``pmax`` and ``pmin`` have no derivative in JAX (an argmax over devices), so no row either;
+``pbroadcast`` stays refused (no CPU lowering to check a row on, and JAX's own transpose
+fails).
 
 ``sharding_constraint`` constrains the tangent, and the cotangent, as JAX's transpose does,
 to the same sharding: the gradient of a sharded parameter stays sharded like it.
@@ -104,11 +104,6 @@ def _reduce_scatter_t(i, ct, x, *, axis_name, scatter_dimension, axis_index_grou
     return lax.all_gather(
         ct, axis_name, axis_index_groups=axis_index_groups, axis=scatter_dimension, tiled=tiled
     )
-
-
-def _pbroadcast_t(i, ct, x, *, axis_name, source):
-    total = lax.psum(ct, axis_name)
-    return jnp.where(lax.axis_index(axis_name) == source, total, jnp.zeros_like(total))
 
 
 # ------------------------------------------------------------ shard_map
@@ -220,6 +215,5 @@ ROWS: dict[str, Rule] = {
     "all_gather": linear(_all_gather_t),
     "all_gather_invariant": linear(_all_gather_invariant_t),
     "reduce_scatter": linear(_reduce_scatter_t),
-    "pbroadcast": linear(_pbroadcast_t),
     "shard_map": Rule("call", _shard_map_jvp, _shard_map_vjp),
 }

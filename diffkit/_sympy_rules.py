@@ -1106,7 +1106,7 @@ REFUSED: dict[str, str] = {
     ),
     **dict.fromkeys(
         [
-            *("all_gather", "all_gather_invariant", "all_to_all", "pbroadcast", "ppermute"),
+            *("all_gather", "all_gather_invariant", "all_to_all", "ppermute"),
             *("psum", "psum_invariant", "pvary", "reduce_scatter"),
         ],
         "a collective over a named mesh axis: symbolic builds one program, not one per device",

@@ -14,23 +14,26 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
+from _spec import Spec, check_rows
+from jax import lax
+from jax._src.lax.parallel import all_gather_invariant  # not public in jax.lax
+from jax.sharding import AxisType
+from jax.sharding import PartitionSpec as P
+
 DEVICES = 4
 
 
-def _specs():
-    import jax
-    import jax.numpy as jnp
-    from _spec import Spec
-    from jax import lax
-    from jax.sharding import AxisType
-    from jax.sharding import PartitionSpec as P
-
-    mesh = jax.make_mesh((DEVICES,), ("d",), axis_types=(AxisType.Auto,))
-
+def _specs() -> list[Spec]:
     def sm(body, in_specs, out_specs, check_vma=True):
-        return jax.shard_map(
-            body, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check_vma
-        )
+        def f(*args):  # the mesh is made when called: importing needs one device only
+            mesh = jax.make_mesh((DEVICES,), ("d",), axis_types=(AxisType.Auto,))
+            return jax.shard_map(
+                body, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=check_vma
+            )(*args)
+
+        return f
 
     ring = [(i, (i + 1) % DEVICES) for i in range(DEVICES)]
     X = (("real", (8, 3)),)
@@ -67,6 +70,11 @@ def _specs():
             label="stacked",
         ),
         Spec(
+            "all_gather_invariant",
+            sm(lambda x: all_gather_invariant(x**2, "d", axis=0, tiled=True), P("d"), P()),
+            X,
+        ),
+        Spec(
             "reduce_scatter",
             sm(lambda x: lax.psum_scatter(x**3, "d", scatter_dimension=1, tiled=True), P(), P("d")),
             (("real", (2, 8)),),
@@ -89,12 +97,12 @@ def _specs():
     ]
 
 
-def main() -> None:
-    import jax
-    from _spec import check_rows
+SECTIONS: dict[str, list[Spec]] = {"collectives": _specs()}
 
+
+def main() -> None:
     assert jax.device_count() == DEVICES, jax.devices()
-    specs = _specs()
+    specs = SECTIONS["collectives"]
     check_rows(specs, "float32")
     with jax.enable_x64(True):
         check_rows(specs, "float64")
@@ -113,7 +121,7 @@ def test_collective_rows_match_jax() -> None:
         [sys.executable, str(Path(__file__))], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "checked 9 collective rows" in out.stdout
+    assert "checked 10 collective rows" in out.stdout
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from typing import Any
 from diffkit import _process
 from diffkit._errors import DiffkitError
 from diffkit._registry import names, resolve
+from diffkit.harness import executors
 from diffkit.harness.measure import finish_record, new_record, run_case
 from diffkit.harness.problems import Problem, get_problem
 from diffkit.harness.record import ERROR, OUT_OF_MEMORY, RETRYABLE, SKIPPED, TIMEOUT, Record
@@ -231,6 +232,7 @@ def sweep(
     memory_limit: float | str | None = "auto",
     isolate: bool = True,
     retry_failed: bool = False,
+    executor: Any = "local",
 ) -> Results:
     """Measure every (problem, size, method, dtype) case and return the :class:`Results`.
 
@@ -253,6 +255,8 @@ def sweep(
       whose traced program is estimated to need more is recorded ``out-of-memory`` unrun.
     * ``progress(record, index, total)`` is called after each case.
     * ``isolate=False`` runs the cases in this process (no time or memory budget).
+    * ``executor``: ``"local"`` (this machine's worker process) or ``"ray"`` (or a
+      :class:`~diffkit.harness.executors.RayExecutor`): the cases as Ray tasks, records alike.
 
     Example:
         >>> import diffkit as dk
@@ -281,7 +285,7 @@ def sweep(
     try:
         return _sweep(
             groups, path, budget, resume, progress, min_time, seed, accuracy,
-            memory_limit, isolate, retry_failed,
+            memory_limit, isolate, retry_failed, executor,
         )  # fmt: skip
     finally:
         lock.release()
@@ -350,6 +354,7 @@ def _sweep(
     memory_limit: float | None,
     isolate: bool,
     retry_failed: bool,
+    executor: Any = "local",
 ) -> Results:
     if not resume:
         move_aside(path)
@@ -365,6 +370,12 @@ def _sweep(
         for *_, cases in groups
         for c in cases
     )
+    remote = executors.executor_of(executor)
+    if remote is not None:  # another engine runs the cases (harness/executors.py)
+        settings = {"budget": budget, "memory_limit": memory_limit, "min_time": min_time}
+        settings.update(accuracy=accuracy, run=run)
+        found = executors.remote_sweep(remote, groups, done, path, settings, progress)
+        return Results(found, path=path)
     runner = _Runner(isolate and pending, budget, memory_limit, min_time, seed, accuracy)
     writer = _Appender(path)
     try:

@@ -1,0 +1,247 @@
+"""Where a sweep's cases run: ``local`` (the sweep's own worker process on this machine; the
+default, nothing to install) or ``ray`` (a Ray cluster, ``pip install 'diffkit[ray]'``).
+
+With ``ray`` each case is a Ray task in a fresh Ray worker process (``max_calls=1``) holding
+the resources the case declares: ``num_gpus`` GPUs (1, or the ``devices`` of a sharded
+problem, on a GPU backend) or ``cpus_per_case`` CPU cores (default: every core of a node, so
+two timed cases never share a machine's cores; give fewer to trade timing quality for
+throughput). Inside the task the case runs exactly as it does locally: in a
+``python -m diffkit.harness._worker`` process (:class:`diffkit._process.Worker`) under the
+same time budget and memory limit, so timeouts, out-of-memory and crashes of the measured
+code become the same outcomes, and the record is the same JSON line, plus ``host`` and
+``device`` (the GPU ids Ray assigned, or ``cpu``). Records stream back into the sweep's
+append-only file as tasks finish. Cases of one series (problem, options, method, dtype) run
+in ascending size, one after another, so a timeout or out-of-memory skips the larger sizes
+as locally; different series run side by side.
+
+A Ray worker or node that dies takes only its running cases with it: they are *not*
+recorded (the sweep reports them as lost), so ``resume`` runs them again. Ray is imported
+only when this executor is used: ``import diffkit`` and the local executor never import it.
+
+Example:
+    >>> from diffkit.harness.executors import executor_of
+    >>> executor_of("local") is None, type(executor_of("ray")).__name__
+    (True, 'RayExecutor')
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from diffkit._errors import DiffkitError
+
+__all__ = ["EXECUTORS", "RayExecutor", "executor_of"]
+
+#: The executors a sweep accepts by name.
+EXECUTORS = ("local", "ray")
+
+
+@dataclass
+class RayExecutor:
+    """Run a sweep's cases as Ray tasks.
+
+    ``address``: the cluster (``"auto"``: the one ``ray start`` runs on this machine; None:
+    a local instance started for this sweep with ``num_cpus`` cores); ``cpus_per_case``:
+    cores each case holds (None: a whole node's); ``gpus_per_case``: GPUs each case holds
+    (None: 1 on a GPU backend, times a sharded problem's ``devices``; 0 on CPU).
+    """
+
+    address: str | None = None
+    num_cpus: int | None = None
+    cpus_per_case: int | None = None
+    gpus_per_case: int | None = None
+
+    def start(self) -> Any:
+        try:
+            import ray
+        except ImportError:
+            raise DiffkitError(
+                "the ray executor needs Ray: pip install 'diffkit[ray]' (or use --executor local)"
+            ) from None
+        if not ray.is_initialized():
+            kwargs: dict[str, Any] = {"address": self.address, "log_to_driver": False}
+            if self.address is None:
+                kwargs.update(num_cpus=self.num_cpus, include_dashboard=False)
+            try:
+                with warnings.catch_warnings():  # JAX warns of any fork once it runs threads;
+                    warnings.filterwarnings("ignore", "os.fork", RuntimeWarning)  # Ray's is exec'd
+                    ray.init(**kwargs)
+            except ConnectionError as e:
+                raise DiffkitError(
+                    f"cannot reach the Ray cluster at {self.address!r} ({e}); start one with "
+                    "`ray start --head` or leave --address out for a local instance"
+                ) from None
+        return ray
+
+    def resources(self, ray: Any, case: dict[str, Any], backend: str) -> dict[str, Any]:
+        """The Ray resources a case declares (see the class docstring)."""
+        gpus = self.gpus_per_case
+        if gpus is None:
+            devices = int(case["problem_options"].get("devices", 1) or 1)
+            gpus = devices if backend in ("gpu", "cuda", "rocm") else 0
+        cpus = self.cpus_per_case
+        if cpus is None:
+            nodes = [n["Resources"].get("CPU", 1) for n in ray.nodes() if n.get("Alive")]
+            cpus = int(min(nodes)) if nodes else 1
+        return {"num_cpus": cpus, "num_gpus": gpus}
+
+
+def executor_of(spec: str | RayExecutor | None, address: str | None = None) -> RayExecutor | None:
+    """The executor a sweep's ``executor`` argument names: None for ``"local"``.
+
+    Example:
+        >>> executor_of("ray", address="auto").address
+        'auto'
+    """
+    if spec is None or spec == "local":
+        return None
+    if isinstance(spec, RayExecutor):
+        return spec
+    if spec == "ray":
+        return RayExecutor(address=address)
+    raise DiffkitError(f"unknown executor {spec!r}; choose one of: {', '.join(EXECUTORS)}")
+
+
+def _run_case(request: dict[str, Any], budget: float, memory_limit: float | None) -> dict[str, Any]:
+    """The Ray task: one case in a fresh ``diffkit.harness._worker`` process, as locally."""
+    from diffkit import _process
+
+    started = time.perf_counter()
+    worker = _process.Worker()
+    try:
+        rec, outcome, message, start = worker.run(request, budget, memory_limit)
+    finally:
+        worker.close()
+    try:
+        import ray
+
+        gpus = ray.get_runtime_context().get_accelerator_ids().get("GPU", [])
+    except Exception:
+        gpus = []
+    return {
+        "record": rec,
+        "outcome": outcome,
+        "message": message,
+        "start": start,
+        "host": socket.gethostname(),
+        "device": ",".join(f"gpu:{g}" for g in gpus) or "cpu",
+        "worker_start_s": worker.startup_s,
+        "wall_s": time.perf_counter() - started,
+    }
+
+
+def remote_sweep(
+    executor: RayExecutor,
+    groups: list[tuple[Any, str, list[dict[str, Any]]]],
+    done: dict[str, dict[str, Any]],
+    path: Path,
+    settings: dict[str, Any],
+    progress: Callable[[dict[str, Any], int, int], None] | None,
+) -> list[dict[str, Any]]:
+    """Run the cases of ``groups`` not in ``done`` on ``executor``, appending each record to
+    ``path`` as it arrives; returns every record (stored ones included) in plan order.
+    ``settings``: budget, memory_limit, min_time, accuracy, run (the sweep's)."""
+    from diffkit.harness.measure import finish_record, metadata
+    from diffkit.harness.record import ERROR, OUT_OF_MEMORY, TIMEOUT
+    from diffkit.harness.sweep import _Appender, _skipped
+
+    ray = executor.start()
+    backend = metadata()["backend"]
+    task = ray.remote(max_calls=1, max_retries=0)(_run_case)
+    order = [finish_record(dict(c), ERROR)["key"] for *_, cases in groups for c in cases]
+    by_series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for _, dtype, cases in groups:
+        for case in cases:
+            key = (case["problem"], repr(case["problem_options"]), case["method"], dtype)
+            by_series.setdefault(key, []).append(case)
+    found: dict[str, dict[str, Any]] = {}
+    lost: list[str] = []
+    writer = _Appender(path)
+    running: dict[Any, tuple[tuple[Any, ...], dict[str, Any], float]] = {}
+    pending = {k: iter(v) for k, v in by_series.items()}
+    total = len(order)
+
+    def finish(rec: dict[str, Any], new: bool) -> None:
+        if new:
+            rec.update(run=settings["run"], budget=settings["budget"])
+            rec["memory_limit"] = settings["memory_limit"]
+            writer.append(rec)
+        found[rec["key"]] = rec
+        if progress is not None:
+            progress(rec, len(found) + len(lost), total)
+
+    def submit_next(key: tuple[Any, ...]) -> None:
+        for case in pending[key]:
+            stored = done.get(finish_record(dict(case), ERROR)["key"])
+            if stored is not None:
+                finish(stored, False)
+                if stored["outcome"] in (TIMEOUT, OUT_OF_MEMORY):
+                    _skip_rest(key, stored)
+                    return
+                continue
+            request = {
+                "id": 0,
+                **{k: case[k] for k in ("problem", "problem_options", "size", "method")},
+                **{k: case[k] for k in ("dtype", "seed")},
+                "min_time": settings["min_time"],
+                "accuracy": settings["accuracy"],
+            }
+            options = executor.resources(ray, case, backend)
+            ref = task.options(**options).remote(
+                request, settings["budget"], settings["memory_limit"]
+            )
+            running[ref] = (key, case, time.perf_counter())
+            return
+
+    def _skip_rest(key: tuple[Any, ...], cause: dict[str, Any]) -> None:
+        for case in pending[key]:
+            stored = done.get(finish_record(dict(case), ERROR)["key"])
+            finish(stored or _skipped(case, cause), stored is None)
+
+    try:
+        for key in pending:
+            submit_next(key)
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            key, case, started = running.pop(ready[0])
+            try:
+                answer = ray.get(ready[0])
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                    ray.exceptions.ObjectLostError, ray.exceptions.TaskCancelledError):  # fmt: skip
+                lost.append(finish_record(dict(case), ERROR)["key"])  # not recorded: resume runs it
+                if progress is not None:
+                    progress({**case, "outcome": "lost"}, len(found) + len(lost), total)
+                submit_next(key)
+                continue
+            rec = answer["record"]
+            if rec is None:  # the worker could not answer: the outcome the task saw
+                start = answer["start"]
+                rec = dict(case, n=start.get("n"), m=start.get("m"))
+                rec["case_s"] = time.perf_counter() - started
+                rec = finish_record(rec, answer["outcome"], answer["message"])
+                rec["outcome_by"] = "harness"
+            rec.update(host=answer["host"], device=answer["device"], wall_s=answer["wall_s"])
+            rec["worker_start_s"] = answer["worker_start_s"]
+            finish(rec, True)
+            if rec["outcome"] in (TIMEOUT, OUT_OF_MEMORY):
+                _skip_rest(key, rec)
+            else:
+                submit_next(key)
+    finally:
+        for ref in running:
+            ray.cancel(ref, force=True)
+        writer.close()
+    if lost:
+        print(
+            f"diffkit: {len(lost)} case(s) lost with their Ray worker or node; run the sweep "
+            "again with resume to measure them",
+            file=sys.stderr,
+        )
+    return [found[k] for k in order if k in found]

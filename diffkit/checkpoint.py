@@ -546,11 +546,10 @@ def _scan_remat(eqn: Any, xs: list[Any], pol: Any, schedule: Schedule | None) ->
     full = (n // k) * k
 
     @jax.checkpoint
-    def segment(carry, xseg):
-        return lax.scan(step, carry, xseg, length=k)
+    def segment(carry, s):  # slices the steps it runs: reshaping all of xs would copy them
+        return lax.scan(step, carry, [lax.dynamic_slice_in_dim(x, s * k, k) for x in seq])
 
-    seg_xs = [x[:full].reshape(n // k, k, *x.shape[1:]) for x in seq]
-    carry, ys = lax.scan(segment, init, seg_xs, length=n // k)
+    carry, ys = lax.scan(segment, init, jnp.arange(n // k))
     ys = [y.reshape(full, *y.shape[2:]) for y in ys]
     if full < n:
         carry, tail = lax.scan(step, carry, [x[full:] for x in seq], length=n - full)

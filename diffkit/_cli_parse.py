@@ -237,6 +237,20 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
         help="with --resume, retry timeouts, skipped, out-of-memory and crashed cases anyway",
     )
     p.add_argument("--format", choices=["table", "csv", "json", "markdown"], default="table")
+    p.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="where cases run: this machine's worker (default) or a Ray cluster (diffkit[ray])",
+    )
+    p.add_argument(
+        "--address", help="Ray cluster address, e.g. auto (default: a local Ray instance)"
+    )
+    p.add_argument(
+        "--devices",
+        help="device counts for a sharded problem (e.g. mlp-sharded), e.g. 1,2,4,8; on a CPU "
+        "simulated host devices",
+    )
 
 
 def _study_commands(command: Callable[..., Any]) -> None:

@@ -90,9 +90,16 @@ def _results_path(args: argparse.Namespace) -> Path:
 
 def _compare_in(args: argparse.Namespace) -> int:
     import diffkit as dk
+    from diffkit.harness.executors import executor_of
 
     cases, path = _cases(args), _results_path(args)
     out = path.parent
+    if args.devices:  # a sharded problem family at each device count (diffkit.sharding)
+        cases["problems"] = [
+            dk.harness.get_problem(p, devices=d)
+            for p in cases["problems"]
+            for d in parse_sizes(args.devices)
+        ]
     err = render.console(stderr=True)
     err.print(f"diffkit compare: {render.header()}, {args.dtype}; results in {out}/")
     progress = render.progress("measuring")
@@ -121,6 +128,7 @@ def _compare_in(args: argparse.Namespace) -> int:
                 **cases, dtypes=args.dtype, out=path, budget=args.budget, resume=args.resume,
                 progress=step, min_time=args.min_time, memory_limit=args.memory_limit,
                 retry_failed=args.retry_failed,
+                executor=executor_of(args.executor, args.address),
             )  # fmt: skip
     except KeyboardInterrupt:
         _write_outputs(dk.harness.load(path) if path.exists() else dk.harness.Results([]), out)
@@ -133,6 +141,10 @@ def _compare_in(args: argparse.Namespace) -> int:
     res = dk.harness.load(path)
     files = _write_outputs(res, out)
     render.show(res, args.format, f"diffkit compare ({render.header()}, {args.dtype})")
+    if args.devices:
+        from diffkit.sharding import scaling_text
+
+        print(f"\nscaling with the device count:\n{scaling_text(res)}")
     if args.format == "table":
         render.conclude(res, files)
     return 0
@@ -141,13 +153,32 @@ def _compare_in(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from diffkit import _process
 
-    # Start the sweep's worker process first: its start-up (seconds) then overlaps with
-    # this process's own import of JAX.
-    _process.prestart()
+    with _host_devices(args.devices):
+        # Start the sweep's worker process first: its start-up (seconds) then overlaps with
+        # this process's own import of JAX.
+        _process.prestart()
+        try:
+            return _compare_in(args)
+        finally:
+            _process.close_spares()  # not taken: the arguments were bad
+
+
+@contextlib.contextmanager
+def _host_devices(devices: str | None) -> Iterator[None]:
+    """``--devices`` on a CPU: as many simulated host devices as the largest count asks for
+    (``XLA_FLAGS``, read when JAX starts, here and in the workers); restored afterwards."""
+    saved = os.environ.get("XLA_FLAGS")
+    if devices and "host_platform_device_count" not in (saved or ""):
+        count = max(parse_sizes(devices))
+        flag = f"--xla_force_host_platform_device_count={count}"
+        os.environ["XLA_FLAGS"] = f"{saved or ''} {flag}".strip()
     try:
-        return _compare_in(args)
+        yield
     finally:
-        _process.close_spares()  # not taken: the arguments were bad
+        if saved is None:
+            os.environ.pop("XLA_FLAGS", None)
+        else:
+            os.environ["XLA_FLAGS"] = saved
 
 
 @contextlib.contextmanager

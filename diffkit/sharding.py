@@ -54,6 +54,7 @@ __all__ = [
     "device_mesh",
     "place",
     "scaling",
+    "scaling_text",
 ]
 
 #: The mesh axis every helper here splits over.
@@ -395,3 +396,29 @@ def scaling(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def scaling_text(records: Iterable[dict[str, Any]]) -> str:
+    """:func:`scaling` as a plain-text table (what ``diffkit compare --devices`` prints).
+
+    Example:
+        >>> recs = [{"method": "tape", "dtype": "float32", "size": 100, "outcome": "ok",
+        ...          "problem_options": {"devices": 1}, "time_median": 4e-3, "xla_bytes": 8}]
+        >>> print(scaling_text(recs).splitlines()[1])
+        tape     float32    100       1     4.00 ms         8      1.00    1.00
+    """
+    lines = [
+        f"{'method':8} {'dtype':7} {'size':>6} {'devices':>7} {'time':>11} {'B/device':>9} "
+        f"{'strong':>9} {'weak':>7}"
+    ]
+    for r in scaling(records):
+        eff = [
+            f"{e:.2f}" if e is not None else "-"
+            for e in (r["strong_efficiency"], r["weak_efficiency"])
+        ]
+        lines.append(
+            f"{r['method']:8} {r['dtype']:7} {r['size']:>6} {r['devices']:>7} "
+            f"{r['time_median'] * 1e3:>8.2f} ms {r['bytes_per_device'] or '-':>9} "
+            f"{eff[0]:>9} {eff[1]:>7}"
+        )
+    return "\n".join(lines)

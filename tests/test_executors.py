@@ -54,6 +54,20 @@ def test_executor_names() -> None:
         executor_of("dask")
 
 
+def test_command_line_options(monkeypatch) -> None:
+    from diffkit.cli import _host_devices, build_parser
+
+    args = build_parser().parse_args(
+        ["compare", "--problem", "mlp-sharded", "--devices", "1,2,8", "--executor", "ray",
+         "--address", "auto"]
+    )  # fmt: skip
+    assert (args.executor, args.address, args.devices) == ("ray", "auto", "1,2,8")
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_enable_fast_math=false")
+    with _host_devices(args.devices):  # simulated devices for the largest count, then restored
+        assert os.environ["XLA_FLAGS"].endswith("--xla_force_host_platform_device_count=8")
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_enable_fast_math=false"
+
+
 def _ray_case_pids() -> list[int]:
     """Ray worker processes running a case (Ray titles them after the task)."""
     pids = []

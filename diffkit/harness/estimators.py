@@ -167,8 +167,9 @@ LEARNING_RATES = tuple(10.0 ** (k / 2) for k in range(-8, 5))  # 1e-4 .. 100, ha
 @dataclass
 class Training:
     """One method's tuned run: the step size chosen, the measured cost of a step (seconds,
-    and forward-pass equivalents: step time / loss time) and the loss curve, as rows
-    ``(step, forward_passes, seconds, loss)``."""
+    and forward-pass equivalents: step time / loss time, each the least over interleaved
+    rounds of compiled loops) and the loss curve, as rows ``(step, forward_passes, seconds,
+    loss)`` (seconds: the training loop's own wall time)."""
 
     method: str
     lr: float
@@ -229,19 +230,26 @@ def train(
     theta0 = jnp.asarray(theta0, jnp.float32)
     data = tuple(jnp.asarray(a, jnp.float32) for a in data)
     primal = jax.jit(loss)
-    loss_s = _median_time(_repeat_loss(loss), theta0, data)
+    specs = [(spec, {}) if isinstance(spec, str) else spec for spec in methods]
+    advances = {
+        name: _advance(_step_fn(resolve(name, **options), loss, optimizer))
+        for name, options in specs
+    }
+    state = (theta0, jnp.zeros_like(theta0), jnp.zeros_like(theta0))
+    key, lr0 = jax.random.key(seed), jnp.asarray(1e-3, theta0.dtype)
+    repeat = _repeat_loss(loss)
+    timed = {"loss": lambda k: repeat(k, theta0, data)} | {
+        name: lambda k, a=advance: a(0, k, state, data, key, lr0)
+        for name, advance in advances.items()
+    }
+    per_call = _interleaved_times(timed)
     runs = {}
-    for spec in methods:
-        name, options = (spec, {}) if isinstance(spec, str) else spec
-        d = resolve(name, **options)
-        step = _step_fn(d, loss, optimizer)
-        state = (theta0, jnp.zeros_like(theta0), jnp.zeros_like(theta0))
-        advance, key = _advance(step), jax.random.key(seed)
-        step_s = _median_time(lambda k: advance(0, k, state, data, key, 1e-3))  # noqa: B023
-        per_step = step_s / loss_s
+    for name, advance in advances.items():
+        step_s = per_call[name]
+        per_step = step_s / per_call["loss"]
         steps = max(1, int(budget / (per_step if by == "forward_passes" else step_s)))
         best = min(
-            (_run(step, primal, theta0, data, seed, lr, steps, points) for lr in lrs),
+            (_run(advance, primal, theta0, data, seed, lr, steps, points) for lr in lrs),
             key=lambda run: run[1][-1][1] if np.isfinite(run[1][-1][1]) else np.inf,
         )
         lr, losses, seconds = best
@@ -270,7 +278,7 @@ def _step_fn(d: Differentiator, loss: Callable, optimizer: str) -> Callable:
 
 
 def _run(
-    step: Callable,
+    advance: Callable,
     primal: Callable,
     theta0: jax.Array,
     data: tuple,
@@ -281,7 +289,6 @@ def _run(
 ) -> tuple[float, list[tuple[int, float]], list[float]]:
     """Train for ``steps`` steps (compiled loops between about ``points`` checkpoints),
     recording ``(step, loss)`` and the training seconds spent (loss evaluations untimed)."""
-    advance = _advance(step)
     state = (theta0, jnp.zeros_like(theta0), jnp.zeros_like(theta0))
     key, lr = jax.random.key(seed), jnp.asarray(lr, theta0.dtype)
     marks = sorted({0, *np.linspace(0, steps, points).round().astype(int).tolist()})
@@ -299,20 +306,14 @@ def _run(
     return float(lr), losses, seconds
 
 
-_ADVANCE: dict[Callable, Callable] = {}
-
-
 def _advance(step: Callable) -> Callable:
-    """``step`` from ``start`` to ``stop`` in one compiled loop (one compilation per step)."""
-    if step not in _ADVANCE:
+    """``step`` from ``start`` to ``stop`` in one compiled loop."""
 
-        def advance(start, stop, state, data, key, lr):  # type: ignore[no-untyped-def]
-            body = lambda t, s: step(t, s, data, key, lr)  # noqa: E731
-            return jax.lax.fori_loop(start, stop, body, state)
+    def advance(start, stop, state, data, key, lr):  # type: ignore[no-untyped-def]
+        body = lambda t, s: step(t, s, data, key, lr)  # noqa: E731
+        return jax.lax.fori_loop(start, stop, body, state)
 
-        _ADVANCE.clear()
-        _ADVANCE[step] = jax.jit(advance)
-    return _ADVANCE[step]
+    return jax.jit(advance)
 
 
 #: Steps (or loss evaluations) per timed call: compiled loops, so that dispatch stays out.
@@ -330,12 +331,15 @@ def _repeat_loss(loss: Callable) -> Callable:
     return jax.jit(repeat)
 
 
-def _median_time(fn: Callable[..., Any], *args: Any, calls: int = 7) -> float:
-    """Median seconds per iteration of ``fn(TIMED_LOOP, *args)``, after a warm-up call."""
-    jax.block_until_ready(fn(1, *args))
-    times = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(TIMED_LOOP, *args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) / TIMED_LOOP
+def _interleaved_times(fns: dict[str, Callable[[int], Any]], rounds: int = 9) -> dict[str, float]:
+    """Least seconds per iteration of each ``fn(TIMED_LOOP)`` over alternating rounds (the
+    least: other processes on a shared machine only ever add time), after a warm-up call."""
+    for fn in fns.values():
+        jax.block_until_ready(fn(1))
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn(TIMED_LOOP))
+            times[name].append(time.perf_counter() - t0)
+    return {name: min(t) / TIMED_LOOP for name, t in times.items()}

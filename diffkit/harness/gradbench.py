@@ -145,7 +145,7 @@ def _rodrigues(rot, pt):
 
 
 def _ba_residuals(params, obs, feats):
-    cams, X, w = params["cams"], params["X"], params["w"]
+    cams, X, w = params["cams"], params["points"], params["w"]
     cam, pt = cams[obs[:, 0]], X[obs[:, 1]]
     xcam = _rodrigues(cam[:, 0:3], pt - cam[:, 3:6])
     proj = xcam[:, :2] / xcam[:, 2:3]
@@ -157,7 +157,7 @@ def _ba_residuals(params, obs, feats):
 
 
 def ba_colours(cams: int, points: int, observations: int) -> np.ndarray:
-    """Colour of each parameter of ``ba`` (flattened as cams, X, w) such that no residual
+    """Colour of each parameter of ``ba`` (flattened as cams, points, w) such that no residual
     depends on two parameters of one colour: camera entry j has colour j, point coordinate
     k colour 11 + k, every weight colour 14 (each residual sees one camera, one point and
     one weight). 15 colours, whatever the size.
@@ -184,7 +184,7 @@ def _ba(size, dtype, rng, colouring):
     cams[:, 6] = 1.0 + 0.1 * rng.random(n_cams)  # focal length
     cams[:, 7:9] = _normal(rng, (n_cams, 2), 0.05)  # principal point
     cams[:, 9:11] = _normal(rng, (n_cams, 2), 0.01)  # radial distortion
-    params = {"cams": cams, "X": _normal(rng, (n_pts, 3)), "w": 1.0 + _normal(rng, p, 0.1)}
+    params = {"cams": cams, "points": _normal(rng, (n_pts, 3)), "w": 1.0 + _normal(rng, p, 0.1)}
     i = np.arange(p)
     obs = np.stack([i % n_cams, i % n_pts], 1).astype(np.int32)  # as GradBench assigns them
     feats = _normal(rng, (p, 2), 0.2)
@@ -511,9 +511,9 @@ for _problem in [
     Problem("lstm", "diagonal LSTM text-model loss (GradBench lstm)", "sequence length c",
             (4, 64, 1_024), _lstm, {"layers": 2, "b": 16}),
     Problem("det", "determinant by expansion by minors (GradBench det)", "edge l (n = l^2)",
-            (2, 4, 8, 12), _det),
+            (1, 4, 8, 12, 16), _det),
     Problem("kmeans", "k-means cost Hessian: Jacobian of the inner gradient (GradBench kmeans)",
-            "centroids k", (2, 8, 32, 128), _kmeans,
+            "centroids k", (2, 8, 32, 256), _kmeans,
             {"inner": "jax-rev", "points": 1000, "d": 8, "colouring": False}),
     Problem("particle", "charged particle miss distance, nested gradient (GradBench particle)",
             "particles", (1, 10, 100, 1_000), _particle, {"inner": "jax-rev", "steps": 400}),

@@ -2,7 +2,8 @@
 
 The notebooks run with Jupyter's inline backend, which renders every figure to PNG as a
 reader sees it; just before each figure is rendered, a hook injected into the kernel checks
-that each of its axes is labelled and that no plotted series is all NaN/inf. A warning
+that each of its axes is labelled and that no plotted series is all NaN/inf (or, on a log
+axis, has no positive point to draw). A warning
 printed by any cell fails the run, as does any cell's error (a notebook states its measured
 facts as assertions, so a text that its numbers contradict fails here too).
 ``benchmarks/notebooks_full.py`` runs the same checks on the full-size runs.
@@ -45,6 +46,14 @@ def _all_bad(values):
     return values.size > 0 and not _np.isfinite(values).any()
 
 
+def _invisible_on_log(values):
+    try:
+        values = _np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        return False
+    return values.size > 0 and not (values[_np.isfinite(values)] > 0).any()
+
+
 def _check_then_render(self, *args, **kwargs):
     fig = self.figure
     if id(fig) not in _FIGURES:
@@ -60,6 +69,8 @@ def _check_then_render(self, *args, **kwargs):
             for line in ax.get_lines():
                 if _all_bad(line.get_ydata()) or _all_bad(line.get_xdata()):
                     _FIGURE_PROBLEMS.append(f"{name}: series {line.get_label()!r} is all NaN/inf")
+                elif ax.get_yscale() == "log" and _invisible_on_log(line.get_ydata()):
+                    _FIGURE_PROBLEMS.append(f"{name}: series {line.get_label()!r} has no point > 0")
             for coll in ax.collections:
                 offsets = _np.asarray(coll.get_offsets())
                 if offsets.size and _all_bad(offsets):

@@ -407,48 +407,54 @@ def run_forward(
     return final, ys, snaps
 
 
-def _moves(plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The backward sweep's actions between recorded steps as rows ``(restore slot, advanced
-    step, snapshot slot)`` (-1: none; done in that order), and for each step ``j`` the rows
-    ``start[j]:end[j]`` that bring the working state to step ``j`` before it is recorded."""
+def _moves(plan: Plan) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The backward sweep's actions between recorded steps. Before step ``j`` is recorded,
+    every plan restores one slot (``restore[j]``; -1 for the first recorded step, whose state
+    is the working one) and then advances over consecutive steps, keeping some of the states
+    reached: rows ``start[j]:end[j]`` of ``rows``, each ``(step advanced, slot that keeps
+    the state after it, or -1)``."""
     rows: list[list[int]] = []
+    restore = np.full(plan.length, -1, np.int32)
     start, end = np.zeros(plan.length, np.int32), np.zeros(plan.length, np.int32)
-    first = len(rows)
+    first, slot = 0, -1
     for kind, arg in plan.actions:
         if kind == TAPE:
-            start[arg], end[arg] = first, len(rows)
-            first = len(rows)
-            continue
-        field = {RESTORE: 0, ADVANCE: 1, SNAP: 2}[kind]
-        if not rows or len(rows) == first or any(v >= 0 for v in rows[-1][field:]):
-            rows.append([-1, -1, -1])
-        rows[-1][field] = arg
-    return np.array(rows or [[-1, -1, -1]], np.int32).reshape(-1, 3), start, end
+            restore[arg], start[arg], end[arg] = slot, first, len(rows)
+            first, slot = len(rows), -1
+        elif kind == RESTORE:
+            assert slot == -1 and first == len(rows), "plan: one restore, first, per step"
+            slot = arg
+        elif kind == ADVANCE:
+            rows.append([arg, -1])
+        else:
+            assert len(rows) > first and rows[-1][1] == -1, "plan: a snapshot after an advance"
+            rows[-1][1] = arg
+    table = np.array(rows or [[0, -1]], np.int32).reshape(-1, 2)
+    return restore, table, start, end
 
 
 def mover(
     plan: Plan, advance: Callable[[list[Any], Any], list[Any]]
 ) -> Callable[[list[Any], list[Any], Any], tuple[list[Any], list[Any]]]:
-    """``move(work, snaps, j) -> (work, snaps)``: the plan's restores, advances
-    (``advance(state, j)``) and snapshots that precede the recording of step ``j``, as a
-    loop over rows of :func:`_moves` (the working state of the first recorded step is the
-    snapshots' row ``slots``: :func:`working`)."""
-    rows, start, end = (jnp.asarray(a) for a in _moves(plan))
+    """``move(work, snaps, j) -> (work, snaps)``: what the plan does before it records step
+    ``j``: restore a slot, then advance (``advance(state, step)``) over the rows of
+    :func:`_moves`, storing the states it keeps (the others go to a spare row). The working
+    state of the first recorded step is the snapshots' row ``slots`` (:func:`working`)."""
+    restore, rows, start, end = (jnp.asarray(a) for a in _moves(plan))
     spare = plan.slots + 1
 
     def row(a: Any, state: tuple[list[Any], list[Any]]) -> tuple[list[Any], list[Any]]:
         work, snaps = state
-        restore, step, snap = rows[a, 0], rows[a, 1], rows[a, 2]
-        work = [
-            jnp.where(restore >= 0, b[jnp.maximum(restore, 0)], w)
-            for b, w in zip(snaps, work, strict=True)
-        ]
-        work = lax.cond(step >= 0, lambda w: advance(w, step), lambda w: list(w), work)
-        at = jnp.where(snap >= 0, snap, spare)
+        work = advance(work, rows[a, 0])
+        at = jnp.where(rows[a, 1] >= 0, rows[a, 1], spare)
         return work, [b.at[at].set(w) for b, w in zip(snaps, work, strict=True)]
 
     def move(work: list[Any], snaps: list[Any], j: Any) -> tuple[list[Any], list[Any]]:
-        return lax.fori_loop(start[j], end[j], row, (list(work), list(snaps)))
+        r = restore[j]
+        work = [
+            jnp.where(r >= 0, b[jnp.maximum(r, 0)], w) for b, w in zip(snaps, work, strict=True)
+        ]
+        return lax.fori_loop(start[j], end[j], row, (work, list(snaps)))
 
     return move
 

@@ -5,7 +5,9 @@
   ``diffkit_gradcheck_modes``, ``diffkit_gradcheck_directions``, ``diffkit_gradcheck_mesh``
   (a device count: sharding-invariance checks instead; in ``pytest.ini`` or
   ``[tool.pytest.ini_options]``);
-* the marker ``@pytest.mark.gradcheck(rtol=..., modes=..., ...)`` to override them per test.
+* the marker ``@pytest.mark.gradcheck(rtol=..., modes=..., ...)`` to override them per test;
+* a failed gradient check's report gets a "gradient doctor" section: the doctor's findings
+  (:func:`diffkit.doctor.doctor`), first culprit first, with the equation and source line.
 
 Example (in a test file)::
 
@@ -24,7 +26,7 @@ from typing import Any
 import pytest
 
 from diffkit._errors import DiffkitError
-from diffkit.testing import check_grads
+from diffkit.testing import GradCheckError, check_grads
 
 #: Options the marker may set: check_grads's keyword arguments.
 OPTIONS = tuple(
@@ -94,3 +96,13 @@ def gradcheck_options(config: Any, node: Any) -> dict[str, Any]:
 def gradcheck(request: pytest.FixtureRequest) -> Callable[..., None]:
     """``gradcheck(f, args, **options)``: check_grads with the project's and marker's options."""
     return functools.partial(check_grads, **gradcheck_options(request.config, request.node))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    """Add the gradient doctor's report to a test failed by :func:`check_grads`."""
+    outcome = yield
+    report = outcome.get_result()
+    error = call.excinfo.value if call.excinfo is not None else None
+    if isinstance(error, GradCheckError) and error.report is not None:
+        report.sections.append(("gradient doctor", str(error.report)))

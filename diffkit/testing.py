@@ -49,7 +49,11 @@ PyTree = Any
 
 class GradCheckError(AssertionError):
     """A derivative disagrees with its reference (an ``AssertionError``, so pytest reports it
-    as a test failure with the readable report as its message)."""
+    as a test failure with the readable report as its message). ``report`` holds the gradient
+    doctor's :class:`diffkit.doctor.Report` when check_grads ran it (its first culprit ends the
+    message), else None."""
+
+    report: Any = None
 
 
 class NonDifferentiableError(DiffkitError):
@@ -90,7 +94,7 @@ def check_grads(
     f: Callable,
     args: Sequence[Any],
     *,
-    modes: Sequence[str] = ("fwd", "rev"),
+    modes: Sequence[str] | None = None,
     order: int = 1,
     methods: Sequence[str | None] | None = None,
     reference: str = "fd",
@@ -105,7 +109,10 @@ def check_grads(
     Args:
         f: a JAX function of ``len(args)`` positional arguments (pytrees of float arrays).
         args: the point to check at.
-        modes: ``"fwd"`` (JVPs element by element) and/or ``"rev"`` (the dot-product test).
+        modes: ``"fwd"`` (JVPs element by element) and/or ``"rev"`` (the dot-product test);
+            default both, or ``"rev"`` alone where forward mode is unavailable (a
+            ``custom_vjp`` function: its VJP is checked by the dot-product test against
+            finite differences, and a failure message says so).
         order: 1 checks first derivatives; 2 also checks second derivatives (the JVP of the
             VJP, against finite differences of the VJP).
         methods: where the checked derivatives come from: ``None`` for JAX's own (custom
@@ -120,7 +127,8 @@ def check_grads(
             (:func:`diffkit.sharding.check_invariance`, which names the leaf that differs).
 
     Raises:
-        GradCheckError: a derivative is wrong; the message says where and by how much.
+        GradCheckError: a derivative is wrong; the message says where and by how much, and
+            ends with the gradient doctor's first culprit (the equation and source line).
         NonDifferentiableError: the point is a kink along the random direction.
 
     Example:
@@ -128,8 +136,9 @@ def check_grads(
         >>> from diffkit.testing import check_grads
         >>> check_grads(lambda x: jnp.sum(jnp.sin(x) * x), (jnp.arange(3.0),), order=2)
     """
-    _check_options(modes, rtol, atol, directions, seed)
-    modes = (modes,) if isinstance(modes, str) else modes
+    _check_options(("fwd", "rev") if modes is None else modes, rtol, atol, directions, seed)
+    auto = modes is None
+    modes = ("fwd", "rev") if auto else (modes,) if isinstance(modes, str) else modes
     args = tuple(jax.tree_util.tree_map(jnp.asarray, a) for a in args)
     if not args:
         raise DiffkitError("check_grads: args is empty; pass the point as a tuple, e.g. (x,)")
@@ -151,9 +160,26 @@ def check_grads(
                 "check_grads differentiates real floating-point arguments only"
             )
     tol = _Tol(rtol if rtol is not None else RTOL_RULE, atol if atol is not None else 0.0)
-    key = jax.random.PRNGKey(seed)
     for method in methods if methods is not None else (None,):
         engine = _Engine(method)
+        try:
+            _check_method(f, args, modes, auto, order, reference, engine, tol, directions, seed)
+        except GradCheckError as error:
+            raise _with_culprit(error, f, args, method) from None
+
+
+def _check_method(f, args, modes, auto, order, reference, engine: _Engine, tol, directions, seed):
+    """check_grads for one source of derivatives (``auto``: drop forward mode where the
+    function has none, as a ``custom_vjp`` function, and say so in a failure)."""
+    note = ""
+    if auto and not _has_forward_mode(f, args, engine):
+        modes = ("rev",)
+        note = (
+            " [forward mode is unavailable for this function (a custom_vjp rule): its VJP "
+            "was checked by the dot-product test against finite differences]"
+        )
+    key = jax.random.PRNGKey(seed)
+    try:
         for k in range(directions):
             key, kv, ku = jax.random.split(key, 3)
             v = _random_like(kv, args)
@@ -168,7 +194,41 @@ def check_grads(
                     out, vjp_fn = engine.vjp(f, *xs)
                     return vjp_fn(jax.tree_util.tree_map(lambda a, o: a.astype(o.dtype), u, out))
 
-                _first_order(g, args, v, ku, ("fwd",), engine, tol, k, what="second derivative")
+                second = ("rev",) if note else ("fwd",)
+                _first_order(g, args, v, ku, second, engine, tol, k, what="second derivative")
+    except GradCheckError as error:
+        raise GradCheckError(f"{error}{note}") from None
+
+
+def _has_forward_mode(f: Callable, args: tuple, engine: _Engine) -> bool:
+    """Whether the engine's JVP of ``f`` lowers (JAX refuses a ``custom_vjp`` function when
+    it lowers the JVP, not when it traces it)."""
+    try:
+        jax.jit(lambda a: engine.jvp(f, a, a)).lower(args)
+    except NotImplementedError:
+        return False
+    except TypeError as error:
+        if "custom_vjp" in str(error):
+            return False
+        raise
+    return True
+
+
+def _with_culprit(error: GradCheckError, f: Callable, args: tuple, method: str | None):
+    """``error`` with the gradient doctor's first culprit appended (and its report kept on
+    ``error.report``); the error as it is when the doctor finds nothing or cannot run."""
+    from diffkit.doctor import doctor
+
+    try:
+        report = doctor(lambda xs: f(*xs), args, method=method)  # every argument
+    except Exception:  # the doctor is a help, never a second failure
+        return error
+    culprit = report.first
+    if culprit is None:
+        return error
+    new = GradCheckError(f"{error}\ngradient doctor, first culprit: {culprit}")
+    new.report = report
+    return new
 
 
 def _check_options(modes: Any, rtol: Any, atol: Any, directions: Any, seed: Any) -> None:

@@ -142,6 +142,7 @@ def _positive(what: str) -> Callable[[str], float]:
 
 _COMPARE_EXAMPLES = """examples:
   diffkit compare                                    the quick suite (under a minute)
+  diffkit compare --suite gradbench --methods jax-rev,jax-fwd,dual,tape --dtype float64
   diffkit compare --problem mlp --sizes 10,100,1e3,1e4 --methods tape,jax-rev,fd \\
                   --dtype float64 --budget 60 --out results/
   diffkit compare my_model.py:loss --input n,32xn --sizes 10,100
@@ -203,6 +204,13 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("target", nargs="?", help="your function as path/to/module.py:function")
     p.add_argument("--input", default="n", help="argument shapes of your function, e.g. n,32xn")
     p.add_argument("--problem", help="built-in problem(s), comma-separated (see diffkit list)")
+    p.add_argument(
+        "--suite",
+        choices=["quick", "gradbench"],
+        default="quick",
+        help="without a function or --problem: the quick suite (default) or GradBench's twelve "
+        "evals at small sizes, nested ones once per inner method",
+    )
     p.add_argument("--sizes", help="sizes, e.g. 10,100,1e3,1e4 or 1..13")
     p.add_argument("--methods", help="comma-separated differentiators (default: all)")
     p.add_argument("--dtype", choices=DTYPES, default="float32")

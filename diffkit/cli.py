@@ -63,6 +63,10 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
     methods = split(args.methods) or dk.names()
     for m in methods:  # fail early, naming the valid choices; "module:Class" is imported
         resolve(m)
+    if getattr(args, "suite", "quick") == "gradbench":
+        if args.target or named:
+            raise CLIError("--suite gradbench runs its own problems: leave out --problem/function")
+        return dk.harness.gradbench_suite(methods) | ({"sizes": sizes} if sizes else {})
     if not args.target and not named:
         return dk.harness.quick_suite(methods) | ({"sizes": sizes} if sizes else {})
     if args.target:
@@ -145,6 +149,8 @@ def _compare_in(args: argparse.Namespace) -> int:
         from diffkit.sharding import scaling_text
 
         print(f"\nscaling with the device count:\n{scaling_text(res)}")
+    if args.format == "table" and getattr(args, "suite", "quick") == "gradbench":
+        print("\nGradBench's view: derivative time / primal time\n" + res.ratio_view())
     if args.format == "table":
         render.conclude(res, files)
     return 0

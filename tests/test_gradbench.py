@@ -245,3 +245,28 @@ def test_dual_min_second_derivative_at_zero():
 def test_bad_inner_is_one_line():
     with pytest.raises(dk.DiffkitError, match="inner must be"):
         build("saddle", 1, inner=3)
+
+
+def test_suite_and_command_line():
+    from diffkit import cli
+
+    suite = dk.harness.gradbench_suite(["jax-rev", "dual", "fd"])
+    names = [p.name for p in suite["problems"]]
+    assert sorted(set(names)) == sorted(gb.EVALS)
+    inners = sorted(p.options["inner"] for p in suite["problems"] if p.name == "particle")
+    assert inners == ["dual", "jax-rev"]  # fd is not an inner method of the suite
+    args = cli.build_parser().parse_args(["compare", "--suite", "gradbench", "--methods", "tape"])
+    assert [p.name for p in cli._cases(args)["problems"]] == list(gb.EVALS)
+    args = cli.build_parser().parse_args(["compare", "--suite", "gradbench", "--problem", "mlp"])
+    with pytest.raises(cli.CLIError, match="own problems"):
+        cli._cases(args)
+
+
+def test_ratio_view_shows_pairs_at_the_largest_size():
+    recs = [
+        {"problem": "saddle", "problem_options": {"inner": i}, "size": s, "method": "tape",
+         "outcome": "ok", "ratio": r}
+        for i, s, r in [("dual", 1, 9.0), ("dual", 10, 2.0), ("tape", 10, 3.0)]
+    ]  # fmt: skip
+    lines = dk.harness.Results(recs).ratio_view().splitlines()
+    assert lines[1:] == ["saddle x dual  10    2", "saddle x tape  10    3"]

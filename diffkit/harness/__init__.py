@@ -37,5 +37,6 @@ from diffkit.harness.record import Record as Record
 from diffkit.harness.results import Results as Results
 from diffkit.harness.results import load as load
 from diffkit.harness.sweep import compare as compare
+from diffkit.harness.sweep import gradbench_suite as gradbench_suite
 from diffkit.harness.sweep import quick_suite as quick_suite
 from diffkit.harness.sweep import sweep as sweep

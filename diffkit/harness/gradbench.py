@@ -51,9 +51,9 @@ from jax.flatten_util import ravel_pytree
 
 from diffkit._errors import DiffkitError
 from diffkit._registry import resolve
-from diffkit.harness.problems import Problem, register_problem
+from diffkit.harness.problems import Problem, get_problem, register_problem
 
-__all__ = ["EVALS", "Eval", "ba_colours", "det_minors", "particle_miss", "saddle_value"]
+__all__ = ["EVALS", "Eval", "ba_colours", "det_minors", "particle_miss", "saddle_value", "suite"]
 
 
 @dataclass(frozen=True)
@@ -521,3 +521,32 @@ for _problem in [
             "saddle problems", (1, 10, 100, 1_000), _saddle, {"inner": "jax-rev", "steps": 20}),
 ]:  # fmt: skip
     register_problem(_problem)
+
+
+def suite(methods: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``diffkit compare --suite gradbench``: all twelve evals at their two suite sizes, as
+    keyword arguments of :func:`diffkit.harness.sweep`. ``particle`` and ``saddle`` run once
+    per inner method among the AD methods given (every outer x inner pair); symbolic runs at
+    the smallest size only (its expressions swell; a timeout is recorded as such).
+
+    Example:
+        >>> from diffkit.harness.gradbench import suite
+        >>> s = suite(["jax-rev", "dual"])
+        >>> len(s["problems"]), s["sizes"]["det"]
+        (14, [2, 5])
+    """
+    inners = [m for m in methods if m in ("jax-fwd", "jax-rev", "dual", "tape")] or ["jax-rev"]
+    problems = []
+    for name in EVALS:
+        nested = name in ("particle", "saddle")
+        for inner in inners if nested else [None]:
+            options = {"inner": inner} if nested else {}
+            problems.append(get_problem(name, **options))
+    sizes = {name: list(ev.suite_sizes) for name, ev in EVALS.items()}
+    small = {name: list(ev.suite_sizes[:1]) for name, ev in EVALS.items()}
+    return {
+        "problems": problems,
+        "sizes": sizes,
+        "methods": list(methods),
+        "method_sizes": {"symbolic": small} if "symbolic" in methods else {},
+    }

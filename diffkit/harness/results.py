@@ -139,6 +139,12 @@ def _x_primal(r: Record) -> str:
     return "-" if ratio is None else f"{ratio:,.3g}" if ratio < 1e3 else f"{ratio:,.0f}"
 
 
+def _method(r: Record) -> str:
+    """The method; for a nested problem (an ``inner`` option) the pair ``outer x inner``."""
+    inner = (r.get("problem_options") or {}).get("inner")
+    return r["method"] if inner is None else f"{r['method']} x {inner}"
+
+
 def _evaluations(r: Record) -> str:
     evals = r.get("evaluations") if r.get("evaluations") is not None else r.get("passes")
     return "-" if evals is None else f"{evals:,}"
@@ -150,7 +156,7 @@ COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "problem": ("problem", lambda r: r["problem"]),
     "n": ("n", lambda r: fmt(r.get("n"))),
     "m": ("m", lambda r: fmt(r.get("m"))),
-    "method": ("method", lambda r: r["method"]),
+    "method": ("method", _method),
     "dtype": ("dtype", lambda r: r["dtype"].replace("float", "f")),
     "outcome": ("outcome", lambda r: r["outcome"]),
     "compile": ("compile", lambda r: fmt_time(r.get("compile_s"))),
@@ -203,6 +209,16 @@ def _flatten(rec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+
+
+def _text_table(headers: list[str], rows: list[list[str]]) -> str:
+    """Fixed-width text: the headers, then one line per row."""
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+    return "\n".join(lines)
 
 
 class Results:
@@ -265,13 +281,7 @@ class Results:
 
     def table(self) -> str:
         """A fixed-width text table, one row per case."""
-        headers, rows = self.rows()
-        widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
-        lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-        lines += [
-            "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-        ]
-        return "\n".join(lines)
+        return _text_table(*self.rows())
 
     def __str__(self) -> str:
         return self.table()
@@ -373,6 +383,27 @@ class Results:
             fit["expected_ratio"] = expected + 0.0 if expected is not None else None  # no -0.0
             fits.append(fit)
         return fits
+
+    def ratio_view(self) -> str:
+        """GradBench's view: derivative time / primal time, one row per problem (and inner
+        method) at its largest measured size, one column per method; "-" where not ok.
+
+        Example:
+            >>> print(Results([{"problem": "lse", "size": 10, "method": "jax-rev",
+            ...                 "outcome": "ok", "ratio": 1.21}]).ratio_view())
+            problem  size  jax-rev
+            lse      10    1.2
+        """
+        methods = list(dict.fromkeys(r["method"] for r in self.records))
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for r in sorted(self.records, key=lambda r: r.get("size") or 0):
+            inner = (r.get("problem_options") or {}).get("inner")
+            key = (r["problem"] + (f" x {inner}" if inner else ""), str(r.get("size")))
+            rows = {k: v for k, v in rows.items() if k[0] != key[0]} | {key: rows.get(key, {})}
+            ok = r.get("outcome") == OK and r.get("ratio") is not None
+            rows[key][r["method"]] = fmt(r["ratio"], 2) if ok else "-"
+        cells = [[p, size, *(by.get(m, "") for m in methods)] for (p, size), by in rows.items()]
+        return _text_table(["problem", "size", *methods], cells)
 
     def exponents_table(self, **kwargs: Any) -> str:
         """:meth:`fit_exponents` as a text table."""

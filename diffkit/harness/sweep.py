@@ -33,6 +33,7 @@ from diffkit import _process
 from diffkit._errors import DiffkitError
 from diffkit._registry import names, resolve
 from diffkit.harness import executors
+from diffkit.harness.gradbench import suite as gradbench_suite
 from diffkit.harness.measure import finish_record, new_record, run_case
 from diffkit.harness.problems import Problem, get_problem
 from diffkit.harness.record import ERROR, OUT_OF_MEMORY, RETRYABLE, SKIPPED, TIMEOUT, Record
@@ -43,7 +44,7 @@ try:
 except ImportError:  # not on Windows: no lock there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["QUICK_SIZES", "compare", "quick_suite", "sweep"]
+__all__ = ["QUICK_SIZES", "compare", "gradbench_suite", "quick_suite", "sweep"]
 
 Progress = Callable[[Record, int, int], None]
 

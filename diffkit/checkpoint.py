@@ -553,7 +553,8 @@ def _scan_remat(eqn: Any, xs: list[Any], pol: Any, schedule: Schedule | None) ->
 
     @jax.checkpoint
     def segment(carry, s):  # slices the steps it runs: reshaping all of xs would copy them
-        return lax.scan(step, carry, [lax.dynamic_slice_in_dim(x, s * k, k) for x in seq])
+        xseg = [lax.dynamic_slice_in_dim(x, s * k, k) for x in seq]
+        return lax.scan(step, carry, xseg, length=k)
 
     carry, ys = lax.scan(segment, init, jnp.arange(n // k))
     ys = [y.reshape(full, *y.shape[2:]) for y in ys]

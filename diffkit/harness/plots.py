@@ -234,5 +234,6 @@ def memory_figure(front: Any, path: Path) -> Path:
         _plain_ticks(ax.yaxis)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
+    ax_d.set_xticks(front.depths)  # the depths measured
     fig.tight_layout()
     return _save(fig, path)

@@ -1,0 +1,59 @@
+"""Every notebook in full mode (no ``DIFFKIT_QUICK``), with the test suite's checks.
+
+    PYTHONPATH=. python benchmarks/notebooks_full.py            # notebooks/*.ipynb, in order
+    PYTHONPATH=. python benchmarks/notebooks_full.py 03 05      # those whose names start so
+
+Each notebook runs top to bottom in a fresh kernel, as ``tests/test_notebooks.py`` runs the
+quick mode: the inline backend renders every figure, each figure's axes must be labelled and
+no series all NaN/inf, no cell may print a warning, and every claim's assertion must hold on
+the full-size numbers. Prints one line per notebook (wall time, outcome, figures checked) as
+it finishes; exits non-zero if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _runner():  # the test suite's runner and checks: one copy of them
+    spec = importlib.util.spec_from_file_location(
+        "test_notebooks", REPO / "tests" / "test_notebooks.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("prefixes", nargs="*", help="run only notebooks whose names start so")
+    parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell (1200)")
+    args = parser.parse_args(argv)
+    tests = _runner()
+    chosen = [
+        p for p in tests.NOTEBOOKS if not args.prefixes or p.name.startswith(tuple(args.prefixes))
+    ]
+    if not chosen:
+        parser.error(f"no notebook starts with {' or '.join(args.prefixes)}")
+    failed = 0
+    print(f"{'notebook':40s} {'wall s':>8s}  outcome")
+    for path in chosen:
+        start = time.perf_counter()
+        try:
+            nb = tests.run_notebook(path, quick=False, timeout=args.timeout)
+            outcome = nb.cells[-1].outputs[-1]["text"].strip()  # "N figures checked"
+        except Exception as exc:  # report it and go on to the next notebook
+            failed += 1
+            outcome = f"FAILED: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+        print(f"{path.stem:40s} {time.perf_counter() - start:8.1f}  {outcome}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

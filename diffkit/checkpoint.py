@@ -57,6 +57,7 @@ __all__ = [
     "accumulate",
     "beta",
     "every",
+    "has_scan",
     "micro_batches",
     "mover",
     "parse",
@@ -513,7 +514,7 @@ def scan_rewriter(
     """An equation handler for :func:`diffkit._jaxpr.interpret` that runs each ``scan``
     with its step under ``jax.checkpoint(policy)`` and, for ``every(k)``/``"sqrt"``, as
     nested scans whose segments are checkpointed (``None`` when neither is asked for)."""
-    from diffkit._jaxpr import evaluate
+    from diffkit._jaxpr import evaluate, inner_jaxpr, interpret
 
     if pol is None and schedule is None:
         return None
@@ -524,11 +525,33 @@ def scan_rewriter(
         )
 
     def handle(eqn: Any, invals: list[Any]) -> list[Any]:
-        if eqn.primitive.name != "scan":
-            return evaluate(eqn, invals)
-        return _scan_remat(eqn, invals, pol, schedule)
+        if eqn.primitive.name == "scan":
+            return _scan_remat(eqn, invals, pol, schedule)
+        inner = inner_jaxpr(eqn)  # a jit or other call: its scans too
+        if inner is not None and has_scan(inner.jaxpr):
+            return interpret(inner, invals, handle)
+        return evaluate(eqn, invals)
 
     return handle
+
+
+def has_scan(jaxpr: Any) -> bool:
+    """Whether ``jaxpr`` runs a ``scan``, at its top level or inside a call (``jit``, ...).
+
+    Example:
+        >>> import jax
+        >>> f = jax.jit(lambda x: jax.lax.scan(lambda c, _: (c * 2.0, None), x, length=3)[0])
+        >>> g = jax.jit(abs)
+        >>> has_scan(jax.make_jaxpr(f)(1.0).jaxpr), has_scan(jax.make_jaxpr(g)(1.0).jaxpr)
+        (True, False)
+    """
+    from diffkit._jaxpr import inner_jaxpr
+
+    for eqn in jaxpr.eqns:
+        inner = inner_jaxpr(eqn)
+        if eqn.primitive.name == "scan" or (inner is not None and has_scan(inner.jaxpr)):
+            return True
+    return False
 
 
 def _scan_remat(eqn: Any, xs: list[Any], pol: Any, schedule: Schedule | None) -> list[Any]:

@@ -156,6 +156,31 @@ def test_every_schedule_equals_store_all(x64, net, reverse, schedules, policies)
         assert rho_tree(got, jax_store_all) <= 1e-12
 
 
+def test_schedules_reach_scans_inside_a_jit():
+    """A scan inside the user's own jax.jit is checkpointed too: less memory, same gradient."""
+
+    @jax.jit
+    def f(x, W):
+        return jnp.sum(lax.scan(lambda h, w: (jnp.tanh(h @ w), None), x, W)[0] ** 2)
+
+    x, W = jnp.ones((8, 16)), jnp.full((64, 16, 16), 0.05)
+
+    def temp(d):
+        compiled = jax.jit(d.grad(f)).lower(x, W).compile()
+        return compiled.memory_analysis().temp_size_in_bytes, compiled(x, W)
+
+    (full, g), (kept, g_policy) = (
+        temp(dk.get("jax-rev")),
+        temp(dk.get("jax-rev", policy="nothing_saveable")),
+    )
+    (tape, g_tape), (revolve, g_revolve) = (
+        temp(dk.get("tape")),
+        temp(dk.get("tape", checkpoint="revolve(2)")),
+    )
+    assert kept < 0.7 * full and revolve < 0.2 * tape
+    assert rho_tree([g_policy, g_tape, g_revolve], [g, g, g]) < 1e-6
+
+
 def test_recomputed_steps_are_counted_at_run_time(x64):
     """Each evaluation of the step body calls back into Python: the first sweep runs L steps,
     the backward sweep records L and recomputes the plan's ``recomputed``."""

@@ -92,8 +92,6 @@ class JaxReverse(Differentiator):
             outs = interpret(closed, primals, self.handle)
             return tuple(outs[:n]), tuple(outs[n:])
 
-        if self.policy is not None and not any(
-            e.primitive.name == "scan" for e in closed.jaxpr.eqns
-        ):
+        if self.policy is not None and not _checkpoint.has_scan(closed.jaxpr):
             return jax.checkpoint(run, policy=self.policy)
         return run

@@ -44,7 +44,6 @@ from jax.sharding import PartitionSpec as P
 
 from diffkit._errors import DiffkitError
 from diffkit.accuracy import rho
-from diffkit.harness.problems import Problem, _mlp, register_problem
 
 __all__ = [
     "SEEDED_BUGS",
@@ -55,6 +54,7 @@ __all__ = [
     "place",
     "scaling",
     "scaling_text",
+    "sharded_problems",
 ]
 
 #: The mesh axis every helper here splits over.
@@ -123,39 +123,47 @@ def place(args: Any, mesh: Mesh, specs: Any = None) -> Any:
 # ------------------------------------------------------------ the sharded MLP problem
 
 
-def _mlp_sharded(size, dtype, rng, devices, depth, activation, batch, inputs):
-    mesh = device_mesh(devices)
-    if batch % mesh.size:
-        raise DiffkitError(
-            f"mlp-sharded: batch {batch} is not divisible by {mesh.size} devices; choose a "
-            "batch that is (batch=...)"
+def sharded_problems() -> list[Any]:
+    """The problem families over several devices (``problems.py`` registers them).
+
+    Example:
+        >>> [p.name for p in sharded_problems()]
+        ['mlp-sharded']
+    """
+    from diffkit.harness.problems import Problem, _mlp  # lazy: problems.py imports this module
+
+    def mlp_sharded(size, dtype, rng, devices, depth, activation, batch, inputs):
+        mesh = device_mesh(devices)
+        if batch % mesh.size:
+            raise DiffkitError(
+                f"mlp-sharded: batch {batch} is not divisible by {mesh.size} devices; choose a "
+                "batch that is (batch=...)"
+            )
+        loss, (theta, x, y) = _mlp(size, dtype, rng, depth, activation, batch, inputs)
+        theta = np.concatenate([theta, np.zeros(-theta.size % mesh.size, theta.dtype)])
+        specs = (P(AXIS), P(AXIS, None), P(AXIS))
+        shardings = tuple(NamedSharding(mesh, s) for s in specs)
+
+        def sharded(theta, x, y):  # the layout stated in the program too, as FSDP code does
+            theta, x, y = (
+                lax.with_sharding_constraint(a, s)
+                for a, s in zip((theta, x, y), shardings, strict=True)
+            )
+            return loss(theta, x, y)
+
+        fun = jax.jit(sharded, in_shardings=shardings, out_shardings=NamedSharding(mesh, P()))
+        return fun, place((theta, x, y), mesh, specs)
+
+    return [
+        Problem(
+            "mlp-sharded",
+            "the mlp loss with parameters and batch split over `devices` devices (NamedSharding)",
+            "requested n (width chosen)",
+            (10, 100, 1_000, 10_000, 100_000),
+            mlp_sharded,
+            {"devices": 1, "depth": 2, "activation": "tanh", "batch": 32, "inputs": 4},
         )
-    loss, (theta, x, y) = _mlp(size, dtype, rng, depth, activation, batch, inputs)
-    theta = np.concatenate([theta, np.zeros(-theta.size % mesh.size, theta.dtype)])
-    specs = (P(AXIS), P(AXIS, None), P(AXIS))
-    shardings = tuple(NamedSharding(mesh, s) for s in specs)
-
-    def sharded(theta, x, y):  # the layout stated in the program too, as FSDP code does
-        theta, x, y = (
-            lax.with_sharding_constraint(a, s)
-            for a, s in zip((theta, x, y), shardings, strict=True)
-        )
-        return loss(theta, x, y)
-
-    fun = jax.jit(sharded, in_shardings=shardings, out_shardings=NamedSharding(mesh, P()))
-    return fun, place((theta, x, y), mesh, specs)
-
-
-MLP_SHARDED = register_problem(
-    Problem(
-        "mlp-sharded",
-        "the mlp loss with parameters and batch split over `devices` devices (NamedSharding)",
-        "requested n (width chosen)",
-        (10, 100, 1_000, 10_000, 100_000),
-        _mlp_sharded,
-        {"devices": 1, "depth": 2, "activation": "tanh", "batch": 32, "inputs": 4},
-    )
-)
+    ]
 
 
 # ------------------------------------------------------------ invariance
@@ -203,7 +211,7 @@ def check_invariance(
         >>> import jax.numpy as jnp
         >>> check_invariance(lambda w: jnp.sum(jnp.sin(w)), (jnp.ones(4),), 1, methods=["tape"])
     """
-    from diffkit.testing import GradCheckError
+    from diffkit.testing import GradCheckError  # lazy: check_grads(mesh=) calls this function
 
     mesh = device_mesh(mesh)
     one = device_mesh(1)

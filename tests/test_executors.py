@@ -97,6 +97,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow  # a Ray instance and four worker processes: ~40 s on 2 loaded cores
 def test_ray_sweep_matches_local_and_a_killed_case_is_rerun(tmp_path, local_ray) -> None:
     out = tmp_path / "ray.jsonl"
     killed: list[int] = []

@@ -32,7 +32,6 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from diffkit._errors import DiffkitError
@@ -141,16 +140,17 @@ def remote_sweep(
     executor: RayExecutor,
     groups: list[tuple[Any, str, list[dict[str, Any]]]],
     done: dict[str, dict[str, Any]],
-    path: Path,
+    append: Callable[[dict[str, Any]], None],
+    skipped: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
     settings: dict[str, Any],
     progress: Callable[[dict[str, Any], int, int], None] | None,
 ) -> list[dict[str, Any]]:
-    """Run the cases of ``groups`` not in ``done`` on ``executor``, appending each record to
-    ``path`` as it arrives; returns every record (stored ones included) in plan order.
-    ``settings``: budget, memory_limit, min_time, accuracy, run (the sweep's)."""
+    """Run the cases of ``groups`` not in ``done`` on ``executor``, passing each new record to
+    ``append`` (the sweep's results file) as it arrives; returns every record (stored ones
+    included) in plan order. ``skipped(case, cause)`` is the record of a size skipped after
+    ``cause``; ``settings``: budget, memory_limit, min_time, accuracy, run (the sweep's)."""
     from diffkit.harness.measure import finish_record, metadata
     from diffkit.harness.record import ERROR, OUT_OF_MEMORY, TIMEOUT
-    from diffkit.harness.sweep import _Appender, _skipped
 
     ray = executor.start()
     backend = metadata()["backend"]
@@ -163,7 +163,6 @@ def remote_sweep(
             by_series.setdefault(key, []).append(case)
     found: dict[str, dict[str, Any]] = {}
     lost: list[str] = []
-    writer = _Appender(path)
     running: dict[Any, tuple[tuple[Any, ...], dict[str, Any], float]] = {}
     pending = {k: iter(v) for k, v in by_series.items()}
     total = len(order)
@@ -172,7 +171,7 @@ def remote_sweep(
         if new:
             rec.update(run=settings["run"], budget=settings["budget"])
             rec["memory_limit"] = settings["memory_limit"]
-            writer.append(rec)
+            append(rec)
         found[rec["key"]] = rec
         if progress is not None:
             progress(rec, len(found) + len(lost), total)
@@ -203,7 +202,7 @@ def remote_sweep(
     def _skip_rest(key: tuple[Any, ...], cause: dict[str, Any]) -> None:
         for case in pending[key]:
             stored = done.get(finish_record(dict(case), ERROR)["key"])
-            finish(stored or _skipped(case, cause), stored is None)
+            finish(stored or skipped(case, cause), stored is None)
 
     try:
         for key in pending:
@@ -237,7 +236,6 @@ def remote_sweep(
     finally:
         for ref in running:
             ray.cancel(ref, force=True)
-        writer.close()
     if lost:
         print(
             f"diffkit: {len(lost)} case(s) lost with their Ray worker or node; run the sweep "

@@ -469,4 +469,7 @@ for _problem in [
 ]:
     register_problem(_problem)
 
-from diffkit import sharding as _sharding  # noqa: E402, F401  (registers mlp-sharded)
+from diffkit.sharding import sharded_problems  # noqa: E402  (mlp-sharded: it uses _mlp)
+
+for _problem in sharded_problems():
+    register_problem(_problem)

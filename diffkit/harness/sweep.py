@@ -375,7 +375,13 @@ def _sweep(
     if remote is not None:  # another engine runs the cases (harness/executors.py)
         settings = {"budget": budget, "memory_limit": memory_limit, "min_time": min_time}
         settings.update(accuracy=accuracy, run=run)
-        found = executors.remote_sweep(remote, groups, done, path, settings, progress)
+        writer = _Appender(path)
+        try:
+            found = executors.remote_sweep(
+                remote, groups, done, writer.append, _skipped, settings, progress
+            )
+        finally:
+            writer.close()
         return Results(found, path=path)
     runner = _Runner(isolate and pending, budget, memory_limit, min_time, seed, accuracy)
     writer = _Appender(path)

@@ -140,7 +140,7 @@ class Stochastic(Differentiator):
             ((3, 5), [1.0])
         """
         if self.distribution == "rademacher":
-            return jax.random.rademacher(self.key, (self.k, n), dtype)
+            return _rademacher(self.key, self.k, n, dtype)
         v = jax.random.normal(self.key, (self.k, n), dtype)
         if not self.orthogonal:
             return v
@@ -350,6 +350,15 @@ def _as_key(name: str, seed: int | None, key: Any) -> Array:
     raise DiffkitError(
         f"{name}: key must be a JAX PRNG key (jax.random.key(0)), got {type(key).__name__}"
     )
+
+
+def _rademacher(key: Array, k: int, n: int, dtype: Any) -> Array:
+    """``(k, n)`` random signs, 32 from each random 32-bit word: on a CPU, drawing the bits
+    (threefry) costs far more than the function's JVP, and ``jax.random.rademacher`` draws a
+    word per sign."""
+    words = jax.random.bits(key, (k, -(-n // 32)), jnp.uint32)
+    bits = (words[..., None] >> jnp.arange(32, dtype=jnp.uint32)) & 1
+    return (2 * bits.reshape(k, -1)[:, :n].astype(dtype) - 1).astype(dtype)
 
 
 def _cast_like(like: Sequence[Array], values: Sequence[Array]) -> tuple[Array, ...]:

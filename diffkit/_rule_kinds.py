@@ -244,9 +244,12 @@ def reduction(weights: Callable[[Array, Array, Sequence[int]], Array]) -> Rule:
 
     def jvp(prim, xs, x_dots, ys, prm):
         # an entry whose tangent is 0 adds 0, even where its weight overflowed (prod: the
-        # others' product can be inf where JAX's product rule still gives 0 * ... = 0)
+        # others' product can be inf where JAX's product rule still gives 0 * ... = 0). Only
+        # such weights are masked, and the product stays linear in t, so a derivative of
+        # this tangent with respect to t (a second derivative) keeps w where t is 0
         w, t = weights(xs[0], ys[0], prm["axes"]), x_dots[0]
-        return [jnp.sum(jnp.where(t == 0, 0, w * t), axis=prm["axes"])]
+        w = jnp.where((t == 0) & ~jnp.isfinite(w), 0, w)
+        return [jnp.sum(w * t, axis=prm["axes"])]
 
     def vjp(prim, xs, ys, y_bars, needs, prm):
         w = weights(xs[0], ys[0], prm["axes"])

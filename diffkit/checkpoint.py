@@ -178,11 +178,12 @@ class Schedule:
         """
         if length < 1:
             raise DiffkitError(f"checkpoint: a loop needs at least one step, got {length}")
-        if self.kind == "store-all":
-            return _store_all(length)
         if self.kind == "revolve":
             return _revolve_plan(length, int(self.budget or 0))
-        plan = _segments_plan(length, self.segment(length))
+        if self.kind == "store-all":
+            plan = _store_all(length)
+        else:
+            plan = _segments_plan(length, self.segment(length))
         if self.budget is not None and plan.slots > self.budget:
             raise DiffkitError(
                 f"checkpoint {self.spec!r} needs {plan.slots} snapshots for a loop of {length} "

@@ -107,6 +107,8 @@ def test_impossible_budget_is_refused_not_a_wrong_gradient():
     with pytest.raises(dk.DiffkitError, match=r"needs 18 snapshots .* over budget=5") as info:
         dk.get("tape", checkpoint="sqrt", budget=5).grad(f)(1.0)
     assert "\n" not in str(info.value)
+    with pytest.raises(dk.DiffkitError, match=r"'store-all' needs 100 snapshots"):
+        dk.get("tape", checkpoint="store-all", budget=99).grad(f)(1.0)
     with pytest.raises(dk.DiffkitError, match="tape's own schedule"):
         dk.get("jax-rev", checkpoint="revolve(4)")
     with pytest.raises(dk.DiffkitError, match=r"unknown jax\.checkpoint policy"):

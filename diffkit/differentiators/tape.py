@@ -339,8 +339,9 @@ def _cond(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
 
 
 def _scan(eqn: Any, xs: list[Any], needs: list[bool], site: Any, schedule: Any = None):
-    if schedule is not None and schedule.kind != "store-all":
-        return _scan_checkpointed(eqn, xs, needs, schedule.plan(eqn.params["length"]))
+    plan = None if schedule is None else schedule.plan(eqn.params["length"])  # budget checked
+    if plan is not None and schedule.kind != "store-all":
+        return _scan_checkpointed(eqn, xs, needs, plan)
     p = eqn.params
     nc, nk = p["num_consts"], p["num_carry"]
     consts, init, seq = xs[:nc], xs[nc : nc + nk], xs[nc + nk :]

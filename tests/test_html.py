@@ -23,7 +23,7 @@ from diffkit.cli import main
 from diffkit.harness import Results
 from diffkit.html import explain, load_results, report
 from diffkit.html._template import read_data
-from diffkit.html.explain import DX
+from diffkit.html.explain import DX, _tree_size
 
 
 def jax_grad_of_the_example() -> list[float]:
@@ -143,6 +143,19 @@ def test_dead_relus_and_saturated_sigmoids_are_flagged() -> None:
     )
     alive = explain(f, 1.0, 2.0, methods=False).data
     assert all(not n["flags"] for n in alive["nodes"] if n["op"] == "custom_jvp_call")
+
+
+def test_symbolic_expressions_too_big_to_print_are_measured_not_printed() -> None:
+    x = sympy.Symbol("x")
+    e, naive = x, lambda t: 1 + sum(naive(a) for a in t.args)
+    for k in range(60):  # the logistic map: e holds the last step twice, so its tree doubles
+        e = e * (1 - e)
+        if k == 9:
+            assert _tree_size(e, {}) == naive(e) > 2**10
+    assert _tree_size(e, {}) > 2**60  # counted over the DAG: instantly
+    f = lambda x: x * (1 - x) * (1 - x * (1 - x))  # noqa: E731
+    shown = explain(f, 0.5).data["methods"]["symbolic"]["partials"][0]["expr"]
+    assert sympy.sympify(shown).equals(sympy.diff(f(x), x))
 
 
 def test_explain_refuses_what_it_cannot_show_in_one_line() -> None:

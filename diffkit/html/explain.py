@@ -32,10 +32,23 @@ import numpy as np
 from diffkit._errors import DiffkitError
 from diffkit.html._template import iframe, jsonable, page
 
-__all__ = ["SATURATION", "SIX", "Explained", "explain", "layout"]
+__all__ = [
+    "EXPRESSION_CHARS",
+    "SATURATION",
+    "SIX",
+    "SYMBOLIC_BUDGET",
+    "Explained",
+    "explain",
+    "layout",
+]
 
 #: A sigmoid or tanh whose local derivative is below this is flagged as saturated.
 SATURATION = 0.01
+#: The symbolic view's budget (seconds per stage, expression size): a function whose
+#: expressions swell past it shows the budget's one-line error instead of hanging the page.
+SYMBOLIC_BUDGET = {"time_budget": 10.0, "size_budget": 20_000}
+#: Expressions longer than about this many characters are not printed (their size is).
+EXPRESSION_CHARS = 4000
 
 _BODY = """
 <header>
@@ -435,7 +448,7 @@ def _symbolic(f: Callable[..., Any], xs: list[Any], names: list[str]) -> dict:
 
     import diffkit as dk
 
-    sym = dk.get("symbolic")
+    sym = dk.get("symbolic", **SYMBOLIC_BUDGET)
     argnums = tuple(range(len(xs)))
     form = sym.expressions(f, *xs, argnums=argnums)
     rename = {s[()]: sympy.Symbol(n) for s, n in zip(form.inputs, names, strict=True)}
@@ -444,16 +457,30 @@ def _symbolic(f: Callable[..., Any], xs: list[Any], names: list[str]) -> dict:
         str(s): _flat(v) for c, v in zip(form.consts, form.const_values, strict=True)
         for s in np.ravel(c)
     }  # fmt: skip
+
+    def text(expr: Any) -> str:  # printing walks the tree: check its size on the DAG first
+        size = _tree_size(expr, {})
+        if size > EXPRESSION_CHARS // 4:
+            return f"(an expression tree of {size:,} nodes: too long to show)"
+        return str(expr.xreplace(rename))
+
     return {
         "mode": "symbolic",
         "passes": sym.passes("grad", len(xs)),
-        "output": str(form.outputs[0][()].xreplace(rename)),
+        "output": text(form.outputs[0][()]),
         "partials": [
-            {"name": n, "expr": str(form.jacobian[0, i].xreplace(rename)), "value": float(v)}
+            {"name": n, "expr": text(form.jacobian[0, i]), "value": float(v)}
             for i, (n, v) in enumerate(zip(names, values, strict=True))
         ],
         "consts": consts,
     }
+
+
+def _tree_size(expr: Any, seen: dict[Any, int]) -> int:
+    """Nodes of ``expr`` as a tree, counted over its shared subexpressions once each."""
+    if expr not in seen:
+        seen[expr] = 1 + sum(_tree_size(a, seen) for a in expr.args)
+    return seen[expr]
 
 
 def _fd(f: Callable[..., Any], xs: list[Any], reference: list[float]) -> dict:

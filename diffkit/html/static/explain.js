@@ -88,8 +88,9 @@
   const edgeLayer = svg("g", { class: "edges" });
   const nodeLayer = svg("g", { class: "nodes" });
   graph.append(edgeLayer, nodeLayer);
-  const maxPassed = Math.max(1e-300, ...edges.map((e) => (e.passed ? Math.abs(e.passed[0]) : 0)));
-  const maxAdj = Math.max(1e-300, ...data.nodes.map((n) => (n.adjoint ? Math.abs(n.adjoint[0]) : 0)));
+  const mag = (a) => (a ? Math.max(0, ...a.map(Math.abs)) : 0); // |largest entry|
+  const maxPassed = Math.max(1e-300, ...edges.map((e) => mag(e.passed)));
+  const maxAdj = Math.max(1e-300, ...data.nodes.map((n) => mag(n.adjoint)));
 
   const edgeViews = edges.map((e, i) => {
     const a = nodes.get(e.from);
@@ -212,7 +213,7 @@
       lines[2].setAttribute("class", t ? "tan" : "adj");
       lines[2].textContent = t ? `tangent ${val(t)}`
         : a ? `adjoint ${val(a.value)}${a.done ? "" : ` (${a.of})`}` : "";
-      const strength = a && a.done ? Math.abs(a.value[0]) / maxAdj : 0;
+      const strength = a && a.done ? mag(a.value) / maxAdj : 0;
       rect.style.fill = strength ? `rgba(124, 58, 237, ${0.06 + 0.4 * strength})` : "";
     }
     edges.forEach((e, i) => {
@@ -223,7 +224,7 @@
       g.classList.toggle("active", active);
       g.classList.toggle("selected", state.selected === i);
       const line = g.querySelector("path.line");
-      line.style.strokeWidth = back ? 1.4 + 5 * Math.abs(e.passed[0]) / maxPassed : "";
+      line.style.strokeWidth = back ? 1.4 + 5 * mag(e.passed) / maxPassed : "";
       const flow = g.querySelector("text.flow");
       flow.textContent = back && (active || state.selected === i) ? fmt(e.passed[0], 4) : "";
     });

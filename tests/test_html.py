@@ -4,6 +4,7 @@ self-contained; the commands write them. (tests/test_browser.py reads them in Ch
 
 from __future__ import annotations
 
+import html as html_module
 import itertools
 import json
 import math
@@ -174,6 +175,8 @@ def test_the_pages_are_self_contained() -> None:
     rep = report(Results(records())).html
     assert not re.search(r"<link|<img|\ssrc=|\shref=|@import|url\(", rep)
     assert html.count("<script") == rep.count("<script") == 2  # the data and the code
+    inline = page._repr_html_()  # notebooks: the same page, in an iframe of its own
+    assert inline.startswith("<iframe") and html_module.unescape(inline).count(html) == 1
 
 
 def test_the_report_carries_the_records_fits_and_commands() -> None:

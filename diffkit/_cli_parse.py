@@ -297,7 +297,7 @@ def _study_commands(command: Callable[..., Any]) -> None:
         "backpropagation step by step, node by node",
         "examples:\n  diffkit explain                     the 9-parameter network\n"
         "  diffkit explain f.py:energy --at 0.5,2\n"
-        "  diffkit explain --html                  the explorable page -> explain.html\n",
+        "  diffkit explain --html              the explorable page -> explain.html\n",
     )
     p.add_argument("target", nargs="?", help="a small function of scalars, path/to/file.py:name")
     p.add_argument("--at", help="the point: one number per argument, e.g. 0.5,2")

@@ -296,7 +296,7 @@ class Results:
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
         )
         table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        from diffkit.html import report  # the table, then the report page (heat map, charts)
+        from diffkit.html import report  # lazy: diffkit.html.report imports this module
 
         return table + report(self)._repr_html_()
 

@@ -330,6 +330,19 @@ def _study_commands(command: Callable[..., Any]) -> None:
     p.add_argument("--title", default="", help="the page's title (default: the results' path)")
 
     p = command(
+        "doctor",
+        "diagnose a gradient: the equation and source line that made it wrong, NaN or zero",
+        "examples:\n  diffkit doctor mymodel.py:loss --args n=1000\n"
+        "  diffkit doctor sigmoid-chain --args n=40\n"
+        "exit status 1 when the gradient is not healthy",
+    )
+    p.add_argument("target", help="a problem (diffkit list) or your module:function")
+    p.add_argument("--args", default="", help="the size of the arguments, e.g. n=1000")
+    p.add_argument("--input", default="n", help="argument shapes of your function, e.g. n,32xn")
+    p.add_argument("--dtype", choices=DTYPES, default="float32")
+    p.add_argument("--method", help="diagnose a differentiator's rules, e.g. tape (default: JAX)")
+
+    p = command(
         "memory",
         "reverse mode's memory against depth: checkpointing schedules and jax.checkpoint policies",
         "examples:\n  diffkit memory --problem deep-mlp --depths 8,32,128,512\n"

@@ -375,6 +375,14 @@ def _memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from diffkit.doctor import diagnose
+
+    report = diagnose(args.target, args.args, args.input, args.dtype, args.method)
+    print(report)
+    return 0 if report.ok else 1
+
+
 _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "compare": _compare,
     "list": _list,
@@ -384,6 +392,7 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "plot": _plot,
     "memory": _memory,
     "report": _report,
+    "doctor": _doctor,
 }
 
 

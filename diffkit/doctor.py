@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import itertools
@@ -47,7 +48,7 @@ from diffkit._errors import DiffkitError
 from diffkit._jaxpr import evaluate, inner_jaxpr, is_float, user_site
 from diffkit._stencils import default_step, stencil, weights
 
-__all__ = ["RTOL_LOW", "Finding", "Report", "doctor"]
+__all__ = ["RTOL_LOW", "Finding", "Report", "diagnose", "doctor"]
 
 #: Scans up to this length are unrolled (per-iteration records, per-layer norms).
 UNROLL = 128
@@ -141,8 +142,13 @@ class Finding:
     fix: str
 
     def __str__(self) -> str:
+        where = (
+            "the whole function"
+            if self.step < 0
+            else f"equation {self.step} ({self.primitive}) at {self.site}"
+        )
         return (
-            f"[{self.kind}] equation {self.step} ({self.primitive}) at {self.site}\n"
+            f"[{self.kind}] {where}\n"
             f"    what: {self.what}\n    why:  {self.why}\n    fix:  {self.fix}"
         )
 
@@ -161,6 +167,7 @@ class Report:
     notes: list[Finding] = field(default_factory=list)
     layer_norms: list[float] = field(default_factory=list)
     layer_site: str = ""
+    remarks: list[str] = field(default_factory=list)  # limits of this diagnosis
 
     @property
     def ok(self) -> bool:
@@ -184,6 +191,7 @@ class Report:
                     lines.append(f"  also: [{c.kind}] {c.primitive} at {c.site}")
         for n in self.notes:
             lines.append(f"note: [{n.kind}] {n.primitive} at {n.site}: {n.what}")
+        lines += [f"note: {r}" for r in self.remarks]
         return "\n".join(lines)
 
 
@@ -492,11 +500,16 @@ def doctor(
 
     try:
         closed = jax.make_jaxpr(flat)(*leaves)
+    except Exception as e:
+        raise DiffkitError(f"doctor: cannot trace f at these arguments: {_one_line(e)}") from None
+    remark = ""
+    try:
         with jax.enable_x64(True):
             leaves64 = [jnp.asarray(x, jnp.float64) if is_float(x) else x for x in leaves]
             closed64 = jax.make_jaxpr(flat)(*leaves64)
-    except Exception as e:
-        raise DiffkitError(f"doctor: cannot trace f at these arguments: {_one_line(e)}") from None
+    except Exception as e:  # code that is not x64-clean: the reference in its own dtype
+        closed64, leaves64 = closed, leaves
+        remark = f"no float64 reference: f does not trace with float64 inputs ({_one_line(e)})"
     avals = [v.aval for v in closed64.jaxpr.outvars[: n_outs[0]]]
     if not avals or any(not is_float(a) for a in avals):
         raise DiffkitError("doctor: f must return floating-point arrays (a loss, a prediction)")
@@ -506,10 +519,10 @@ def doctor(
     prog64 = _flatten(closed64, n_outs[0])
     key = float(seed)
     try:
-        with jax.enable_x64(True):
+        with jax.enable_x64(True) if not remark else contextlib.nullcontext():
             ref = _to_np(_reference_run(prog64, closed64, wrt, method, leaves64, seed_bar, key))
         own, prog = ref, prog64
-        if dtype != "float64":
+        if dtype != "float64" and not remark:
             prog = _flatten(closed, n_outs[0])
             bars = [
                 jnp.asarray(b, a.dtype) for b, a in zip(seed_bar, closed.out_avals, strict=False)
@@ -519,7 +532,10 @@ def doctor(
         raise
     except Exception as e:
         raise DiffkitError(f"doctor: cannot differentiate f: {_one_line(e)}") from None
-    return _Analysis(prog, prog64, own, ref, dtype, wrt).report()
+    report = _Analysis(prog, prog64, own, ref, dtype if not remark else "float64", wrt).report()
+    report.dtype = dtype
+    report.remarks = [remark] if remark else []
+    return report
 
 
 def _reference_run(prog, closed, wrt, method, leaves, seed_bar, key) -> dict[str, Any]:
@@ -792,7 +808,11 @@ class _Analysis:
                 )
                 self.culprits.append(self.finding("kink", i, what, "a kink at the checked input"))
             if not kinks:
-                self.culprits.append(self.finding("kink", -1, self.symptoms[-1], "a kink"))
+                why = (
+                    "the function jumps or kinks within a finite-difference step of this point "
+                    "(a where or comparison switching, relu or abs at 0)"
+                )
+                self.culprits.append(self.finding("kink", -1, self.symptoms[-1], why))
             return
         if abs(lhs - rhs) <= bound:
             return
@@ -899,12 +919,16 @@ class _Analysis:
         groups: dict[tuple[str, str], list[int]] = {}
         for i, step in enumerate(self.prog64.steps):
             if step.eqn is not None and "x_bar" in self.ref["steps"][i]:
-                groups.setdefault((step.site, step.name), []).append(i)
-        longest = max((len(g) for g in groups.values()), default=0)
-        kept = [
-            g for (site, name), g in groups.items() if len(g) == longest and name not in _MOVEMENT
-        ]
-        best = kept[-1] if kept else []  # the last such equation of a layer: its activation
+                line = step.site.split(", in ")[0]  # the user's line, whichever library call
+                groups.setdefault((line, step.name), []).append(i)
+        per_site: dict[str, list[list[int]]] = {}
+        for (site, name), g in groups.items():
+            if name not in _MOVEMENT:
+                per_site.setdefault(site, []).append(g)
+        # a layer's equations of one line: those occurring once per layer (the fewest times)
+        layers = {site: min(map(len, gs)) for site, gs in per_site.items()}
+        site = max(layers, key=layers.get, default=None)
+        best = [g for g in per_site[site] if len(g) == layers[site]][-1] if site else []
         if len(best) < 3:
             return
         norms = [
@@ -924,7 +948,9 @@ class _Analysis:
             f"repetitions to {_fmt(norms[0])} at the first (x{rate:.3g} per repetition)"
         )
         self.symptoms.append(f"{kind} gradient across repeated structure")
-        self.culprits.append(self.finding(kind, best[0], what, f"a {kind} gradient"))
+        trend = "shrinks" if spread < 1 else "grows"
+        why = f"the product of the repeated layers' derivatives {trend} geometrically"
+        self.culprits.append(self.finding(kind, best[0], what, why))
 
     def local_notes(self) -> None:
         if self.culprits:
@@ -1038,3 +1064,33 @@ def _lost(
             if worse.size:
                 return "precision", (k, int(worse[0]))
     return None
+
+
+def diagnose(
+    target: str,
+    sizes: str = "",
+    inputs: str = "n",
+    dtype: str = "float32",
+    method: str | None = None,
+) -> Report:
+    """The doctor of the ``diffkit doctor`` command: ``target`` is a problem name (``diffkit
+    list``) or the user's ``module:function`` / ``file.py:function``, whose arguments are
+    seeded random arrays of the shapes ``inputs`` (``"n,32xn"``); ``sizes`` sets ``n``
+    (``"n=1000"``; default: the family's smallest size).
+
+    Example:
+        >>> diagnose("sigmoid-chain", "n=40").first.kind
+        'vanishing'
+    """
+    from diffkit.harness.problems import _PROBLEMS, get_problem, user_problem
+
+    n = None
+    for item in filter(None, (s.strip() for s in sizes.split(","))):
+        name, _, value = item.partition("=")
+        if name.strip() != "n" or not value.strip().isdigit():
+            raise DiffkitError(f"doctor: --args takes n=<size>, e.g. n=1000; got {item!r}")
+        n = int(value)
+    problem = get_problem(target) if target in _PROBLEMS else user_problem(target, inputs)
+    inst = problem.build(n, dtype)
+    with jax.enable_x64(dtype == "float64"):
+        return doctor(inst.fun, *inst.args, method=method)

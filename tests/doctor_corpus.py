@@ -385,7 +385,7 @@ def sigmoid_stack():
 def scan_exploding():
     def unstable(h0):
         def step(h, _):
-            h = 2.5 * h + jnp.sin(h)  # culprit
+            h = 2.5 * h + 0.1 * jnp.tanh(h)  # culprit
             return h, None
 
         h, _ = lax.scan(step, h0, None, length=20)

@@ -1,0 +1,158 @@
+"""The gradient doctor names the equation and the user's line that broke a gradient
+(tests/doctor_corpus.py: 31 broken gradients), raises no false alarm on correct code (every
+harness problem family, the real-code cases of tests/test_real_code.py, float32 and float64),
+and its gradient is JAX's own (checked against jax.grad)."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from doctor_corpus import CASES
+
+import diffkit as dk
+from diffkit.doctor import doctor
+from diffkit.testing import GradCheckError, check_grads
+
+
+def _culprit_lines(build) -> set[int]:
+    lines, start = inspect.getsourcelines(build)
+    return {start + k for k, line in enumerate(lines) if "# culprit" in line}
+
+
+def test_corpus_culprits_are_named_with_the_users_line() -> None:
+    """At least 90 % of the corpus: the first culprit is the expected primitive, of the
+    expected kind, at a line marked ``# culprit`` in tests/doctor_corpus.py."""
+    assert len(CASES) >= 25
+    wrong = []
+    for name, case in CASES.items():
+        with jax.enable_x64(True):
+            f, args = case.build()
+            report = doctor(f, *args)
+        first = report.first
+        assert not report.ok and report.symptoms, name
+        site = re.match(r"doctor_corpus\.py:(\d+) ", first.site) if first else None
+        if (
+            first is None
+            or first.primitive.split("[")[0] != case.primitive
+            or first.kind != case.kind
+            or site is None
+            or int(site.group(1)) not in _culprit_lines(case.build)
+        ):
+            wrong.append((name, first and (first.kind, first.primitive, first.site)))
+    assert len(wrong) <= 0.1 * len(CASES), wrong
+
+
+def test_report_text_names_equation_line_reason_and_fix() -> None:
+    with jax.enable_x64(True):
+        f, args = CASES["where_sqrt"].build()
+        report = doctor(f, *args)
+    text = str(report)
+    assert "first culprit" in text and "[masked-nan]" in text and "(sqrt)" in text
+    assert "doctor_corpus.py:" in text and "double where" in text
+    assert report.culprits[0] is report.first
+
+
+def test_float64_value_is_shown_beside_the_overflowed_one() -> None:
+    with jax.enable_x64(True):
+        f, args = CASES["float16_norm_overflow"].build()
+        first = doctor(f, *args).first
+    assert first.kind == "overflow"
+    assert "in float64 it is 9e+04" in first.what  # 300**2, above float16's 65504
+
+
+def test_inf_minus_inf_in_the_cotangents_is_found(x64: None) -> None:
+    """sqrt(z) - sqrt(z) at z = 0: the two cotangents of z are +inf and -inf."""
+
+    def f(x):
+        z = x - 1.0
+        return jnp.sum(jnp.sqrt(z) - jnp.sqrt(z))
+
+    report = doctor(f, jnp.array([1.0, 2.0]))
+    assert [c.kind for c in report.culprits][:2] == ["infinite-derivative", "inf-minus-inf"]
+    assert report.culprits[1].primitive == "sub"
+
+
+def test_healthy_function_is_ok_and_its_gradient_is_jaxs(x64: None) -> None:
+    from diffkit.doctor import _flatten, _reference_run
+
+    def loss(w, x):
+        return jnp.sum(jnp.tanh(x @ w) ** 2) + jnp.sum(jax.nn.relu(w))
+
+    w, x = jnp.array([[0.5, -1.0], [2.0, 0.3]]), jnp.array([[1.0, 2.0], [-0.5, 0.1]])
+    report = doctor(loss, w, x)
+    assert report.ok and not report.culprits and "healthy" in str(report)
+    closed = jax.make_jaxpr(loss)(w, x)
+    run = _reference_run(_flatten(closed, 1), closed, [True, False], None, [w, x], [1.0], 0.0)
+    np.testing.assert_allclose(run["grads"][0], jax.grad(loss)(w, x), rtol=1e-12)
+
+
+def test_tape_rules_can_be_diagnosed_too(x64: None) -> None:
+    with jax.enable_x64(True):
+        f, args = CASES["custom_vjp_wrong_transpose"].build()
+        assert doctor(f, *args, method="tape").first.kind == "custom-rule"
+        assert doctor(jnp.sin, jnp.ones(2), method="tape").ok
+
+
+def test_kink_that_does_not_reach_the_gradient_is_a_note(x64: None) -> None:
+    report = doctor(lambda x: jnp.sum(jax.nn.relu(x) * x), jnp.array([0.0, 1.0]))
+    assert report.ok
+    assert [n.kind for n in report.notes] == ["kink"]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: doctor(jnp.sin), "no arguments"),
+        (lambda: doctor(jnp.sin, jnp.arange(3)), "real floating-point"),
+        (lambda: doctor(jnp.sin, jnp.ones(2), argnums=3), "argnums=3"),
+        (lambda: doctor(3.0, jnp.ones(2)), "must be a function"),
+        (lambda: doctor(lambda x: x > 0, jnp.ones(2)), "floating-point arrays"),
+    ],
+)
+def test_bad_input_is_one_line(call, message: str) -> None:
+    with pytest.raises(dk.DiffkitError, match=message) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def test_check_grads_failure_carries_the_first_culprit(x64: None) -> None:
+    f, args = CASES["custom_jvp_fifty_percent_on_one_element"].build()
+    with pytest.raises(GradCheckError, match=r"gradient doctor, first culprit: \[custom-rule\]"):
+        check_grads(f, args)
+    try:
+        check_grads(f, args)
+    except GradCheckError as error:
+        assert error.report is not None and error.report.first.primitive.startswith("custom_jvp")
+
+
+# ------------------------------------------------------------------ no false alarm
+
+
+def _families() -> list[str]:
+    return [name for name in dk.harness.problems() if name != "user"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_no_false_alarm_on_correct_code(dtype_name: str) -> None:
+    """Every harness family (smallest size) and every real-code case is healthy."""
+    from test_real_code import CASES as REAL
+
+    alarms = []
+    with jax.enable_x64(dtype_name == "float64"):
+        for name in _families():
+            inst = dk.harness.get_problem(name).build(None, dtype_name)
+            report = doctor(inst.fun, *inst.args)
+            if not report.ok:
+                alarms.append((name, str(report)))
+        for name, case in REAL.items():
+            f, x = case.build(jnp.dtype(dtype_name))
+            report = doctor(f, x)
+            if not report.ok:
+                alarms.append((name, str(report)))
+    assert not alarms, alarms

@@ -1,32 +1,20 @@
 """What tests/test_html.py and tests/test_browser.py share: the worked example's page (built
-once per process) and its numbers written out by hand, and a small set of results records."""
+once per process) and its numbers written out by hand (tests/test_cli.py's), and a small set
+of results records."""
 
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import jax
+from test_cli import worked_example as hand_worked_example  # the chain rule, by hand
 
 import diffkit as dk
 from diffkit.examples import tiny_scalar_network
 from diffkit.html import Explained
 
-
-def hand_worked_example() -> tuple[float, dict[str, float]]:
-    """Loss and gradient of the 9-parameter network by the chain rule, by hand."""
-    x1, x2, y = 1.0, 0.5, 1.0
-    w11, w12, b1, w21, w22, b2, v1, v2, b3 = 0.3, 0.7, 0.1, -0.2, 0.5, 0.0, 0.6, -0.4, 0.1
-    z1, z2 = w11 * x1 + w12 * x2 + b1, w21 * x1 + w22 * x2 + b2
-    h1, h2 = max(z1, 0.0), max(z2, 0.0)
-    p = 1 / (1 + math.exp(-(v1 * h1 + v2 * h2 + b3)))
-    loss = -(y * math.log(p) + (1 - y) * math.log(1 - p))
-    do = p - y  # d loss / d logit for sigmoid + cross-entropy
-    d1, d2 = do * v1 * (z1 > 0), do * v2 * (z2 > 0)
-    grads = dict(w11=d1 * x1, w12=d1 * x2, b1=d1, w21=d2 * x1, w22=d2 * x2, b2=d2)
-    grads.update(v1=do * h1, v2=do * h2, b3=do)
-    return loss, grads
+__all__ = ["hand_worked_example", "records", "worked_page"]
 
 
 @functools.cache

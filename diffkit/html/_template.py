@@ -15,11 +15,13 @@ import html as _html
 import json
 import math
 import re
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
-__all__ = ["iframe", "jsonable", "page", "read_data"]
+__all__ = ["Page", "iframe", "jsonable", "page", "read_data"]
 
 _DATA_ID = "diffkit-data"
 
@@ -75,6 +77,40 @@ def read_data(html: str) -> Any:
     if match is None:
         raise ValueError("not a diffkit page: no inline data block")
     return json.loads(match.group(1))  # JSON reads "<\\/" as "</"
+
+
+@dataclass(frozen=True)
+class Page:
+    """A page: ``data`` (what it shows, computed by the library), ``html`` (the one file),
+    ``save(path)``; renders inline in notebooks. Subclasses name their ``script`` (in
+    ``static/``) and ``body`` (the static markup the script fills).
+
+    Example:
+        >>> class Demo(Page):
+        ...     script, body = "report", "<main></main>"
+        >>> Demo({"title": "t"}).html.count("<title>diffkit report: t</title>")
+        1
+    """
+
+    data: dict[str, Any]
+    script: ClassVar[str]
+    body: ClassVar[str]
+
+    @property
+    def html(self) -> str:
+        return page(
+            f"diffkit {self.script}: {self.data['title']}", self.body, self.data, self.script
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write the page to ``path`` (one HTML file); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.html, encoding="utf-8")
+        return path
+
+    def _repr_html_(self) -> str:
+        return iframe(self.html, 900)
 
 
 def iframe(html: str, height: int = 720) -> str:

@@ -21,8 +21,6 @@ from __future__ import annotations
 import inspect
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -30,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffkit._errors import DiffkitError
-from diffkit.html._template import iframe, jsonable, page
+from diffkit.html._template import Page, jsonable
 
 __all__ = [
     "EXPRESSION_CHARS",
@@ -98,26 +96,11 @@ _BODY = """
 """
 
 
-@dataclass(frozen=True)
-class Explained:
+class Explained(Page):
     """An explained function: ``data`` (what the page shows, computed by the library),
     ``html`` (the self-contained page), ``save(path)``; renders inline in notebooks."""
 
-    data: dict[str, Any]
-
-    @property
-    def html(self) -> str:
-        return page(f"diffkit explain: {self.data['title']}", _BODY, self.data, "explain")
-
-    def save(self, path: str | Path) -> Path:
-        """Write the page to ``path`` (one HTML file); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.html, encoding="utf-8")
-        return path
-
-    def _repr_html_(self) -> str:
-        return iframe(self.html, 900)
+    script, body = "explain", _BODY
 
 
 def explain(

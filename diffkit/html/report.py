@@ -26,14 +26,13 @@ import math
 import shlex
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from diffkit._errors import DiffkitError
 from diffkit.harness.record import Record
 from diffkit.harness.results import Results, load
-from diffkit.html._template import iframe, page
+from diffkit.html._template import Page
 
 __all__ = ["Report", "command", "load_results", "report"]
 
@@ -63,26 +62,11 @@ _BODY = """
 """
 
 
-@dataclass(frozen=True)
-class Report:
+class Report(Page):
     """A results report: ``data`` (records, fits, commands), ``html`` (the page),
     ``save(path)``; renders inline in notebooks."""
 
-    data: dict[str, Any]
-
-    @property
-    def html(self) -> str:
-        return page(f"diffkit report: {self.data['title']}", _BODY, self.data, "report")
-
-    def save(self, path: str | Path) -> Path:
-        """Write the page to ``path`` (one HTML file); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.html, encoding="utf-8")
-        return path
-
-    def _repr_html_(self) -> str:
-        return iframe(self.html, 900)
+    script, body = "report", _BODY
 
 
 def load_results(paths: Sequence[str | Path]) -> Results:

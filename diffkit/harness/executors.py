@@ -14,6 +14,12 @@ append-only file as tasks finish. Cases of one series (problem, options, method,
 in ascending size, one after another, so a timeout or out-of-memory skips the larger sizes
 as locally; different series run side by side.
 
+Ray sets ``OMP_NUM_THREADS`` to the cores a task holds, and XLA's CPU backend runs that many
+threads: with fewer cores than a local run has, a float64 sum can be reduced in another order
+and differ in its last bit (measured on the quick suite with ``cpus_per_case=1`` on 2 cores:
+the float64 reference's cross-check at ``mlp`` n=1e4, 1.0e-16 against 2.0e-16 locally, and
+the stochastic estimators' statistics there in the 16th digit; every other field equal).
+
 A Ray worker or node that dies takes only its running cases with it: they are *not*
 recorded (the sweep reports them as lost), so ``resume`` runs them again. Ray is imported
 only when this executor is used: ``import diffkit`` and the local executor never import it.

@@ -41,6 +41,7 @@ _EXPORTS = {
     "explain": "diffkit.html",  # the explorable backprop page of a small function
     "Dual": "diffkit.differentiators.dual",
     "BudgetExceeded": "diffkit.differentiators.symbolic",
+    "doctor": "diffkit.doctor",
     "compare": "diffkit.harness",
     "sweep": "diffkit.harness",
 }
@@ -82,6 +83,7 @@ if TYPE_CHECKING:
     from diffkit.checkpoint import accumulate as accumulate
     from diffkit.differentiators.dual import Dual as Dual
     from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
+    from diffkit.doctor import doctor as doctor
     from diffkit.harness import compare as compare
     from diffkit.harness import sweep as sweep
     from diffkit.html import explain as explain

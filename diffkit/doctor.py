@@ -35,6 +35,8 @@ import difflib
 import functools
 import itertools
 import math
+import sys
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -1094,3 +1096,15 @@ def diagnose(
     inst = problem.build(n, dtype)
     with jax.enable_x64(dtype == "float64"):
         return doctor(inst.fun, *inst.args, method=method)
+
+
+class _Callable(types.ModuleType):
+    """``diffkit.doctor`` is both this module and its function: importing the module (as
+    ``diffkit.testing`` does) binds the module to the package's name ``doctor``, so calling
+    the module calls the function, and ``dk.doctor(f, *args)`` works either way."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Report:
+        return doctor(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _Callable

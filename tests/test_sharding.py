@@ -155,3 +155,14 @@ def test_scaling_efficiencies() -> None:
 
 if __name__ == "__main__":
     print(json.dumps(_measure()))
+
+
+def test_pytest_option_sets_the_mesh() -> None:
+    from types import SimpleNamespace
+
+    from diffkit.pytest_plugin import gradcheck_options
+
+    ini = {"diffkit_gradcheck_mesh": "8"}
+    config = SimpleNamespace(getini=lambda name: ini.get(name))
+    node = SimpleNamespace(iter_markers=lambda name: iter(()))
+    assert gradcheck_options(config, node) == {"mesh": 8}

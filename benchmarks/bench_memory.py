@@ -2,8 +2,8 @@
 jax.checkpoint, and gradient accumulation, measured in one run.
 
 Memory is XLA's compiled ``memory_analysis()`` (temporary buffers: what a schedule keeps
-alive), deterministic on the CPU; times are medians of interleaved runs (``measure.
-time_interleaved``), so the ratios printed side by side share the machine's load.
+alive), deterministic on the CPU; times are the fastest of interleaved runs
+(``measure.time_interleaved``), so the ratios printed side by side share the machine's load.
 
     PYTHONPATH=. python benchmarks/bench_memory.py [--depths 64,128,256,512,1024]
         [--problem deep-mlp] [--revolve 8] [--min-time 0.5]
@@ -59,16 +59,16 @@ def depth_study(problem: str, depths: list[int], revolve: int, min_time: float) 
     L, inst, progs = deepest
     t = time_interleaved({m: (lambda c=c: c(*inst.args)) for m, c in progs.items()}, min_time)
     base = {"tape": "tape", "jax-rev": "jax-rev"}
-    print(f"\nL = {L}: time (median of interleaved runs) and memory, relative")
+    print(f"\nL = {L}: time (fastest of interleaved runs: the least disturbed by a shared machine)")
     print(f"{'method':<32}{'time':>10}{'/store-all':>12}{'memory':>10}{'recomputed':>12}")
     for m in methods:
         b = base[m.split("@")[0]]
         name, options = method_spec(m)
         plan = ck.parse(options.get("checkpoint"))
         rec = (plan.plan(L).recomputed if plan else 0) if name == "tape" else "-"
-        ratio = t[m]["median"] / t[b]["median"]
+        ratio = t[m]["min"] / t[b]["min"]
         print(
-            f"{m:<32}{t[m]['median'] * 1e3:8.2f}ms{ratio:12.2f}"
+            f"{m:<32}{t[m]['min'] * 1e3:8.2f}ms{ratio:12.2f}"
             f"{mem[m][-1] / mem[b][-1]:10.3f}{rec!s:>12}"
         )
     pairs = [("tape", "jax-rev@nothing_saveable"), ("tape@sqrt", "jax-rev@sqrt+nothing_saveable")]
@@ -76,7 +76,7 @@ def depth_study(problem: str, depths: list[int], revolve: int, min_time: float) 
     for a, b in pairs:
         print(
             f"  {a:<12} / {b:<30} memory {mem[a][-1] / mem[b][-1]:5.2f}x, "
-            f"time {t[a]['median'] / t[b]['median']:5.2f}x"
+            f"time {t[a]['min'] / t[b]['min']:5.2f}x"
         )
     ref = progs["tape"](*inst.args)
     with jax.enable_x64(True):  # the schedules' gradients against store-all's, in float64

@@ -50,9 +50,8 @@ def test_depth_problems_schedules_agree(x64, name):
     assert rho_tree(store_all, reference) < 1e-13
     revolve = jax.jit(dk.get("tape", checkpoint="revolve", budget=2).grad(fun))(*args)
     assert rho_tree(revolve, store_all) <= 1e-12
-    if name == "rnn":  # (JAX's nested scans: once, on the problem with constants)
-        jr = dk.get("jax-rev", checkpoint="sqrt", policy="nothing_saveable")
-        assert rho_tree(jax.jit(jr.grad(fun))(*args), reference) <= 1e-12
+    jr = dk.get("jax-rev", checkpoint="sqrt", policy="nothing_saveable")
+    assert rho_tree(jax.jit(jr.grad(fun))(*args), reference) <= 1e-12
     n_layers = 9 if name != "rnn" else 1
     assert inst.n == n_layers * (4 * 4 + 4) + (4 * 8 if name == "rnn" else 0)
 

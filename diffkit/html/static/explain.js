@@ -124,7 +124,8 @@
     const g = svg("g", { class: cls, "data-id": n.id }, title, rect, ...lines,
       n.flags.length ? svg("text", { class: "badge", x: n.x + W / 2 - 14, y: n.y - H / 2 + 14,
                                      text: "\u26a0" }) : null);
-    lines[0].textContent = n.op === "input" ? n.id : `${n.id} = ${opText(n)}`;
+    const head = n.op === "input" ? n.id : `${n.id} = ${opText(n)}`;
+    lines[0].textContent = head.length > 17 ? `${head.slice(0, 16)}\u2026` : head; // full: title
     nodeLayer.append(g);
     nodeViews.set(n.id, { g, rect, lines });
   }

@@ -552,7 +552,10 @@ class TapeReverse(Differentiator):
     :mod:`diffkit.checkpoint` (``"store-all"``, the default: every step's state kept;
     ``"sqrt"``; ``"every(k)"`` or ``dk.checkpoint.every(k)``; ``"revolve"`` with
     ``budget`` snapshots), trading recomputed steps for memory; ``budget`` caps the
-    snapshots a schedule may hold (an impossible one is an error).
+    snapshots a schedule may hold (an impossible one is an error). A schedule's backward sweep
+    replays its actions in a loop whose trip count varies per step, which reverse mode cannot
+    reverse: differentiate a checkpointed gradient again forward-over-reverse (``jax.jacfwd``
+    of its ``grad``), not with this tape's ``hessian``.
 
     Example:
         >>> import diffkit as dk, jax.numpy as jnp

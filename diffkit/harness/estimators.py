@@ -202,10 +202,10 @@ def train(
     seed: int = 0,
 ) -> dict[str, Training]:
     """Train ``task`` (a name of :data:`TASKS`, ``n`` parameters) with each method for the
-    same ``budget`` -- forward-pass equivalents (``by="forward_passes"``, from the measured
-    ratio of a step's time to the loss's time) or seconds (``by="seconds"``) -- with the same
-    ``optimizer`` (``"sgd"`` or ``"adam"``), full batch, the step size tuned per method over
-    ``lrs`` (lowest final loss; runs that diverge lose). Stochastic methods draw fresh
+    same ``budget`` -- forward-pass equivalents (``by="forward_passes"``, or ``"flops"``: the
+    measured ratio of a step's time to the loss's time) or seconds (``by="seconds"``) -- with
+    the same ``optimizer`` (``"sgd"`` or ``"adam"``), full batch, the step size tuned per
+    method over ``lrs`` (lowest final loss; runs that diverge lose). Stochastic methods draw fresh
     directions each step (key ``fold_in(seed, step)``). Returns ``{method: Training}``, with
     ``points`` rows per curve.
 
@@ -218,6 +218,7 @@ def train(
     """
     if task not in TASKS:
         raise DiffkitError(f"train: unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    by = "forward_passes" if by == "flops" else by
     if by not in ("forward_passes", "seconds"):
         raise DiffkitError(f"train: by must be 'forward_passes' or 'seconds', got {by!r}")
     if optimizer not in ("sgd", "adam"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import re
 import sys
 import time
 from pathlib import Path
@@ -28,6 +29,20 @@ def _runner():  # the test suite's runner and checks: one copy of them
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _why(exc: Exception) -> str:
+    """The failing cell's assertions (or last line) and the error, on one line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # no terminal colours
+    parts = text.split("-" * 18)
+    source = parts[1] if len(parts) > 2 else ""
+    asserts = [line.strip() for line in source.splitlines() if line.strip().startswith("assert")]
+    error = [
+        line for line in text.strip().splitlines() if re.match(r"^\w+(Error|Exception)\b", line)
+    ]
+    return "; ".join(
+        [*(asserts or source.strip().splitlines()[-1:]), *(error[-1:] or [type(exc).__name__])]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             outcome = nb.cells[-1].outputs[-1]["text"].strip()  # "N figures checked"
         except Exception as exc:  # report it and go on to the next notebook
             failed += 1
-            outcome = f"FAILED: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:200]}"
+            outcome = f"FAILED: {_why(exc)}"
         print(f"{path.stem:40s} {time.perf_counter() - start:8.1f}  {outcome}", flush=True)
     return 1 if failed else 0
 

@@ -344,8 +344,8 @@ def _run(
     bars: dict[int, Any] = {}
     flags: dict[int, Any] = {}
     for s, b in zip(prog.outputs, seed_bar, strict=True):
-        if s in active:
-            _add(bars, flags, s, b)
+        if s in active:  # in the output's dtype (code may fix its own dtypes)
+            _add(bars, flags, s, jnp.asarray(b, jnp.result_type(vals[s])))
     for i in range(len(prog.steps) - 1, -1, -1):
         step, pb = prog.steps[i], pullbacks[i]
         if pb is None:

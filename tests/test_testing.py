@@ -163,3 +163,42 @@ def test_pytest_plugin_fixture_marker_and_ini(
     result = pytester.runpytest("-q", *([] if installed else ["-p", "diffkit.pytest_plugin"]))
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(["*test_catches_wrong_rule*", "*GradCheckError*J v (forward*"])
+
+
+def test_custom_vjp_is_checked_by_default_and_fifty_percent_on_one_element_fails() -> None:
+    """No modes given: forward mode is unavailable for a custom_vjp function, so its VJP is
+    checked (the dot-product test against finite differences) and the message says so."""
+    x = jnp.linspace(-2.0, 2.0, 1000, dtype=jnp.float32)
+    check_grads(scaled_sin(None, 1.0), (x,))  # no TypeError from jax.jvp
+    with pytest.raises(GradCheckError, match=r"dot-product test.*forward mode is unavailable"):
+        check_grads(scaled_sin(417, 1.5), (x,))
+
+
+def test_failure_message_names_the_doctors_culprit_line() -> None:
+    x = jnp.linspace(-2.0, 2.0, 1000, dtype=jnp.float32)
+    with pytest.raises(GradCheckError) as info:
+        check_grads(scaled_sin(417, 1.5), (x,))
+    assert "gradient doctor, first culprit: [custom-rule]" in str(info.value)
+    assert "test_testing.py:" in info.value.report.first.site  # the rule's primal, line of f
+
+
+def test_pytest_plugin_shows_the_doctor_in_the_failure_report(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest
+) -> None:
+    pytester.makepyfile(
+        """
+        import jax, jax.numpy as jnp
+
+        @jax.custom_vjp
+        def f(x):
+            return jnp.sin(x)
+        f.defvjp(lambda x: (jnp.sin(x), x), lambda x, g: (2.0 * jnp.cos(x) * g,))
+
+        def test_wrong_rule(gradcheck):
+            gradcheck(f, (jnp.linspace(0.0, 1.0, 5),))
+        """
+    )
+    installed = request.config.pluginmanager.has_plugin("diffkit")
+    result = pytester.runpytest("-q", *([] if installed else ["-p", "diffkit.pytest_plugin"]))
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*gradient doctor*", "*first culprit:*", "*[[]custom-rule[]]*"])

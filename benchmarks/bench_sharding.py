@@ -16,8 +16,13 @@ here before JAX starts) and share the machine's cores: the times say nothing abo
 only the correctness and collective counts do. On a host with several GPUs run it with
 ``--backend gpu`` for the real figures.
 
+With ``--executors`` it instead runs the quick suite (``diffkit compare``'s) through the local
+executor and through a local Ray instance and counts the records that are identical apart
+from timing fields (the issue's check of the Ray executor), with both wall times.
+
 Run:  python benchmarks/bench_sharding.py                         (CPU: 1,2,4,8 devices, n=1e4)
       python benchmarks/bench_sharding.py --devices 1,2 --sizes 1e5 --backend gpu
+      python benchmarks/bench_sharding.py --executors                (quick suite: local vs Ray)
 """
 
 from __future__ import annotations
@@ -30,6 +35,38 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's diffkit
 
 METHODS = "jax-rev,tape,jax-fwd,dual"
+#: Record fields that differ between two runs of one case: timings, memory use, provenance.
+VARYING = {"date", "run", "memory_limit", "rss_peak_bytes", "ratio", "host", "device"}
+
+
+def compare_executors() -> None:
+    import time
+
+    import diffkit as dk
+    from diffkit.harness.executors import RayExecutor
+
+    def comparable(rec: dict) -> dict:
+        timing = lambda k: k.endswith("_s") or k.startswith(("time_", "primal_"))  # noqa: E731
+        return {k: v for k, v in rec.items() if k not in VARYING and not timing(k)}
+
+    suite = dk.harness.quick_suite(dk.names())
+    t0 = time.perf_counter()
+    local = dk.harness.sweep(**suite, resume=False, min_time=0.05)
+    t1 = time.perf_counter()
+    remote = dk.harness.sweep(**suite, resume=False, min_time=0.05, executor=RayExecutor())
+    t2 = time.perf_counter()
+    same = 0
+    for a, b in zip(local, remote, strict=True):
+        ca, cb = comparable(a), comparable(b)
+        same += ca == cb
+        if ca != cb:
+            print(
+                "differs:",
+                a["key"],
+                sorted(k for k in ca.keys() | cb.keys() if ca.get(k) != cb.get(k)),
+            )
+    print(f"quick suite, {len(local)} cases: local {t1 - t0:.0f} s, ray {t2 - t1:.0f} s")
+    print(f"identical apart from timing fields: {same}/{len(local)}")
 
 
 def main() -> None:
@@ -40,7 +77,11 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--backend", default="cpu", help="cpu (simulated devices) or gpu")
     parser.add_argument("--min-time", type=float, default=0.2)
+    parser.add_argument("--executors", action="store_true", help="quick suite: local vs Ray")
     args = parser.parse_args()
+    if args.executors:
+        compare_executors()
+        return
     from diffkit._cli_parse import parse_sizes
 
     devices, sizes = parse_sizes(args.devices), parse_sizes(args.sizes)

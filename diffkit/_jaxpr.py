@@ -217,6 +217,29 @@ def inner_jaxpr(eqn: Any) -> Any | None:
     return closed_jaxpr(eqn.params[key])
 
 
+def placed(eqn: Any, inner: Any) -> Any:
+    """``inner``, the body of the call ``eqn``, with the call's input and output shardings
+    (``jax.jit(f, in_shardings=..., out_shardings=...)``) as sharding constraints: inlining
+    the body would drop them, and the derivative would not be laid out as JAX's is. The
+    constraints' rows carry the layout to tangents and cotangents."""
+    ins = eqn.params.get("in_shardings", ())
+    outs = eqn.params.get("out_shardings", ())
+    if not any(isinstance(s, jax.sharding.Sharding) for s in (*ins, *outs)):
+        return inner
+
+    def place(x: Any, sharding: Any) -> Any:
+        if isinstance(sharding, jax.sharding.Sharding):
+            return jax.lax.with_sharding_constraint(x, sharding)
+        return x
+
+    def body(*args: Any) -> list[Any]:
+        args = [place(a, s) for a, s in zip(args, ins, strict=True)]
+        return [place(y, s) for y, s in zip(jex_core.jaxpr_as_fun(inner)(*args), outs, strict=True)]
+
+    shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+    return jax.make_jaxpr(body)(*shapes)
+
+
 def closed_jaxpr(sub: Any, consts: Sequence[Any] = ()) -> Any:
     """``sub`` as a ClosedJaxpr (a plain Jaxpr is closed over ``consts``)."""
     if isinstance(sub, jex_core.ClosedJaxpr):
@@ -345,7 +368,7 @@ class Interpreter:
             return evaluate(eqn, invals)
         inner = inner_jaxpr(eqn)
         if inner is not None:
-            return self.run(inner, invals, site or eqn)
+            return self.run(placed(eqn, inner), invals, site or eqn)
         name = eqn.primitive.name
         if name in self.special:
             return self.special[name](self, eqn, invals, site)

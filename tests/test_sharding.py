@@ -69,6 +69,17 @@ def _measure() -> dict:
                         found = str(e)
                     out["bugs"][f"{dtype}|{name}|{label}"] = found
     mesh = jax.make_mesh((DEVICES,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+    split = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    whole = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    jitted = jax.jit(  # the layout stated only by jit's shardings, which inlining must keep
+        lambda v, z: jnp.sum(jnp.tanh(z * v) ** 2), in_shardings=(split, split), out_shardings=whole
+    )
+    v, z = jnp.linspace(-1.0, 1.0, 2 * DEVICES), jnp.ones(2 * DEVICES)
+    out["jit"] = {}
+    for method in ("jax-rev", "tape", "jax-fwd", "dual"):
+        g = jax.jit(dk.get(method).grad(jitted))(v, z)
+        ref = jax.grad(lambda v, z: jnp.sum(jnp.tanh(z * v) ** 2))(v, z)
+        out["jit"][method] = {"spec": str(g.sharding.spec), "err": float(jnp.abs(g - ref).max())}
     buggy, correct = sharding.SEEDED_BUGS["sum instead of mean over the data axis"]
     with jax.enable_x64(True):
         for label, f in (("buggy", buggy), ("correct", correct)):
@@ -115,6 +126,15 @@ def test_hand_written_gradients_gather_no_more_than_jax() -> None:
     assert mlp["dual"]["full_gathers"] <= mlp["jax-fwd"]["full_gathers"]
     # reverse mode leaves the gradient split over the devices as the parameters are
     assert mlp["tape"]["spec"] == mlp["jax-rev"]["spec"] == "P('data',)"
+
+
+def test_jit_shardings_reach_the_hand_written_derivatives() -> None:
+    """A function jitted with in/out shardings: dual and tape inline its body, keeping the
+    shardings as constraints, so their gradients are laid out as JAX's own are."""
+    got = measured()["jit"]
+    assert all(r["err"] <= 1e-6 for r in got.values()), got
+    assert got["tape"]["spec"] == got["jax-rev"]["spec"] == "P('data',)"
+    assert got["dual"]["spec"] == got["jax-fwd"]["spec"]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

@@ -1081,8 +1081,8 @@ def diagnose(
     (``"n=1000"``; default: the family's smallest size).
 
     Example:
-        >>> diagnose("sigmoid-chain", "n=40").first.kind
-        'vanishing'
+        >>> diagnose("rosenbrock", "n=5", dtype="float64").ok
+        True
     """
     from diffkit.harness.problems import _PROBLEMS, get_problem, user_problem
 

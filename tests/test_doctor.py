@@ -159,3 +159,20 @@ def test_no_false_alarm_on_correct_code(dtype_name: str) -> None:
             if not report.ok:
                 alarms.append((name, str(report)))
     assert not alarms, alarms
+
+
+def test_command_line_names_the_culprit_and_exits_1(tmp_path, capsys) -> None:
+    from diffkit.cli import main
+
+    model = tmp_path / "mymodel.py"
+    model.write_text(
+        "import jax.numpy as jnp\n\n\ndef loss(x):\n"
+        "    return jnp.sum(jnp.where(x > 0, jnp.sqrt(x), 0.0))\n"
+    )
+    assert main(["doctor", f"{model}:loss", "--args", "n=6"]) == 1
+    out = capsys.readouterr().out
+    assert "[masked-nan] equation" in out and "mymodel.py:5 (loss)" in out
+    assert main(["doctor", "rosenbrock", "--args", "n=4", "--dtype", "float64"]) == 0
+    assert "healthy" in capsys.readouterr().out
+    assert main(["doctor", "rosenbrock", "--args", "m=4"]) == 2
+    assert "--args takes n=<size>" in capsys.readouterr().err

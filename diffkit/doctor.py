@@ -833,7 +833,7 @@ class _Analysis:
         that cotangent (``kink``: whether its one-sided differences agree)."""
         out = []
         for i, rec in enumerate(self.ref["steps"]):
-            if "y_bar" not in rec or "c4" not in rec:
+            if "y_bar" not in rec or "c4" not in rec or self.prog64.steps[i].name in _NO_LOCAL:
                 continue
             yb = rec["y_bar"]
             if not (_finite(yb) and _finite(rec["c4"]) and _finite(rec["x_bar"])):
@@ -983,6 +983,12 @@ def _site(eqn: Any, site: Any) -> str:
             return user_site(eqns[0])
     return where
 
+
+#: Primitives whose inputs are constrained, so finite differences along a free direction
+#: leave their domain: eigh and cholesky read one triangle of a symmetric matrix (their
+#: rules assume symmetric tangents), a custom_linear_solve's solve and matvec constants must
+#: stay consistent (the LU factors of the matrix). No local check for them.
+_NO_LOCAL = frozenset({"eigh", "cholesky", "custom_linear_solve"})
 
 _MOVEMENT = frozenset(
     "slice dynamic_slice gather squeeze reshape broadcast_in_dim convert_element_type "

@@ -955,21 +955,19 @@ class _Analysis:
         self.culprits.append(self.finding(kind, best[0], what, why))
 
     def local_notes(self) -> None:
+        """Local findings on a healthy gradient: kinks and rule mismatches whose effects
+        cancel or vanish (max_pool's ties on relu zeros), noted, not alarmed."""
         if self.culprits:
             return
-        flagged = {i for i, ok in self.local() if not ok} | {
-            i for i, ok in self.local(True) if not ok
+        kinks = {i for i, ok in self.local(kink=True) if not ok}
+        wrong = {i for i, ok in self.local() if not ok} - kinks
+        texts = {
+            "kink": "one-sided derivatives of this equation disagree here (a kink)",
+            "wrong-rule": "its rule disagrees with its own finite differences here",
         }
-        for i in sorted(flagged):
-            what = "its rule disagrees with its own finite differences here (no harm here)"
-            self.notes.append(
-                self.finding(
-                    "kink" if i in {a for a, ok in self.local(True) if not ok} else "wrong-rule",
-                    i,
-                    what,
-                    "no effect on this gradient",
-                )
-            )
+        for i in sorted(kinks | wrong):
+            kind = "kink" if i in kinks else "wrong-rule"
+            self.notes.append(self.finding(kind, i, texts[kind], "no effect on this gradient"))
 
 
 def _site(eqn: Any, site: Any) -> str:

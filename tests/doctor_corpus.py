@@ -161,8 +161,8 @@ def xlogy_rule_missing_term():
     @xlogy.defjvp
     def xlogy_jvp(primals, tangents):
         x, y = primals
-        x_dot, y_dot = tangents
-        return xlogy(x, y), jnp.log(y) * x_dot  # forgot x / y * y_dot
+        x_dot, _y_dot = tangents  # the bug: y_dot is never used
+        return xlogy(x, y), jnp.log(y) * x_dot  # forgot x / y * _y_dot
 
     p = jnp.array([0.2, 0.3, 0.5])
 

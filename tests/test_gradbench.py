@@ -210,8 +210,6 @@ def test_perturbation_confusion_does_not_occur_for_any_pair():
 def test_nested_pairs_agree_with_jax_nested(x64, name):
     ref_inst = build(name, 2, inner="jax-rev")
     for outer, inner in nested.pairs(AD):
-        if name == "kmeans" and inner == "dual":  # test_dual_min_second_derivative_at_zero
-            continue
         inst = build(name, 2, inner=inner)
         mine, _ = derivative(outer, inst)
         _, jax_nested = derivative("jax-rev", ref_inst)

@@ -56,8 +56,9 @@ def _invisible_on_log(values):
 
 def _check_then_render(self, *args, **kwargs):
     fig = self.figure
-    if id(fig) not in _FIGURES:
-        _FIGURES.append(id(fig))
+    if not getattr(fig, "_checked_by_the_tests", False):  # once per figure (ids are reused)
+        fig._checked_by_the_tests = True
+        _FIGURES.append(fig.number)
         where = f"figure {len(_FIGURES)}"
         for ax in fig.axes:
             if not ax.axison or hasattr(ax, "_colorbar"):

@@ -402,7 +402,9 @@ class Results:
             rows = {k: v for k, v in rows.items() if k[0] != key[0]} | {key: rows.get(key, {})}
             ok = r.get("outcome") == OK and r.get("ratio") is not None
             rows[key][r["method"]] = fmt(r["ratio"], 2) if ok else "-"
-        cells = [[p, size, *(by.get(m, "") for m in methods)] for (p, size), by in rows.items()]
+        cells = [
+            [p, size, *(by.get(m, "") for m in methods)] for (p, size), by in sorted(rows.items())
+        ]
         return _text_table(["problem", "size", *methods], cells)
 
     def exponents_table(self, **kwargs: Any) -> str:

@@ -110,6 +110,23 @@ def test_ba_colouring_compresses_the_jacobian(x64):
     np.testing.assert_allclose(compressed, expected, rtol=1e-13, atol=1e-13)
 
 
+def test_dense_jacobian_in_cache_sized_chunks_is_jacrev(x64, monkeypatch):
+    """Dense Jacobians are assembled in chunks of VJP rows capped by CACHE_BYTES (chunks
+    filling the memory budget made ba and ht memory-bound); shrunk here so that ba's 60
+    rows take several chunks."""
+    from diffkit import _interface
+    from diffkit._trees import bytes_per_direction, trace_fun
+
+    monkeypatch.setattr(_interface, "CACHE_BYTES", 2**18)
+    inst = build("ba", 20)
+    (x, *rest) = inst.args
+    fun = trace_fun(lambda x: inst.fun(x, *rest), jax.tree.structure((x,)), (x,), False)
+    chunk = dk.get("jax-rev")._chunk(inst.m, bytes_per_direction(fun, (x,)))
+    assert 1 <= chunk < inst.m / 2 and inst.m % chunk  # several chunks and a remainder
+    mine, ref = derivative("jax-rev", inst)
+    assert rho_tree(mine, ref) <= 1e-12
+
+
 def test_saddle_gradient_is_twice_p1(x64):
     inst = build("saddle", 3)
     for outer in AD:

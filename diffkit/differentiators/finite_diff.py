@@ -25,11 +25,6 @@ from diffkit._trees import TracedFun, bytes_per_direction, select_args, trace_fu
 
 __all__ = ["FiniteDifferences"]
 
-#: Bytes one vectorised chunk of perturbations should take when ``chunk_size`` is not given:
-#: on CPU, chunks about cache-sized ran 2-3x faster than chunks filling the memory budget
-#: (MLP loss, n = 1e4, float64: 3.5 s at ~8 MB chunks, 9.2 s at 1 GiB); the budget still caps.
-CHUNK_BYTES = 8 * 2**20
-
 #: Assumed relative error of one evaluation of ``f``, in units of eps (for the error estimate).
 ROUNDING_ULPS = 4.0
 
@@ -142,7 +137,6 @@ class FiniteDifferences(Differentiator):
 
             per_dir = bytes_per_direction(fun, primals) * max(self.stencil.per_direction, 1)
             per_dir *= 2 if self.scheme == "complex" else 1
-            per_dir *= max(1.0, self.memory_budget / CHUNK_BYTES)  # chunks of <= CHUNK_BYTES
             cols = self._map_basis(col, x.size, per_dir)
         return cols.astype(jnp.result_type(*outs))
 

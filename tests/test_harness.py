@@ -260,6 +260,27 @@ def test_run_case_float64_is_exact(method: str) -> None:
     json.dumps(rec, allow_nan=False)
 
 
+def test_reference_crosscheck_of_a_dict_argument_jacobian(x64) -> None:
+    """The float64 reference of a Jacobian in a pytree argument (two outputs): jax.jacrev's
+    blocks, and its forward-mode cross-check contracts block by block (a dict-based ba came
+    out 1.0 when the flat reference was read as one (m, n) matrix)."""
+    from diffkit.harness.measure import reference
+    from diffkit.harness.problems import Problem
+
+    def build(size, dtype, rng):
+        def f(p, c):
+            return p["a"] * c, jax.numpy.sin(p["b"]).sum() * p["a"][:2] ** 2
+
+        p = {"a": rng.standard_normal(size), "b": rng.standard_normal((2, size))}
+        return f, (p, rng.standard_normal(size))
+
+    inst = Problem("dict-jacobian", "test", "n", (3,), build).build(3, "float64")
+    ref, check = reference(inst)
+    want = jax.jacrev(inst.fun)(*inst.args)
+    assert rho(ref, jax.flatten_util.ravel_pytree(want)[0]) <= 1e-12
+    assert check <= 1e-12
+
+
 def test_run_case_reports_errors_without_raising() -> None:
     rec = run_case("rosenbrock", 4, "no-such-method", min_time=0.01)
     assert rec["outcome"] == "error" and "no-such-method" in rec["message"]

@@ -274,27 +274,33 @@ _QUICK_COMPILE = {"xla_backend_optimization_level": 0}
 def reference(inst: Instance) -> tuple[np.ndarray, float]:
     """The float64 derivative of ``inst`` at its own inputs (``jax.grad`` or
     ``jax.jacrev``), flattened, and a cross-check by forward mode: rho between ``J v`` from
-    one ``jax.jvp`` along a random direction ``v`` and the reference contracted with ``v``."""
+    one ``jax.jvp`` along a random direction ``v`` and the reference contracted with ``v``
+    (block by block: per output leaf, one block per leaf of ``args[0]``, a pytree or not)."""
     rev = jax.grad if inst.quantity == "grad" else jax.jacrev
     n = sum(int(np.size(leaf)) for leaf in jax.tree_util.tree_leaves(inst.args[0]))
     v = np.random.default_rng(1).standard_normal(n)
 
-    def both(args: tuple[Any, ...], v: Array) -> tuple[Any, Any]:  # one compilation, which
-        args = jax.tree_util.tree_map(  # also casts: eager casts would compile apart
+    def both(args: tuple[Any, ...], v: Array) -> tuple[Any, Any, Any]:  # one compilation,
+        args = jax.tree_util.tree_map(  # which also casts: eager casts would compile apart
             lambda a: a.astype(jnp.float64) if jnp.issubdtype(a.dtype, jnp.floating) else a,
             args,
         )
         x, unravel = ravel_pytree(args[0])
         fun = lambda x: inst.fun(unravel(x), *args[1:])  # noqa: E731
-        return rev(inst.fun)(*args), jax.jvp(fun, (x,), (v,))[1]
+        ref = rev(inst.fun)(*args)
+        v_leaves = jax.tree_util.tree_leaves(unravel(v))
+        per_out = jax.tree_util.tree_structure(jax.eval_shape(inst.fun, *args)).flatten_up_to(ref)
+        leaves = [jax.tree_util.tree_leaves(t) for t in per_out]
+        ref_v = [sum(jnp.tensordot(j, w, w.ndim) for j, w in zip(js, v_leaves, strict=True))
+                 for js in leaves]  # fmt: skip
+        return ref, jax.jvp(fun, (x,), (v,))[1], ref_v
 
     with jax.enable_x64(True):
         # Never timed, so compiled with less optimisation (cost: benchmarks/README.md).
         compiled = jax.jit(both).lower(inst.args, v).compile(_QUICK_COMPILE)
-        ref_tree, jv = compiled(inst.args, v)
-        ref = _flat64(ref_tree)
-        check = _rho(_flat64(jv), ref.reshape(-1, n) @ v)[0]
-    return ref, check
+        ref_tree, jv, ref_v = compiled(inst.args, v)
+        check = _rho(_flat64(jv), _flat64(ref_v))[0]
+    return _flat64(ref_tree), check
 
 
 def _rho(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -445,6 +445,17 @@ def test_fit_exponents_on_synthetic_timings() -> None:
     assert "dispatch-bound" in Results(records).exponents_table()
 
 
+def test_fit_exponents_keep_problem_options_apart() -> None:
+    """Nested pairs (particle x inner) differ only in problem_options: one fit each."""
+    quadratic = _synthetic("jax-rev", lambda n: max(1e-5, 1e-9 * n**2), lambda n: 1)
+    linear = _synthetic("jax-rev", lambda n: 1e-5 + 3e-8 * n, lambda n: 1)
+    for rec, inner in [(r, "dual") for r in quadratic] + [(r, "tape") for r in linear]:
+        rec["problem_options"] = {"inner": inner}
+    fits = Results(quadratic + linear).fit_exponents()
+    by_inner = {f["problem_options"]["inner"]: f["slope_time"] for f in fits}
+    assert by_inner == {"dual": pytest.approx(2.0, abs=1e-9), "tape": pytest.approx(1.0, abs=0.1)}
+
+
 def test_crossover_on_synthetic_timings() -> None:
     rows = []
     for method, cost in (("fwd", lambda m: 4.0), ("rev", lambda m: float(m))):

@@ -340,9 +340,10 @@ class Results:
     def fit_exponents(
         self, against: str = "auto", floor_factor: float = 3.0, min_points: int = 2
     ) -> list[dict[str, Any]]:
-        """Log-log slopes per (problem, method, dtype, backend), fitted over the sizes where
-        compute dominates: those whose derivative time is at least ``floor_factor`` times the
-        series' smallest (below that, dispatch overhead flattens the curve).
+        """Log-log slopes per (problem, problem_options, method, dtype, backend), fitted over
+        the sizes where compute dominates: those whose derivative time is at least
+        ``floor_factor`` times the series' smallest (below that, dispatch overhead flattens
+        the curve).
 
         ``slope_time`` is the exponent of the derivative's run time, ``slope_primal`` the
         primal's, ``slope_ratio`` that of derivative/primal, next to ``expected_ratio``: the
@@ -352,7 +353,7 @@ class Results:
         ``min_points`` largest are used; a series that never leaves it gets None.
         """
         fits = []
-        for (problem, _, method, dtype, backend), recs in sorted(self._series().items()):
+        for (problem, options, method, dtype, backend), recs in sorted(self._series().items()):
             recs = sorted(recs, key=lambda r: r.get("size") or 0)
             axis = against
             if axis == "auto":
@@ -365,6 +366,7 @@ class Results:
                 used = recs[-min_points:]  # the sizes just below it too
             fit: dict[str, Any] = {
                 "problem": problem,
+                "problem_options": json.loads(options),  # e.g. nested pairs' inner method
                 "method": method,
                 "dtype": dtype,
                 "backend": backend,

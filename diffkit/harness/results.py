@@ -182,6 +182,8 @@ TABLE = (
 #: Columns of ``diffkit compare``'s table: what a reader compares.
 SUMMARY = ("problem", "n", "m", "method", "time", "x primal", "evaluations", "rho max")
 SUMMARY += ("cosine", "outcome note")
+#: Columns shown only where a stochastic estimator's records are in the table.
+ESTIMATOR_COLUMNS = ("cosine", "2nd moment")
 
 
 def _second_moment(r: Record) -> str:
@@ -275,6 +277,8 @@ class Results:
             key = (r["problem"], r["dtype"], r.get("size") or 0)
             return (*key, r["method"]) if by_method else key
 
+        if not any(r.get("cosine") is not None for r in self.records):  # no estimator here
+            columns = [c for c in columns if c not in ESTIMATOR_COLUMNS]
         shows = [COLUMNS[c] for c in columns]
         rows = [[str(show(r)) for _, show in shows] for r in sorted(self.records, key=order)]
         return [h for h, _ in shows], rows

@@ -3,6 +3,7 @@ and each family's fitted jax-rev cost exponent against its expected law.
 
     PYTHONPATH=. python benchmarks/bench_gradbench.py --out /tmp/gradbench   # ~15 min, 2 cores
     PYTHONPATH=. python benchmarks/bench_gradbench.py --part ratios          # one part only
+    PYTHONPATH=. python benchmarks/bench_gradbench.py --part exponents --large  # gradients, big
 
 Part ``ratios``: one size per eval, matched to a GradBench workload where GradBench's JAX
 tool has one (gmm d=10 k=5 n=1000, lse n=1e4, llsq n=256 m=128, ode n=1000 s=10, kmeans
@@ -68,6 +69,16 @@ EXPONENT_SIZES = {
     "saddle": [100, 1_000, 10_000, 100_000],
 }
 
+#: ``--large``: gradients at sizes where the primal's and the gradient's working sets both lie
+#: beyond the 32 MiB L3 (or as close as the memory allows): the ratio's law is per flops.
+LARGE_SIZES = {
+    "hello": [10_000_000, 30_000_000, 100_000_000],
+    "gmm": [6_600, 20_000, 66_000],
+    "ode": [10_000, 30_000, 100_000],
+    "lstm": [1_024, 4_096, 16_384],
+    "particle": [1_000, 3_000, 10_000],
+}
+
 METHODS = ["jax-rev", "jax-fwd", "dual", "tape", "fd", "symbolic"]
 
 
@@ -102,8 +113,8 @@ def ratios(out: Path, budget: float, min_time: float) -> None:
     print("largest rho per method:", {m: f"{v:.1e}" for m, v in worst.items()})
 
 
-def exponents(out: Path, budget: float, min_time: float, evals: list[str]) -> None:
-    sizes = {name: EXPONENT_SIZES[name] for name in evals}
+def exponents(out: Path, budget: float, min_time: float, evals: list[str], large: bool) -> None:
+    sizes = {name: (LARGE_SIZES if large else EXPONENT_SIZES)[name] for name in evals}
     res = dk.harness.sweep(
         list(sizes), sizes, ["jax-rev"], "float64",
         out=out / "exponents.jsonl", budget=budget, min_time=min_time, progress=progress,
@@ -127,14 +138,20 @@ def main() -> None:
     p.add_argument("--part", choices=["ratios", "exponents", "both"], default="both")
     p.add_argument("--budget", type=float, default=60.0, help="seconds per case")
     p.add_argument("--min-time", type=float, default=0.2, help="seconds of samples per timing")
-    p.add_argument("--evals", default=",".join(EXPONENT_SIZES), help="part exponents: which")
+    p.add_argument("--evals", default=None, help="part exponents: which (default: all)")
+    p.add_argument("--large", action="store_true", help="part exponents: LARGE_SIZES")
     args = p.parse_args()
     out = Path(args.out)
     started = time.perf_counter()
     if args.part in ("ratios", "both"):
         ratios(out, args.budget, args.min_time)
     if args.part in ("exponents", "both"):
-        exponents(out, args.budget, args.min_time, args.evals.split(","))
+        evals = (
+            args.evals.split(",")
+            if args.evals
+            else list(LARGE_SIZES if args.large else EXPONENT_SIZES)
+        )
+        exponents(out, args.budget, args.min_time, evals, args.large)
     print(f"\n{time.perf_counter() - started:.0f} s")
 
 

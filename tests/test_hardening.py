@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -68,7 +69,7 @@ def test_every_family_runs_every_method_accurately(family: str, dtype: str) -> N
     for method in dk.names():
         if dk.get(method).mode == "stochastic":  # judged by bias: tests/test_stochastic.py
             continue
-        options = {"size_budget": 20_000, "time_budget": 30.0} if method == "symbolic" else {}
+        options = {"size_budget": 20_000, "time_budget": 10.0} if method == "symbolic" else {}
         rec = run_case(
             prob, prob.sizes[0], method, dtype, min_time=0.001, reference_cache=shared,
             method_options=options,
@@ -77,8 +78,10 @@ def test_every_family_runs_every_method_accurately(family: str, dtype: str) -> N
         if rec["outcome"] == "unsupported" and method == "symbolic":
             assert "symbolic: " in rec["message"] and " use " in rec["message"], what
             continue
-        if rec["outcome"] == "timeout" and method == "symbolic":
-            assert "over size_budget=20,000" in rec["message"], what
+        if rec["outcome"] == "timeout" and method == "symbolic":  # a budget, named
+            assert re.search(
+                r"over size_budget=20,000|ran past time_budget=10 s", rec["message"]
+            ), what
             continue
         assert rec["outcome"] == "ok", what
         assert rec["reference_crosscheck"] < 1e-8, what  # the reference agrees with jax.jvp
@@ -391,14 +394,20 @@ def test_bad_gradcheck_options_fail_in_one_line() -> None:
 # ------------------------------------------------------------------- steps, plots
 
 
-def test_steps_with_defaults_and_every_problem_exits_0(tmp_path, capsys) -> None:
+def test_steps_with_defaults_exits_0(tmp_path, capsys) -> None:
     assert main(["steps", "--out", str(tmp_path)]) == 0  # lse: the complex step left out
     assert "complex step left out" in capsys.readouterr().err
-    for family in FAMILIES:
-        size = str(dk.harness.get_problem(family).sizes[0])
-        argv = ["steps", "--problem", family, "--size", size, "--out", str(tmp_path)]
-        assert main(argv) == 0, family
-        assert (tmp_path / f"steps-{family}-float64.png").exists()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_steps_on_every_problem_exits_0(family: str, tmp_path, capsys) -> None:
+    """Smallest size; a family whose smallest size has thousands of parameters (the depth
+    problems: n = 8448 at L = 8, minutes of fd gradients) runs at size 1 instead."""
+    prob = dk.harness.get_problem(family)
+    size = prob.sizes[0] if prob.build(prob.sizes[0]).n <= 2_000 else 1
+    argv = ["steps", "--problem", family, "--size", str(size), "--out", str(tmp_path)]
+    assert main(argv) == 0, family
+    assert (tmp_path / f"steps-{family}-float64.png").exists()
     capsys.readouterr()
 
 

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         try:
             nb = tests.run_notebook(path, quick=False, timeout=args.timeout)
-            outcome = nb.cells[-1].outputs[-1]["text"].strip()  # "N figures checked"
+            outcome = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
         except Exception as exc:  # report it and go on to the next notebook
             failed += 1
             outcome = f"FAILED: {_why(exc)}"

@@ -103,9 +103,10 @@ SECTIONS: dict[str, list[Spec]] = {"collectives": _specs()}
 def main() -> None:
     assert jax.device_count() == DEVICES, jax.devices()
     specs = SECTIONS["collectives"]
-    check_rows(specs, "float32")
+    failures = check_rows(specs, "float32")
     with jax.enable_x64(True):
-        check_rows(specs, "float64")
+        failures += check_rows(specs, "float64")
+    assert not failures, "\n".join(failures)
     print(f"checked {len(specs)} collective rows")
 
 

@@ -150,4 +150,5 @@ def test_rules_match_jax(section: str, dtype: str) -> None:
     """Each row of a section against jax.jvp / jax.vjp, first and second order (one compiled
     program per section; float32 is marked slow for time only and runs in the full suite)."""
     with jax.enable_x64(dtype == "float64"):
-        check_rows(SECTIONS[section], dtype)
+        failures = check_rows(SECTIONS[section], dtype)
+    assert not failures, "\n".join(failures)

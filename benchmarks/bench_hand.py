@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's diffkit
 
 import diffkit as dk
-from diffkit._trees import bytes_per_direction
+from diffkit._core.trees import bytes_per_direction
 from diffkit.accuracy import rho
 
 BATCH = 32

@@ -82,7 +82,7 @@ def main() -> None:
     if args.executors:
         compare_executors()
         return
-    from diffkit._cli_parse import parse_sizes
+    from diffkit.cli.parse import parse_sizes
 
     devices, sizes = parse_sizes(args.devices), parse_sizes(args.sizes)
     os.environ["JAX_PLATFORMS"] = args.backend

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 import diffkit as dk
-from diffkit._jaxpr import inner_jaxpr
+from diffkit._core.jaxpr import inner_jaxpr
 
 
 def logistic(x, depth: int):

@@ -27,21 +27,25 @@ _EXPORTS = {
     "extend": "",
     "fd": "",
     "harness": "",
-    "DiffkitError": "diffkit._errors",
-    "InputTypeError": "diffkit._errors",
-    "UnknownDifferentiatorError": "diffkit._errors",
-    "UnsupportedPrimitiveError": "diffkit._errors",
+    "testing": "",
+    "DiffkitError": "diffkit._core.errors",
+    "GradCheckError": "diffkit._core.errors",
+    "InputTypeError": "diffkit._core.errors",
+    "UnknownDifferentiatorError": "diffkit._core.errors",
+    "UnsupportedPrimitiveError": "diffkit._core.errors",
     "accumulate": "diffkit.checkpoint",
-    "Differentiator": "diffkit._interface",
-    "get": "diffkit._registry",
-    "names": "diffkit._registry",
-    "options": "diffkit._registry",
-    "register": "diffkit._registry",
-    "unregister": "diffkit._registry",
+    "Differentiator": "diffkit._core.interface",
+    "get": "diffkit._core.registry",
+    "names": "diffkit._core.registry",
+    "options": "diffkit._core.registry",
+    "register": "diffkit._core.registry",
+    "unregister": "diffkit._core.registry",
     "explain": "diffkit.html",  # the explorable backprop page of a small function
     "Dual": "diffkit.differentiators.dual",
-    "BudgetExceeded": "diffkit.differentiators.symbolic",
-    "doctor": "diffkit.doctor",
+    "BudgetExceeded": "diffkit.symbolic",
+    "Diagnosis": "diffkit.diagnosis",
+    "doctor": "diffkit.diagnosis",
+    "check_grads": "diffkit.testing",
     "compare": "diffkit.harness",
     "sweep": "diffkit.harness",
 }
@@ -70,20 +74,24 @@ if TYPE_CHECKING:
     from diffkit import extend as extend
     from diffkit import fd as fd
     from diffkit import harness as harness
-    from diffkit._errors import DiffkitError as DiffkitError
-    from diffkit._errors import InputTypeError as InputTypeError
-    from diffkit._errors import UnknownDifferentiatorError as UnknownDifferentiatorError
-    from diffkit._errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
-    from diffkit._interface import Differentiator as Differentiator
-    from diffkit._registry import get as get
-    from diffkit._registry import names as names
-    from diffkit._registry import options as options
-    from diffkit._registry import register as register
-    from diffkit._registry import unregister as unregister
+    from diffkit import testing as testing
+    from diffkit._core.errors import DiffkitError as DiffkitError
+    from diffkit._core.errors import GradCheckError as GradCheckError
+    from diffkit._core.errors import InputTypeError as InputTypeError
+    from diffkit._core.errors import UnknownDifferentiatorError as UnknownDifferentiatorError
+    from diffkit._core.errors import UnsupportedPrimitiveError as UnsupportedPrimitiveError
+    from diffkit._core.interface import Differentiator as Differentiator
+    from diffkit._core.registry import get as get
+    from diffkit._core.registry import names as names
+    from diffkit._core.registry import options as options
+    from diffkit._core.registry import register as register
+    from diffkit._core.registry import unregister as unregister
     from diffkit.checkpoint import accumulate as accumulate
+    from diffkit.diagnosis import Diagnosis as Diagnosis
+    from diffkit.diagnosis import doctor as doctor
     from diffkit.differentiators.dual import Dual as Dual
-    from diffkit.differentiators.symbolic import BudgetExceeded as BudgetExceeded
-    from diffkit.doctor import doctor as doctor
     from diffkit.harness import compare as compare
     from diffkit.harness import sweep as sweep
     from diffkit.html import explain as explain
+    from diffkit.symbolic import BudgetExceeded as BudgetExceeded
+    from diffkit.testing import check_grads as check_grads

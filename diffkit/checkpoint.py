@@ -45,8 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from diffkit._errors import DiffkitError
+from diffkit._core.errors import DiffkitError
 
+#: The public schedule API. The executors that the tape and ``jax-rev`` call
+#: (``run_forward``, ``mover``, ``working``, ``scan_rewriter``, ``has_scan``) are not in it.
 __all__ = [
     "ADVANCE",
     "RESTORE",
@@ -57,17 +59,12 @@ __all__ = [
     "accumulate",
     "beta",
     "every",
-    "has_scan",
     "micro_batches",
-    "mover",
     "parse",
     "policy",
     "repetitions",
     "revolve",
     "revolve_steps",
-    "run_forward",
-    "scan_rewriter",
-    "working",
 ]
 
 #: Actions of a plan: advance the working state over step ``j``; store it in slot ``s``;
@@ -512,10 +509,10 @@ def policy(name: str | None) -> Callable[..., Any] | None:
 def scan_rewriter(
     pol: Callable[..., Any] | None, schedule: Schedule | None
 ) -> Callable[[Any, list[Any]], list[Any]] | None:
-    """An equation handler for :func:`diffkit._jaxpr.interpret` that runs each ``scan``
+    """An equation handler for :func:`diffkit._core.jaxpr.interpret` that runs each ``scan``
     with its step under ``jax.checkpoint(policy)`` and, for ``every(k)``/``"sqrt"``, as
     nested scans whose segments are checkpointed (``None`` when neither is asked for)."""
-    from diffkit._jaxpr import evaluate, inner_jaxpr, interpret
+    from diffkit._core.jaxpr import evaluate, inner_jaxpr, interpret
 
     if pol is None and schedule is None:
         return None
@@ -546,7 +543,7 @@ def has_scan(jaxpr: Any) -> bool:
         >>> has_scan(jax.make_jaxpr(f)(1.0).jaxpr), has_scan(jax.make_jaxpr(g)(1.0).jaxpr)
         (True, False)
     """
-    from diffkit._jaxpr import inner_jaxpr
+    from diffkit._core.jaxpr import inner_jaxpr
 
     for eqn in jaxpr.eqns:
         inner = inner_jaxpr(eqn)

@@ -28,7 +28,7 @@ table teaches ``dual`` and ``tape`` the same derivative.
     >>> dk.get("tape").grad(f)(0.5)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    diffkit._errors.UnsupportedPrimitiveError: tape: ... 'my_cube' ...
+    diffkit._core.errors.UnsupportedPrimitiveError: tape: ... 'my_cube' ...
     >>> extend.RULES["my_cube"] = extend.elementwise(lambda out, x: 3.0 * x * x)
     >>> [float(dk.get(m).grad(f)(0.5)) == float(jax.grad(f)(0.5)) for m in ("dual", "tape")]
     [True, True]
@@ -37,10 +37,10 @@ table teaches ``dual`` and ``tape`` the same derivative.
 
 from __future__ import annotations
 
-from diffkit._interface import Differentiator
-from diffkit._jaxpr import Interpreter, evaluate, interpret, trace
-from diffkit._registry import register
-from diffkit._rule_kinds import (
+from diffkit._core.interface import Differentiator
+from diffkit._core.jaxpr import Interpreter, evaluate, interpret, trace
+from diffkit._core.registry import register
+from diffkit.rules.kinds import (
     Rule,
     cumulative,
     elementwise,
@@ -49,7 +49,7 @@ from diffkit._rule_kinds import (
     reduction,
     zero,
 )
-from diffkit._rules import REFUSED, RULES
+from diffkit.rules.table import REFUSED, RULES
 
 __all__ = [
     "REFUSED",

@@ -7,7 +7,7 @@
   ``[tool.pytest.ini_options]``);
 * the marker ``@pytest.mark.gradcheck(rtol=..., modes=..., ...)`` to override them per test;
 * a failed gradient check's report gets a "gradient doctor" section: the doctor's findings
-  (:func:`diffkit.doctor.doctor`), first culprit first, with the equation and source line.
+  (:func:`diffkit.diagnosis.doctor`), first culprit first, with the equation and source line.
 
 Example (in a test file)::
 
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from diffkit._errors import DiffkitError
+from diffkit._core.errors import DiffkitError
 from diffkit.testing import GradCheckError, check_grads
 
 #: Options the marker may set: check_grads's keyword arguments.

@@ -1,68 +1,54 @@
-"""Functions over many devices: meshes, the sharded MLP problem, sharding-invariance checks,
-the collectives of compiled programs, and scaling with the device count.
+"""Functions over many devices: meshes and layouts, the collectives of compiled programs, and
+scaling with the device count. A leaf: it imports nothing else of diffkit but its errors.
 
 * :func:`device_mesh` makes a one-axis mesh (``"data"``) over the first ``devices`` devices;
   :func:`place` lays arguments out on it (:func:`default_specs`: a leaf whose leading
   dimension the device count divides is split along it, the others replicated).
-* ``mlp-sharded`` (registered with the harness's problems): the ``mlp`` loss with its flat
-  parameter vector split over ``devices`` devices (padded to a multiple of them; the padding
-  is unused) and its batch split likewise, jitted with those ``NamedSharding`` inputs.
-* :func:`check_invariance` computes a derivative unsharded (one device) and sharded (the
-  mesh) and names the first parameter leaf where they differ: the bugs a gradient check on
-  one device cannot see (a ``sum`` where a mean over the data axis was meant, a custom rule
-  without its ``psum``, a replicated parameter counted once per device, a ``shard_map``
-  whose ``out_specs`` claims replication of a value that varies). A function with a
-  ``mesh`` parameter is called with a one-device mesh for the unsharded derivative and with
-  the checked mesh for the sharded one; :data:`SEEDED_BUGS` holds such bugs and their fixes.
 * :func:`collectives` lists the collectives of a compiled program (from its HLO text);
+  :func:`full_gathers` counts the all-gathers of a whole parameter vector;
   :func:`scaling` turns sweep records over device counts into time and memory per device
   and strong/weak scaling efficiencies.
+
+What uses these lives with its subsystem: the ``mlp-sharded`` problem in
+:mod:`diffkit.harness.families`, and the sharding-invariance check with its seeded bugs in
+:mod:`diffkit.testing.invariance` (``check_grads(..., mesh=...)``).
 
 Several devices on a CPU are simulated with ``XLA_FLAGS=--xla_force_host_platform_device_count=8``,
 set before JAX starts.
 
 Example:
-    >>> import jax.numpy as jnp
-    >>> from diffkit.sharding import check_invariance
-    >>> check_invariance(lambda w, x: jnp.mean((x @ w) ** 2), (jnp.ones(3), jnp.ones((4, 3))), 1)
+    >>> from diffkit.sharding import device_mesh
+    >>> dict(device_mesh(1).shape)
+    {'data': 1}
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from diffkit._errors import DiffkitError
-from diffkit.accuracy import rho
+from diffkit._core.errors import DiffkitError
 
 __all__ = [
-    "SEEDED_BUGS",
-    "check_invariance",
+    "AXIS",
     "collectives",
     "default_specs",
     "device_mesh",
+    "full_gathers",
     "place",
     "scaling",
     "scaling_text",
-    "sharded_problems",
 ]
 
 #: The mesh axis every helper here splits over.
 AXIS = "data"
-
-#: rho between the sharded and the unsharded derivative that counts as a difference: the
-#: sum of a sharded reduction runs in another order, which moves the last digits only.
-INVARIANCE_TOL = {"float64": 1e-10, "float32": 1e-4}
 
 
 def device_mesh(devices: int | Mesh, axis: str = AXIS) -> Mesh:
@@ -118,210 +104,6 @@ def place(args: Any, mesh: Mesh, specs: Any = None) -> Any:
         specs,
         is_leaf=lambda s: isinstance(s, P),
     )
-
-
-# ------------------------------------------------------------ the sharded MLP problem
-
-
-def sharded_problems() -> list[Any]:
-    """The problem families over several devices (``problems.py`` registers them).
-
-    Example:
-        >>> [p.name for p in sharded_problems()]
-        ['mlp-sharded']
-    """
-    from diffkit.harness.problems import Problem, _mlp  # lazy: problems.py imports this module
-
-    def mlp_sharded(size, dtype, rng, devices, depth, activation, batch, inputs):
-        mesh = device_mesh(devices)
-        if batch % mesh.size:
-            raise DiffkitError(
-                f"mlp-sharded: batch {batch} is not divisible by {mesh.size} devices; choose a "
-                "batch that is (batch=...)"
-            )
-        loss, (theta, x, y) = _mlp(size, dtype, rng, depth, activation, batch, inputs)
-        theta = np.concatenate([theta, np.zeros(-theta.size % mesh.size, theta.dtype)])
-        specs = (P(AXIS), P(AXIS, None), P(AXIS))
-        shardings = tuple(NamedSharding(mesh, s) for s in specs)
-
-        def sharded(theta, x, y):  # the layout stated in the program too, as FSDP code does
-            theta, x, y = (
-                lax.with_sharding_constraint(a, s)
-                for a, s in zip((theta, x, y), shardings, strict=True)
-            )
-            return loss(theta, x, y)
-
-        fun = jax.jit(sharded, in_shardings=shardings, out_shardings=NamedSharding(mesh, P()))
-        return fun, place((theta, x, y), mesh, specs)
-
-    return [
-        Problem(
-            "mlp-sharded",
-            "the mlp loss with parameters and batch split over `devices` devices (NamedSharding)",
-            "requested n (width chosen)",
-            (10, 100, 1_000, 10_000, 100_000),
-            mlp_sharded,
-            {"devices": 1, "depth": 2, "activation": "tanh", "batch": 32, "inputs": 4},
-        )
-    ]
-
-
-# ------------------------------------------------------------ invariance
-
-
-def _derivative(method: str | None, fun: Callable, argnums: int) -> Callable:
-    if method is None:
-        return jax.grad(fun, argnums=argnums)
-    from diffkit import get
-
-    return get(method).grad(fun, argnums=argnums)
-
-
-def _bind_mesh(f: Callable, mesh: Mesh) -> Callable:
-    try:
-        takes_mesh = "mesh" in inspect.signature(f).parameters
-    except (TypeError, ValueError):
-        takes_mesh = False
-    return (lambda *a: f(*a, mesh=mesh)) if takes_mesh else f
-
-
-def check_invariance(
-    f: Callable,
-    args: Sequence[Any],
-    mesh: int | Mesh,
-    *,
-    specs: Any = None,
-    methods: Iterable[str | None] | None = None,
-    argnums: int = 0,
-    rtol: float | None = None,
-) -> None:
-    """Check that the gradient of scalar ``f`` for ``args[argnums]`` is the same sharded over
-    ``mesh`` as on one device; silent on success.
-
-    The unsharded gradient runs on one device (``f`` called with ``mesh=`` a one-device mesh
-    if it takes a ``mesh`` parameter); the sharded one with ``args`` placed on ``mesh`` by
-    ``specs`` (default :func:`default_specs`) and ``f`` given that mesh. ``methods``: names of
-    differentiators, None for ``jax.grad`` (the default: ``[None]``). ``rtol``: largest rho
-    allowed (default :data:`INVARIANCE_TOL` of the gradient's dtype).
-
-    Raises:
-        GradCheckError: naming the method and the first parameter leaf that differs.
-
-    Example:
-        >>> import jax.numpy as jnp
-        >>> check_invariance(lambda w: jnp.sum(jnp.sin(w)), (jnp.ones(4),), 1, methods=["tape"])
-    """
-    from diffkit.testing import GradCheckError  # lazy: check_grads(mesh=) calls this function
-
-    mesh = device_mesh(mesh)
-    one = device_mesh(1)
-    args = tuple(args)
-    sharded_args = place(args, mesh, specs)
-    local_args = place(args, one, specs and jax.tree_util.tree_map(lambda _: P(), specs))
-    for method in list(methods) if methods is not None else [None]:
-        name = method or "jax.grad"
-        unsharded = jax.jit(_derivative(method, _bind_mesh(f, one), argnums))(*local_args)
-        sharded = jax.jit(_derivative(method, _bind_mesh(f, mesh), argnums))(*sharded_args)
-        leaves = jax.tree_util.tree_flatten_with_path(unsharded)[0]
-        widest = max((u.dtype for _, u in leaves), key=lambda d: d.itemsize)
-        tol = rtol if rtol is not None else INVARIANCE_TOL.get(str(widest), 1e-4)
-        for (path, u), s in zip(leaves, jax.tree_util.tree_leaves(sharded), strict=True):
-            err = rho(np.asarray(s), np.asarray(u))
-            if not err <= tol:
-                where = f"args[{argnums}]{jax.tree_util.keystr(path)}"
-                raise GradCheckError(
-                    f"{name}: the gradient of {where} changes when sharded over "
-                    f"{dict(mesh.shape)}: rho {err:.3g} > {tol:.1g} against one device"
-                )
-
-
-# ------------------------------------------------------------ seeded bugs
-
-
-def _sum_over_data(w, x, mesh):  # the per-device means summed: the gradient grows with d
-    body = lambda w, x: lax.psum(jnp.mean(jnp.tanh(x @ w) ** 2), AXIS)  # noqa: E731
-    return jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P())(w, x)
-
-
-def _mean_over_data(w, x, mesh):
-    body = lambda w, x: lax.pmean(jnp.mean(jnp.tanh(x @ w) ** 2), AXIS)  # noqa: E731
-    return jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P())(w, x)
-
-
-def _project(mesh: Mesh, psum_in_rule: bool) -> Callable:
-    """``x @ w`` with ``x`` split by rows over ``mesh``, with a custom VJP whose ``w``
-    cotangent must be summed over the devices: each holds the part from its own rows."""
-
-    def local(w, x):
-        return x @ w
-
-    @jax.custom_vjp
-    def project(w, x):
-        return jax.shard_map(local, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS))(w, x)
-
-    def fwd(w, x):
-        return project(w, x), (w, x)
-
-    def bwd(res, y_bar):
-        w, x = res
-
-        def w_part(x, y_bar):
-            g = x.T @ y_bar
-            return lax.psum(g, AXIS) if psum_in_rule else g  # without: this device's part
-
-        w_bar = jax.shard_map(
-            w_part, mesh=mesh, in_specs=(P(AXIS), P(AXIS)), out_specs=P(), check_vma=False
-        )(x, y_bar)
-        return w_bar, y_bar @ w.T
-
-    project.defvjp(fwd, bwd)
-    return project
-
-
-def _custom_rule(psum: bool) -> Callable:
-    def loss(w, x, mesh):
-        return jnp.sum(jnp.tanh(_project(mesh, psum)(w, x)))
-
-    return loss
-
-
-def _penalty_per_device(w, x, mesh):  # the penalty on w added on every device, then summed
-    def body(w, x):
-        return lax.psum(jnp.sum(jnp.tanh(x @ w)) + 0.5 * jnp.sum(w**2), AXIS)
-
-    return jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P())(w, x)
-
-
-def _penalty_once(w, x, mesh):
-    body = lambda w, x: lax.psum(jnp.sum(jnp.tanh(x @ w)), AXIS)  # noqa: E731
-    data = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P())(w, x)
-    return data + 0.5 * jnp.sum(w**2)
-
-
-def _out_specs(replicated: bool) -> Callable:
-    def loss(w, x, mesh):
-        def body(w, x):
-            local = jnp.sum(jnp.tanh(x @ w))
-            return local if replicated else local[None]
-
-        spec = P() if replicated else P(AXIS)
-        out = jax.shard_map(
-            body, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=spec, check_vma=False
-        )(w, x)
-        return jnp.sum(out)  # wrong: one device's partial sum; right: the sum of every part
-
-    return loss
-
-
-#: Seeded sharding bugs, each as ``name -> (buggy, correct)``: functions ``f(w, x, mesh)``
-#: of a weight vector ``w`` (3,) or matrix (3, 2) and a batch ``x`` (8, 3) split over the
-#: mesh. :func:`check_invariance` must refuse each buggy one and pass each correct one.
-SEEDED_BUGS: dict[str, tuple[Callable, Callable]] = {
-    "sum instead of mean over the data axis": (_sum_over_data, _mean_over_data),
-    "custom rule without its psum": (_custom_rule(False), _custom_rule(True)),
-    "replicated parameter counted once per device": (_penalty_per_device, _penalty_once),
-    "shard_map out_specs claims a varying value replicated": (_out_specs(True), _out_specs(False)),
-}
 
 
 # ------------------------------------------------------------ compiled programs

@@ -20,10 +20,10 @@ import jax.numpy as jnp
 import pytest
 
 import diffkit as dk
-from diffkit._jaxpr import CALL_PARAMS
-from diffkit._rules import REFUSED, RULES
-from diffkit.differentiators.dual import _Duals
+from diffkit._core.jaxpr import CALL_PARAMS
+from diffkit.differentiators.dual import DualInterpreter
 from diffkit.differentiators.tape import _Recorder
+from diffkit.rules.table import REFUSED, RULES
 
 #: Primitives whose outputs are never floating point: no derivative flows through them.
 INTEGER_VALUED = {
@@ -64,7 +64,7 @@ def _differentiable() -> frozenset[str]:
     return frozenset(out.stdout.split())
 
 
-@pytest.mark.parametrize("interpreter", [_Duals, _Recorder], ids=["dual", "tape"])
+@pytest.mark.parametrize("interpreter", [DualInterpreter, _Recorder], ids=["dual", "tape"])
 def test_every_differentiable_primitive_is_accounted_for(interpreter) -> None:
     known = set(RULES) | set(CALL_PARAMS) | set(interpreter.special) | INTEGER_VALUED
     missing = sorted(_differentiable() - known - set(REFUSED))
@@ -72,7 +72,7 @@ def test_every_differentiable_primitive_is_accounted_for(interpreter) -> None:
 
 
 def test_refused_and_covered_do_not_overlap() -> None:
-    assert not set(REFUSED) & (set(RULES) | set(CALL_PARAMS) | set(_Duals.special))
+    assert not set(REFUSED) & (set(RULES) | set(CALL_PARAMS) | set(DualInterpreter.special))
     assert all(len(reason) > 20 for reason in REFUSED.values())  # a reason, not a stub
 
 
@@ -90,7 +90,7 @@ def test_readme_lists_exactly_the_refused_primitives() -> None:
     start = readme.index("<!-- refused:start -->")
     block = readme[start : readme.index("<!-- refused:end -->")]
     listed = {word.strip("`,") for word in block.split() if word.startswith("`")}
-    regenerate = "python -c 'from diffkit._rules import refused_markdown as m; print(m())'"
+    regenerate = "python -c 'from diffkit.rules.table import refused_markdown as m; print(m())'"
     assert listed == set(REFUSED), f"README is stale; regenerate the list with {regenerate}"
 
 
@@ -105,8 +105,8 @@ def test_a_refusal_gives_its_reason_in_one_line(name: str) -> None:
 
 
 def test_symbolic_accounts_for_every_primitive_dual_and_tape_differentiate() -> None:
-    from diffkit._sympy_rules import REFUSED as SYMBOLIC_REFUSED
-    from diffkit._sympy_rules import SUPPORTED
+    from diffkit.symbolic.translate import REFUSED as SYMBOLIC_REFUSED
+    from diffkit.symbolic.translate import SUPPORTED
 
     known = set(SUPPORTED) | set(CALL_PARAMS) | INTEGER_VALUED | set(REFUSED)
     missing = sorted(_differentiable() - known - set(SYMBOLIC_REFUSED))
@@ -115,7 +115,7 @@ def test_symbolic_accounts_for_every_primitive_dual_and_tape_differentiate() -> 
 
 
 def test_symbolic_refusal_gives_its_reason(x64: None) -> None:
-    from diffkit._sympy_rules import REFUSED as SYMBOLIC_REFUSED
+    from diffkit.symbolic.translate import REFUSED as SYMBOLIC_REFUSED
 
     with pytest.raises(dk.UnsupportedPrimitiveError) as info:
         dk.get("symbolic").grad(lambda x: jnp.sum(jnp.linalg.cholesky(x)))(jnp.eye(2))

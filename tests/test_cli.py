@@ -179,7 +179,7 @@ def test_matmul_precision_reaches_the_worker_and_the_results(tmp_path) -> None:
 
 
 def test_a_spare_worker_serves_only_its_own_environment(monkeypatch) -> None:
-    from diffkit import _process
+    from diffkit.harness import worker as _process
 
     _process.prestart()
     spare = _process._SPARE[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import diffkit as dk
-from diffkit._errors import DiffkitError
+from diffkit._core.errors import DiffkitError
 from diffkit.harness.executors import RayExecutor, executor_of
 
 ray = pytest.importorskip("ray")

@@ -395,7 +395,7 @@ def _relerr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _refusal(method: str, e: BaseException) -> bool:
     """A refusal: UnsupportedPrimitiveError (symbolic also its budget and spot-check
     errors) with a one-line message."""
-    from diffkit.differentiators.symbolic import SpotCheckError
+    from diffkit.symbolic.differentiator import SpotCheckError
 
     kinds = (dk.UnsupportedPrimitiveError,)
     if method == "symbolic":

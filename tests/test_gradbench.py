@@ -1,4 +1,5 @@
-"""GradBench's evals (diffkit/harness/gradbench.py) and nested derivatives (diffkit/nested.py).
+"""GradBench's evals (diffkit/harness/gradbench/__init__.py) and nested derivatives
+(diffkit/harness/gradbench/nested.py).
 
 References are independent of the code under test: JAX's own derivatives in float64,
 finite differences within their error estimate (``check_grads``), closed forms (hello,
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 import diffkit as dk
-from diffkit import nested
+from diffkit.harness.gradbench import nested
 from diffkit.accuracy import rho_tree
 from diffkit.harness import gradbench as gb
 
@@ -114,8 +115,8 @@ def test_dense_jacobian_in_cache_sized_chunks_is_jacrev(x64, monkeypatch):
     """Dense Jacobians are assembled in chunks of VJP rows capped by CACHE_BYTES (chunks
     filling the memory budget made ba and ht memory-bound); shrunk here so that ba's 60
     rows take several chunks."""
-    from diffkit import _interface
-    from diffkit._trees import bytes_per_direction, trace_fun
+    from diffkit._core import interface as _interface
+    from diffkit._core.trees import bytes_per_direction, trace_fun
 
     monkeypatch.setattr(_interface, "CACHE_BYTES", 2**18)
     inst = build("ba", 20)

@@ -25,11 +25,11 @@ import pytest
 
 import diffkit as dk
 from diffkit import pytest_plugin
-from diffkit._process import default_memory_limit
 from diffkit.cli import main, parse_memory
 from diffkit.harness.measure import run_case, tolerance
 from diffkit.harness.results import read_records
-from diffkit.harness.sweep import _Lock, sweep
+from diffkit.harness.sweeps import _Lock, sweep
+from diffkit.harness.worker import default_memory_limit
 from diffkit.testing import GradCheckError, check_grads
 
 ROOT = Path(__file__).resolve().parents[1]

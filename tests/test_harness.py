@@ -264,8 +264,8 @@ def test_reference_crosscheck_of_a_dict_argument_jacobian(x64) -> None:
     """The float64 reference of a Jacobian in a pytree argument (two outputs): jax.jacrev's
     blocks, and its forward-mode cross-check contracts block by block (a dict-based ba came
     out 1.0 when the flat reference was read as one (m, n) matrix)."""
+    from diffkit.harness.families import Problem
     from diffkit.harness.measure import reference
-    from diffkit.harness.problems import Problem
 
     def build(size, dtype, rng):
         def f(p, c):

@@ -19,12 +19,12 @@ import sympy
 from _html import hand_worked_example, records, worked_page
 
 import diffkit as dk
-from diffkit._cli_parse import build_parser
 from diffkit.cli import main
+from diffkit.cli.parse import build_parser
 from diffkit.harness import Results
 from diffkit.html import explain, load_results, report
-from diffkit.html._template import read_data
-from diffkit.html.explain import DX, _tree_size
+from diffkit.html.explainer import DX, _tree_size
+from diffkit.html.page import read_data
 
 
 def jax_grad_of_the_example() -> list[float]:

@@ -1,5 +1,5 @@
-"""Refusals of the array rows (diffkit/_rules_array.py, and scatter's update function in
-diffkit/_rules.py): where JAX has no derivative, dual and tape raise a one-line
+"""Refusals of the array rows (diffkit/rules/array.py, and scatter's update function in
+diffkit/rules/table.py): where JAX has no derivative, dual and tape raise a one-line
 UnsupportedPrimitiveError saying what and why, instead of a silent wrong answer."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from jax import lax
 
 import diffkit as dk
-from diffkit._errors import UnsupportedPrimitiveError
+from diffkit._core.errors import UnsupportedPrimitiveError
 
 X = jnp.arange(1.0, 13.0).reshape(3, 4) / 7
 

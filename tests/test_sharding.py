@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import pytest
 
 from diffkit import sharding
+from diffkit.testing import SEEDED_BUGS, check_invariance
 from diffkit.testing import GradCheckError, check_grads
 
 DEVICES = 8
@@ -60,10 +61,10 @@ def _measure() -> dict:
         with jax.enable_x64(dtype == "float64"):
             w = jnp.asarray(rng.normal(size=(3, 2)), dtype)
             x = jnp.asarray(rng.normal(size=(8, 3)), dtype)
-            for name, (buggy, correct) in sharding.SEEDED_BUGS.items():
+            for name, (buggy, correct) in SEEDED_BUGS.items():
                 for label, f in (("buggy", buggy), ("correct", correct)):
                     try:
-                        sharding.check_invariance(f, (w, x), DEVICES, methods=["tape"])
+                        check_invariance(f, (w, x), DEVICES, methods=["tape"])
                         found = None
                     except GradCheckError as e:
                         found = str(e)
@@ -80,7 +81,7 @@ def _measure() -> dict:
         g = jax.jit(dk.get(method).grad(jitted))(v, z)
         ref = jax.grad(lambda v, z: jnp.sum(jnp.tanh(z * v) ** 2))(v, z)
         out["jit"][method] = {"spec": str(g.sharding.spec), "err": float(jnp.abs(g - ref).max())}
-    buggy, correct = sharding.SEEDED_BUGS["sum instead of mean over the data axis"]
+    buggy, correct = SEEDED_BUGS["sum instead of mean over the data axis"]
     with jax.enable_x64(True):
         for label, f in (("buggy", buggy), ("correct", correct)):
             try:
@@ -138,7 +139,7 @@ def test_jit_shardings_reach_the_hand_written_derivatives() -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("bug", list(sharding.SEEDED_BUGS))
+@pytest.mark.parametrize("bug", list(SEEDED_BUGS))
 def test_seeded_sharding_bugs_are_caught_and_correct_code_passes(bug: str, dtype: str) -> None:
     bugs = measured()["bugs"]
     caught = bugs[f"{dtype}|{bug}|buggy"]

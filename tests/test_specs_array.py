@@ -1,4 +1,4 @@
-"""Spec rows for the array section of the rule table (diffkit/_rules_array.py): convolutions,
+"""Spec rows for the array section of the rule table (diffkit/rules/array.py): convolutions,
 windows (pooling), stacking and tiling, scatter variants; and rows for fixes to core rows
 whose array parameters were ignored (reshape's ``dimensions``, ``reduce_prod`` over no axes).
 """

@@ -1,4 +1,4 @@
-"""Spec rows for the collectives section of the rule table (:mod:`diffkit._rules_collectives`):
+"""Spec rows for the collectives section of the rule table (:mod:`diffkit.rules.collectives`):
 each row is a ``shard_map`` over a 4-device mesh, checked by the one check of the spec table
 (``check_rows``: dual's JVP, tape's VJP and dual-over-tape against JAX's, float64 and float32).
 

@@ -1,4 +1,4 @@
-"""Spec rows for the linear-algebra rows of the rule table (diffkit/_rules_linalg.py).
+"""Spec rows for the linear-algebra rows of the rule table (diffkit/rules/linalg.py).
 
 Matrices are built inside each row from "real" inputs: ``_spd`` makes a symmetric positive
 definite one, ``_tri`` a well-conditioned triangle. Sections: ``linalg`` (solves and

@@ -1,5 +1,5 @@
 """Spec rows for the special-function and complex-number section of the rule table
-(:mod:`diffkit._rules_special`), and for JAX's conventions at kinks and through casts.
+(:mod:`diffkit.rules.special`), and for JAX's conventions at kinks and through casts.
 
 Complex values are built inside each row from real inputs (``lax.complex``) and leave it as
 real and imaginary parts, so the spec table's real tangents and cotangents reach every

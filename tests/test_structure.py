@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import ast
 import graphlib
+import importlib
+import inspect
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -88,38 +93,142 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(source: str, modules: set[str]) -> set[str]:
-    """Modules of the package that ``tree`` imports, at any depth (inside functions too),
-    except under ``if TYPE_CHECKING:`` (never run) and a function's import whose line says
-    why it is lazy (``# lazy: ...``). ``importlib.import_module(name)`` is not an import
-    statement: the registry loads the built-in differentiators that way, lazily."""
-    tree, lines = ast.parse(source), source.splitlines()
+def _package(module: str, modules: set[str], is_init: bool) -> str:
+    """The package a module belongs to (a package's ``__init__`` belongs to itself)."""
+    return module if is_init else module.rpartition(".")[0]
+
+
+def _ancestors(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def _imports(source: str, module: str, modules: set[str]) -> tuple[set[str], list[str]]:
+    """The modules of the package that ``source`` (module ``module``) imports, at any depth:
+    module level and inside functions, with no exemption; importing ``a.b.c`` also runs the
+    ``__init__`` of ``a.b``, so those count too (except the importer's own packages, which
+    are running already). Only ``if TYPE_CHECKING:`` blocks are left out: they never run.
+    ``importlib.import_module(name)`` is not an import statement: the registries load their
+    providers by name that way (the built-in differentiators, the problem families).
+
+    Also returns the underscore names imported from another package's modules."""
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
             node.body = []
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            node.body = [n for n in node.body if "# lazy: " not in lines[n.lineno - 1]]
+    own = set(_ancestors(module)) | {module}
     found: set[str] = set()
+    private: list[str] = []
+    home = module if module in _PACKAGES else module.rpartition(".")[0]
     for node in ast.walk(tree):
+        targets: list[str] = []
         if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name in modules)
+            targets = [a.name for a in node.names if a.name in modules]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             for a in node.names:
                 sub = f"{node.module}.{a.name}"
-                found.add(sub if sub in modules else node.module)
-    return found & modules
+                targets.append(sub if sub in modules else node.module)
+                from_package = (
+                    node.module if node.module in _PACKAGES else (node.module.rpartition(".")[0])
+                )
+                if (
+                    sub not in modules
+                    and a.name.startswith("_")
+                    and not a.name.startswith("__")
+                    and node.module.startswith("diffkit")
+                    and from_package != home
+                ):
+                    private.append(f"{module} imports {node.module}.{a.name} (line {node.lineno})")
+        for target in targets:
+            found.update(m for m in [*_ancestors(target), target] if m in modules)
+    return found - own, private
+
+
+_PATHS = sorted(PACKAGE.rglob("*.py"))
+_PACKAGES = {_module_name(p) for p in _PATHS if p.name == "__init__.py"}
+
+
+def _graph() -> tuple[dict[str, set[str]], list[str]]:
+    modules = {_module_name(p) for p in _PATHS}
+    graph, private = {}, []
+    for p in _PATHS:
+        name = _module_name(p)
+        graph[name], bad = _imports(p.read_text(), name, modules)
+        private += bad
+    return graph, private
 
 
 def test_the_module_graph_has_no_cycle() -> None:
-    paths = sorted(PACKAGE.rglob("*.py"))
-    modules = {_module_name(p) for p in paths}
-    graph = {_module_name(p): _imports(p.read_text(), modules) for p in paths}
-    for name, deps in graph.items():
-        deps.discard(name)
-    assert graph["diffkit._registry"] >= {"diffkit._interface"}  # the walk sees imports
-    assert "diffkit.differentiators" not in graph["diffkit._registry"]
+    graph, _ = _graph()
+    assert graph["diffkit._core.registry"] >= {"diffkit._core.interface"}  # the walk sees imports
+    assert "diffkit.differentiators" not in graph["diffkit._core.registry"]
+    assert "diffkit.diagnosis" in graph["diffkit.testing.grads"]  # function-level imports too
     try:
         order = list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as e:
         pytest.fail(f"import cycle among diffkit's modules: {' -> '.join(e.args[1])}")
-    assert set(order) == modules
+    assert set(order) == set(graph)
+
+
+def test_the_walk_catches_a_cycle_and_a_private_import() -> None:
+    """The checker itself: an import inside a function closes a cycle; an underscore name
+    from another package is reported; the same name within one package is not."""
+    modules = {"diffkit.a", "diffkit.b", "diffkit.b.c"}
+    deps, _ = _imports("def f():\n    import diffkit.b.c\n", "diffkit.a", modules)
+    assert deps == {"diffkit.b", "diffkit.b.c"}
+    deps, private = _imports("from diffkit.a import _x\n", "diffkit.b.c", modules)
+    assert deps == {"diffkit.a"} and private and "diffkit.a._x" in private[0]
+    _, private = _imports("from diffkit.b.d import _x\n", "diffkit.b.c", modules)
+    assert not private
+
+
+def test_no_module_imports_another_packages_private_name() -> None:
+    _, private = _graph()
+    assert not private, "; ".join(private)
+
+
+def test_the_top_level_is_small() -> None:
+    files = [p.name for p in PACKAGE.iterdir() if p.is_file()]
+    assert len(files) <= 12, sorted(files)
+
+
+def test_import_diffkit_and_its_jax_free_modules_import_no_jax() -> None:
+    """The command line answers ``--help`` at once, and a sweep's worker sets its memory limit
+    before JAX starts: these modules, and their packages, import no JAX."""
+    code = (
+        "import sys, diffkit, diffkit.harness, diffkit.harness.worker, diffkit.cli.parse, "
+        "diffkit.html, diffkit.html.page, diffkit.harness.record\n"
+        "print('jax' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def _public(module: Any) -> list[str]:
+    return list(getattr(module, "__all__", []))
+
+
+@pytest.mark.parametrize(
+    "package",
+    ["diffkit", "diffkit.harness", "diffkit.html", "diffkit.testing", "diffkit.rules",
+     "diffkit.symbolic", "diffkit.fd", "diffkit.checkpoint", "diffkit.sharding",
+     "diffkit.diagnosis", "diffkit.differentiators", "diffkit.extend", "diffkit.examples",
+     "diffkit.accuracy"],
+)  # fmt: skip
+def test_every_documented_name_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+    missing = [name for name in _public(module) if getattr(module, name, None) is None]
+    assert not missing, missing
+
+
+def test_the_public_functions_are_functions_not_modules() -> None:
+    """A package's public function and its submodule of the same name would shadow each
+    other once the submodule is imported; no public name of diffkit is a module by mistake."""
+    import diffkit.harness.families
+    import diffkit.harness.sweeps  # noqa: F401
+
+    for name in ("doctor", "explain", "compare", "sweep", "get", "check_grads"):
+        assert callable(getattr(dk, name)) and not inspect.ismodule(getattr(dk, name)), name
+    for name in ("problems", "sweep", "report", "compare"):
+        assert not inspect.ismodule(getattr(dk.harness, name)), name
+    assert not inspect.ismodule(dk.html.explain) and not inspect.ismodule(dk.html.report)

@@ -20,7 +20,7 @@ from jax import lax
 
 import diffkit as dk
 from diffkit.accuracy import rho
-from diffkit.differentiators import symbolic as sym_module
+from diffkit.symbolic import differentiator as sym_module
 from diffkit.examples import tiny_network
 
 HAS_SYMENGINE = importlib.util.find_spec("symengine") is not None

@@ -17,7 +17,7 @@ import pytest
 from jax import lax
 
 import diffkit as dk
-from diffkit.differentiators.symbolic import SpotCheckError
+from diffkit.symbolic.differentiator import SpotCheckError
 
 
 def same(got, want) -> bool:

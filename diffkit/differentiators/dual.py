@@ -3,7 +3,7 @@
 A dual number carries a value and its derivative along a direction, ``primal + tangent * eps``
 with ``eps**2 = 0``. The differentiator traces the function to a jaxpr and evaluates every
 equation on dual numbers: the primal by the primitive itself, the tangent by the primitive's row
-in the rule table (:mod:`diffkit._rules`). Values that do not depend on the inputs stay plain
+in the rule table (:mod:`diffkit.rules.table`). Values that do not depend on the inputs stay plain
 arrays (a zero tangent costs nothing). The evaluation is jax.numpy code, so it compiles under
 ``jax.jit``, and the base class's ``jax.vmap`` over basis directions is vector mode: gradients
 and Jacobians come one chunk of directions per pass.
@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from diffkit._errors import UnsupportedPrimitiveError
-from diffkit._interface import Differentiator
-from diffkit._jaxpr import (
+from diffkit._core.errors import UnsupportedPrimitiveError
+from diffkit._core.interface import Differentiator
+from diffkit._core.jaxpr import (
     Interpreter,
     carry_mask,
     custom_jvp_rule,
@@ -38,10 +38,10 @@ from diffkit._jaxpr import (
     user_site,
     zero_tangent,
 )
-from diffkit._registry import register
-from diffkit._rules import REFUSED, RULES
+from diffkit._core.registry import register
+from diffkit.rules.table import REFUSED, RULES
 
-__all__ = ["Dual", "DualNumbers"]
+__all__ = ["Dual", "DualInterpreter", "DualNumbers"]
 
 
 class Dual:
@@ -175,7 +175,7 @@ def _active(values: Sequence[Any]) -> list[bool]:
     return [isinstance(v, Dual) for v in values]
 
 
-class _Duals(Interpreter):
+class DualInterpreter(Interpreter):
     """The dual-number interpreter: values that depend on the inputs are :class:`Dual`."""
 
     who = "dual"
@@ -200,7 +200,7 @@ class _Duals(Interpreter):
 # ------------------------------------------------------------ control flow
 
 
-def _cond(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+def _cond(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     index, ops = _primal(invals[0]), invals[1:]
     mask = _active(ops)
     out_float = [is_float(v.aval) for v in eqn.outvars]
@@ -216,7 +216,7 @@ def _cond(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     return _join(ys, y_dots, out_float)
 
 
-def _while(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+def _while(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     p = eqn.params
     nc, nb = p["cond_nconsts"], p["body_nconsts"]
     cconsts = [_primal(v) for v in invals[:nc]]
@@ -245,7 +245,7 @@ def _where_lanes(running: Any, new: Any, old: Any) -> Any:
     )
 
 
-def _scan(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+def _scan(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     p = eqn.params
     nc, nk = p["num_consts"], p["num_carry"]
     consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
@@ -272,7 +272,7 @@ def _scan(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
 # ------------------------------------------------------------ custom rules
 
 
-def _custom_jvp(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+def _custom_jvp(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     """The library's JVP rule pushes the tangent (its constants get none, as in JAX)."""
     rest = invals[eqn.params["num_consts"] :]
     xs = [_primal(v) for v in rest]
@@ -282,7 +282,7 @@ def _custom_jvp(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[A
     return [Dual(y, t) if is_float(y) else y for y, t in zip(outs[:n], outs[n:], strict=True)]
 
 
-def _custom_vjp(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+def _custom_vjp(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     raise UnsupportedPrimitiveError(
         f"dual: a custom_vjp function (at {user_site(eqn, site)}) defines only a reverse-mode "
         "rule, and forward mode cannot use it (JAX refuses too); use tape or jax-rev, or "
@@ -290,7 +290,7 @@ def _custom_vjp(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[A
     )
 
 
-def _linear_solve(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
+def _linear_solve(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
     """``x = A^-1 b``: ``x_dot = A^-1 (b_dot - A_dot x)``, with ``A_dot x`` the tangent of the
     matvec in its constants (the solves' constants get none, as in JAX)."""
     xs = [_primal(v) for v in invals]
@@ -304,7 +304,7 @@ def _linear_solve(duals: _Duals, eqn: Any, invals: list[Any], site: Any) -> list
     return [Dual(y, t) for y, t in zip(x, x_dot[: len(b)], strict=False)] + x[len(b) :]
 
 
-_Duals.special = {
+DualInterpreter.special = {
     "cond": _cond,
     "while": _while,
     "scan": _scan,
@@ -312,7 +312,7 @@ _Duals.special = {
     "custom_vjp_call": _custom_vjp,
     "custom_linear_solve": _linear_solve,
 }
-DUALS = _Duals()
+DUALS = DualInterpreter()
 
 
 @register("dual")

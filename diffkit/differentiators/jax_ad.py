@@ -11,9 +11,9 @@ from typing import Any
 import jax
 
 from diffkit import checkpoint as _checkpoint
-from diffkit._interface import Differentiator
-from diffkit._jaxpr import interpret
-from diffkit._registry import register
+from diffkit._core.interface import Differentiator
+from diffkit._core.jaxpr import interpret
+from diffkit._core.registry import register
 
 __all__ = ["JaxForward", "JaxReverse"]
 

@@ -33,9 +33,9 @@ import numpy as np
 from jax import lax
 
 from diffkit import checkpoint as _checkpoint
-from diffkit._errors import UnsupportedPrimitiveError
-from diffkit._interface import Differentiator
-from diffkit._jaxpr import (
+from diffkit._core.errors import UnsupportedPrimitiveError
+from diffkit._core.interface import Differentiator
+from diffkit._core.jaxpr import (
     Interpreter,
     carry_mask,
     closed_jaxpr,
@@ -50,8 +50,8 @@ from diffkit._jaxpr import (
     user_site,
     zero_tangent,
 )
-from diffkit._registry import register
-from diffkit._rules import REFUSED, RULES
+from diffkit._core.registry import register
+from diffkit.rules.table import REFUSED, RULES
 
 __all__ = ["Node", "Tape", "TapeReverse"]
 

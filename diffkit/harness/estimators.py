@@ -26,9 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from diffkit._errors import DiffkitError
-from diffkit._interface import Differentiator
-from diffkit._registry import resolve
+from diffkit._core.errors import DiffkitError
+from diffkit._core.interface import Differentiator
+from diffkit._core.registry import resolve
 
 __all__ = ["BIAS_Z", "REPEATS", "TASKS", "Training", "quality", "train"]
 

@@ -6,7 +6,7 @@ the resources the case declares: ``num_gpus`` GPUs (1, or the ``devices`` of a s
 problem, on a GPU backend) or ``cpus_per_case`` CPU cores (default: every core of a node, so
 two timed cases never share a machine's cores; give fewer to trade timing quality for
 throughput). Inside the task the case runs exactly as it does locally: in a
-``python -m diffkit.harness._worker`` process (:class:`diffkit._process.Worker`) under the
+``python -m diffkit.harness.worker`` process (:class:`diffkit.harness.worker.Worker`) under the
 same time budget and memory limit, so timeouts, out-of-memory and crashes of the measured
 code become the same outcomes, and the record is the same JSON line, plus ``host`` and
 ``device`` (the GPU ids Ray assigned, or ``cpu``). Records stream back into the sweep's
@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from diffkit._errors import DiffkitError
+from diffkit._core.errors import DiffkitError
 
 __all__ = ["EXECUTORS", "RayExecutor", "executor_of"]
 
@@ -115,8 +115,8 @@ def executor_of(spec: str | RayExecutor | None, address: str | None = None) -> R
 
 
 def _run_case(request: dict[str, Any], budget: float, memory_limit: float | None) -> dict[str, Any]:
-    """The Ray task: one case in a fresh ``diffkit.harness._worker`` process, as locally."""
-    from diffkit import _process
+    """The Ray task: one case in a fresh ``diffkit.harness.worker`` process, as locally."""
+    from diffkit.harness import worker as _process
 
     started = time.perf_counter()
     worker = _process.Worker()

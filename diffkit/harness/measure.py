@@ -29,12 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from diffkit._errors import DiffkitError
-from diffkit._process import format_bytes
-from diffkit._registry import resolve
+from diffkit._core.errors import DiffkitError
+from diffkit._core.registry import resolve
 from diffkit.harness.estimators import BIAS_Z, quality
-from diffkit.harness.problems import Instance, Problem, get_problem
-from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key
+from diffkit.harness.families import Instance, Problem, get_problem
+from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key, format_bytes
 
 Array = jax.Array
 

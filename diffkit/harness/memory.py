@@ -29,9 +29,9 @@ import numpy as np
 from jax import lax
 
 from diffkit import checkpoint as _checkpoint
-from diffkit._errors import DiffkitError
+from diffkit._core.errors import DiffkitError
+from diffkit.harness.families import Problem, get_problem, register_problem
 from diffkit.harness.measure import run_case
-from diffkit.harness.problems import Problem, get_problem, register_problem
 from diffkit.harness.record import OK, Record
 
 __all__ = ["CLAIM", "DEFAULT_METHODS", "MemoryFront", "memory_sweep", "method_spec"]

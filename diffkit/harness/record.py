@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any, TypedDict
 
-__all__ = ["OUTCOMES", "REQUIRED", "RETRYABLE", "Record", "case_key"]
+__all__ = ["OUTCOMES", "REQUIRED", "RETRYABLE", "Record", "case_key", "format_bytes"]
 
 OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED = (
     "ok",
@@ -126,3 +126,16 @@ def case_key(rec: Record | dict[str, Any]) -> str:
         + [meta.get("backend")]
         + ([precision] if precision != "default" else [])
     )
+
+
+def format_bytes(n: float) -> str:
+    """Bytes for people: ``"300 MiB"``, ``"1.5 GiB"``.
+
+    Example:
+        >>> format_bytes(300 * 2**20), format_bytes(1.5 * 2**30)
+        ('300 MiB', '1.5 GiB')
+    """
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{n:.0f} B"

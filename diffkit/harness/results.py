@@ -25,10 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from diffkit._errors import DiffkitError
+from diffkit._core.errors import DiffkitError
 from diffkit.harness.record import OK, REQUIRED, Record
+from diffkit.harness.report_page import Report, page
 
-__all__ = ["COLUMNS", "SUMMARY", "TABLE", "Results", "fmt", "fmt_time", "load", "read_records"]
+__all__ = [
+    "COLUMNS",
+    "SUMMARY",
+    "TABLE",
+    "Results",
+    "fmt",
+    "fmt_time",
+    "load",
+    "load_results",
+    "read_records",
+    "report",
+]
 
 
 def read_records(path: str | Path, strict: bool = False) -> list[Record]:
@@ -45,7 +57,7 @@ def read_records(path: str | Path, strict: bool = False) -> list[Record]:
         1
         >>> read_records(f.name, strict=True)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
-        diffkit._errors.DiffkitError: ...:2: not a diffkit record (no 'key'); ...
+        diffkit._core.errors.DiffkitError: ...:2: not a diffkit record (no 'key'); ...
     """
     records = []
     with open(path, encoding="utf-8", errors="replace") as f:
@@ -300,9 +312,7 @@ class Results:
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
         )
         table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-        from diffkit.html import report  # lazy: diffkit.html.report imports this module
-
-        return table + report(self)._repr_html_()
+        return table + page(self)._repr_html_()
 
     def to_csv(self, path: str | Path | None = None) -> str:
         """The records as CSV (nested fields as ``meta.backend`` etc.); written to ``path``
@@ -619,3 +629,43 @@ def _accuracy_notes(ok: list[Record]) -> list[str]:
             "full float32."
         )
     return notes
+
+
+def load_results(paths: Sequence[str | Path]) -> Results:
+    """The records of results folders (their ``results.jsonl``) and JSON-lines files; a case
+    found twice keeps its last record.
+
+    Example:
+        >>> load_results(["no/such/folder"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        diffkit._core.errors.DiffkitError: no results at no/such/folder...
+    """
+    records: dict[str, Record] = {}
+    for given in paths:
+        where = Path(given)
+        path = where / "results.jsonl" if where.is_dir() else where
+        if not path.is_file():
+            raise DiffkitError(
+                f"no results at {where}: give a results folder or .jsonl file "
+                "(diffkit compare --out FOLDER writes one)"
+            )
+        records.update((r["key"], r) for r in load(path))
+    return Results(list(records.values()), Path(paths[0]) if len(paths) == 1 else None)
+
+
+def report(results: Results | str | Path | Sequence[str | Path], title: str = "") -> Report:
+    """The report page of ``results`` (a :class:`Results`, or results folders / files):
+    its heat map of cost ratios, per-problem charts with the fitted slopes, and each record
+    with the command that measures it again (:mod:`diffkit.harness.report_page`).
+
+    Example:
+        >>> r = report(Results([{"problem": "p", "method": "a", "dtype": "float32",
+        ...     "outcome": "timeout", "message": "over 60 s", "key": "k"}]))
+        >>> r.data["records"][0]["outcome"], "<svg" in r.html or "heat" in r.html
+        ('timeout', True)
+    """
+    if isinstance(results, str | Path):
+        results = load_results([results])
+    elif not isinstance(results, Results):
+        results = load_results(list(results))
+    return page(results, title)

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 
 from diffkit import fd
-from diffkit._errors import DiffkitError
-from diffkit._registry import get, names
-from diffkit.harness.problems import Problem, get_problem
+from diffkit._core.errors import DiffkitError
+from diffkit._core.registry import get, names
+from diffkit.harness.families import Problem, get_problem
 
 __all__ = ["DEFAULT_RULES", "StepStudy", "SwellStudy", "parse_rule", "step_study", "swell_study"]
 

@@ -1,0 +1,317 @@
+"""The sweep's worker process, both sides, in a module that imports neither JAX nor the rest of
+diffkit at import time, so that the command line can start a worker before it imports JAX
+itself (both start-ups then overlap).
+
+**Parent side.** :class:`Worker` is one worker process and a thread reading its answers;
+:func:`prestart` starts one, :func:`take` hands it to the next sweep.
+
+**Child side** (:func:`main`, run as ``python -m diffkit.harness.worker``). It reads one JSON
+case per line on stdin and answers on its original stdout, one JSON message per line:
+``ready`` once imports are done, ``start`` (with n and m) when a case begins, ``result`` with
+the record when it ends. Anything the measured code prints goes to stderr, so it cannot
+corrupt the protocol. The float64 reference of a problem size is computed once and reused by
+every method of that size.
+
+It never outlives the sweep that started it: on Linux the kernel kills it when its parent
+dies (``PR_SET_PDEATHSIG``), and a thread checks every 0.2 s that the parent (named by
+``DIFFKIT_PARENT_PID``) is still its parent, and exits otherwise. Each case's
+``memory_limit`` is also set as the process's ``RLIMIT_DATA``, so an allocation past it fails
+in the worker (MemoryError, RESOURCE_EXHAUSTED) before the machine runs short.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import queue
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import IO, Any
+
+from diffkit._core.errors import DiffkitError
+from diffkit.harness.record import format_bytes
+
+#: Seconds the work shared by the methods of one size (compiling the primal, computing the
+#: float64 reference) may take, apart from each method's budget.
+SHARED_TIMEOUT = 300.0
+
+#: Seconds a fresh worker may take to import JAX and diffkit.
+STARTUP_TIMEOUT = 120.0
+
+
+def _rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _meminfo(field: str) -> int | None:
+    """A field of ``/proc/meminfo`` in bytes (Linux), or None."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+#: Share of the memory available at the start of a sweep that its worker may use: the rest
+#: is head-room for this process and whatever else runs on the machine.
+MEMORY_SHARE = 0.7
+
+
+def default_memory_limit() -> float | None:
+    """Bytes a sweep's worker may use by default: ``MEMORY_SHARE`` of the memory *available*
+    now (``MemAvailable`` of ``/proc/meminfo``, not physical memory, so other programs keep
+    theirs), or half of physical memory where that is not known; None if neither is.
+
+    Example:
+        >>> from diffkit.harness.worker import default_memory_limit
+        >>> limit = default_memory_limit()
+        >>> limit is None or 0 < limit < os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        True
+    """
+    available = _meminfo("MemAvailable")
+    if available is not None:
+        return MEMORY_SHARE * available
+    try:
+        return 0.5 * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+_MEMORY_WORDS = ("bad_alloc", "MemoryError", "RESOURCE_EXHAUSTED", "Cannot allocate memory")
+
+
+class Worker:
+    """One ``python -m diffkit.harness.worker`` process and a thread reading its answers.
+    It starts in the background; the first :meth:`run` waits until it is ready."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.startup_s: float | None = None
+        self.env = env = _environment()
+        self.errors: IO[str] = tempfile.TemporaryFile("w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "diffkit.harness.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.errors,
+            text=True,
+            env=env,
+        )
+        self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _wait_ready(self) -> None:
+        if self.startup_s is not None:
+            return
+        ready = self._next(self.started + STARTUP_TIMEOUT, None)
+        if not isinstance(ready, dict) or ready.get("event") != "ready":
+            self.close()
+            raise DiffkitError(f"the sweep's worker process failed to start: {self._last_error()}")
+        self.startup_s = time.perf_counter() - self.started
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.messages.put(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        self.messages.put(None)
+
+    def _next(self, deadline: float, memory_limit: float | None) -> dict[str, Any] | str | None:
+        """The next message; "timeout" or "out-of-memory" (after killing the process); or
+        None when the process has died."""
+        while True:
+            try:
+                return self.messages.get(timeout=0.05)
+            except queue.Empty:
+                pass
+            if time.perf_counter() > deadline:
+                self.kill()
+                return "timeout"
+            rss = _rss_bytes(self.proc.pid) if memory_limit else None
+            if rss is not None and memory_limit is not None and rss > memory_limit:
+                self.kill()
+                return "out-of-memory"
+
+    def run(
+        self, case: dict[str, Any], budget: float, memory_limit: float | None
+    ) -> tuple[dict[str, Any] | None, str, str, dict[str, Any]]:
+        """Run one case: ``(record or None, outcome, message, start message)``."""
+        self._wait_ready()
+        assert self.proc.stdin is not None
+        case = {**case, "memory_limit": memory_limit}  # the worker limits itself too
+        self.proc.stdin.write(json.dumps(case) + "\n")
+        self.proc.stdin.flush()
+        # The shared work of a size (primal, reference) gets its own deadline; the budget
+        # clock starts when the worker reports the method's own work has begun.
+        deadline = time.perf_counter() + max(SHARED_TIMEOUT, budget)
+        start: dict[str, Any] = {}
+        while True:
+            msg = self._next(deadline, memory_limit)
+            if msg == "timeout":
+                if not start:
+                    what = "the primal and float64 reference of this size"
+                    return None, "timeout", f"{what} took over {SHARED_TIMEOUT:g} s", start
+                return None, "timeout", f"exceeded the budget of {budget:g} s", start
+            if msg == "out-of-memory":
+                limit = format_bytes(memory_limit) if memory_limit else "?"
+                return None, "out-of-memory", f"resident memory passed {limit}", start
+            if msg is None:
+                code = self.proc.wait()
+                last = self._last_error()
+                # -9: the kernel's out-of-memory killer; an allocation refused under the
+                # worker's own limit (RLIMIT_DATA) aborts C++ code with bad_alloc.
+                memory = code == -9 or any(s in last for s in _MEMORY_WORDS)
+                outcome = "out-of-memory" if memory else "error"
+                return None, outcome, f"worker died (exit {code}): {last}", start
+            assert isinstance(msg, dict)
+            if msg.get("event") == "start":
+                start = msg
+                deadline = time.perf_counter() + budget
+            elif msg.get("event") == "result":
+                return msg["record"], msg["record"]["outcome"], msg["record"]["message"], start
+
+    def _last_error(self) -> str:
+        self.errors.seek(0)
+        lines = [ln.strip() for ln in self.errors.read().splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else "no message"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+    def close(self) -> None:
+        """End the process: it holds nothing unsaved once its last answer is in, and a
+        graceful exit (JAX's teardown) would cost a second."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        self.kill()
+        self.errors.close()
+
+
+_SPARE: list[Worker] = []
+
+
+def _environment() -> dict[str, str]:
+    """The worker's environment: this process's, with its import path."""
+    paths = [p or os.getcwd() for p in sys.path]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    env["DIFFKIT_PARENT_PID"] = str(os.getpid())  # the worker exits once this process is gone
+    return env
+
+
+def prestart() -> None:
+    """Start a worker in the background for the next :func:`take` (the environment, such as
+    ``JAX_PLATFORMS``, must be final by now: the worker inherits it)."""
+    if not _SPARE:
+        _SPARE.append(Worker())
+
+
+def take() -> Worker:
+    """The worker started by :func:`prestart` if it has this process's environment and
+    import path still, else a new one."""
+    while _SPARE:
+        spare = _SPARE.pop()
+        if spare.env == _environment() and spare.proc.poll() is None:
+            return spare
+        spare.close()
+    return Worker()
+
+
+@atexit.register
+def close_spares() -> None:
+    """End a started worker that no sweep took."""
+    while _SPARE:
+        _SPARE.pop().close()
+
+
+# ------------------------------------------------------------ the child side
+
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = 9
+
+
+def die_with_parent() -> None:
+    """Exit when the process that started this one exits (even by ``kill -9``)."""
+    parent = int(os.environ.get("DIFFKIT_PARENT_PID", os.getppid()))
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.2)
+        os._exit(1)
+
+    if os.getppid() != parent:  # the parent died before the signal was asked for
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def limit_memory(limit: float | None) -> None:
+    """Set the soft ``RLIMIT_DATA`` to ``limit`` bytes (None: the hard limit)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_DATA)
+        want = hard if not limit else int(limit)
+        if hard != resource.RLIM_INFINITY:
+            want = min(want, hard)
+        if want != soft:
+            resource.setrlimit(resource.RLIMIT_DATA, (want, hard))
+    except (ValueError, OSError, AttributeError):
+        pass
+
+
+def main() -> None:
+    die_with_parent()
+    started = time.perf_counter()
+    channel = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # stray prints go to stderr
+
+    def send(message: dict[str, Any]) -> None:
+        channel.write(json.dumps(message) + "\n")
+        channel.flush()
+
+    from diffkit.harness.measure import metadata, run_case
+
+    metadata()  # initialise the backend before the first case is timed
+    send({"event": "ready", "import_s": time.perf_counter() - started})
+    cache: dict[Any, Any] = {}
+    for line in sys.stdin:  # ends when the parent closes the pipe (or dies)
+        case = json.loads(line)
+        case_id = case.pop("id")
+        limit_memory(case.get("memory_limit"))
+
+        def started(rec: dict[str, Any], case_id: Any = case_id) -> None:
+            send({"event": "start", "id": case_id, "n": rec["n"], "m": rec["m"]})
+
+        rec = run_case(**case, reference_cache=cache, on_start=started)
+        send({"event": "result", "id": case_id, "record": rec})
+
+
+if __name__ == "__main__":
+    main()

@@ -2,14 +2,15 @@
 the package (and its JAX-free modules, such as the sweep's worker) does not import JAX.
 
 Example:
-    >>> getattr_, dir_ = exports("pkg", {"sqrt": "math"})
-    >>> getattr_("sqrt")(4.0)
-    2.0
+    >>> getattr_, dir_ = exports("diffkit", {"sqrt": "math"})
+    >>> getattr_("sqrt")(4.0), getattr_("accuracy").__name__
+    (2.0, 'diffkit.accuracy')
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -18,12 +19,16 @@ def exports(
     package: str, names: dict[str, str]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``__getattr__`` and ``__dir__`` for ``package``, whose public ``names`` map to the
-    module defining each (``"name": "pkg.module"``; the module is imported on first use)."""
+    module defining each (``"name": "pkg.module"``; the module is imported on first use).
+    A submodule not yet imported is imported on first use too (``dk.harness.memory``), as it
+    would have been by an eager ``__init__``."""
 
     def __getattr__(name: str) -> Any:
-        if name not in names:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        return getattr(importlib.import_module(names[name]), name)
+        if name in names:
+            return getattr(importlib.import_module(names[name]), name)
+        if not name.startswith("__") and importlib.util.find_spec(f"{package}.{name}"):
+            return importlib.import_module(f"{package}.{name}")
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     def __dir__() -> list[str]:
         return sorted(names)

@@ -39,6 +39,7 @@ from diffkit._core.trees import (
     trace_fun,
     unravel_like,
 )
+from diffkit._core.types import Array, PyTree
 
 #: Bytes of intermediates (:func:`~diffkit._core.trees.bytes_per_direction` per direction) one
 #: vectorised chunk of basis directions may take when ``chunk_size`` is not set (the memory
@@ -50,9 +51,7 @@ CACHE_BYTES = 8 * 2**20
 
 Mode = Literal["numerical", "symbolic", "forward", "reverse", "stochastic"]
 Strategy = Literal["fwd", "rev"]
-Array = jax.Array
 FlatFun = Callable[..., tuple[tuple[Array, ...], tuple[Array, ...]]]
-PyTree = Any
 
 __all__ = ["Differentiator", "Mode", "Strategy"]
 

@@ -21,10 +21,9 @@ from jax.extend import core as jex_core
 
 from diffkit._core.errors import DiffkitError, InputTypeError
 from diffkit._core.jaxpr import trace
+from diffkit._core.types import Array, PyTree
 
-Array = jax.Array
 FlatFun = Callable[..., tuple[tuple[Array, ...], tuple[Array, ...]]]
-PyTree = Any
 
 __all__ = [
     "TracedFun",

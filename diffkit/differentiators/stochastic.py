@@ -31,9 +31,10 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from diffkit._core.errors import DiffkitError
-from diffkit._core.interface import Array, Differentiator, FlatFun, Mode
+from diffkit._core.interface import Differentiator, FlatFun, Mode
 from diffkit._core.registry import register
 from diffkit._core.trees import bytes_per_direction, unravel_like
+from diffkit._core.types import Array
 
 __all__ = ["SPSA", "ForwardGradient", "Stochastic"]
 

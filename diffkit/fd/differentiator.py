@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffkit._core.errors import DiffkitError
-from diffkit._core.interface import Array, Differentiator, FlatFun
+from diffkit._core.interface import Differentiator, FlatFun
 from diffkit._core.registry import register
 from diffkit._core.trees import TracedFun, bytes_per_direction, select_args, trace_fun, unravel_like
+from diffkit._core.types import Array
 from diffkit.fd.stencils import FDResult, check_analytic, default_step, stencil
 
 __all__ = ["FiniteDifferences"]

@@ -31,11 +31,10 @@ from jax.flatten_util import ravel_pytree
 
 from diffkit._core.errors import DiffkitError
 from diffkit._core.registry import resolve
+from diffkit._core.types import Array
 from diffkit.harness.estimators import BIAS_Z, quality
 from diffkit.harness.families import Instance, Problem, get_problem
 from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key, format_bytes
-
-Array = jax.Array
 
 __all__ = [
     "OUTCOMES",

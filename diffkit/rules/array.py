@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -36,11 +35,10 @@ from jax.extend import core as jex_core
 
 from diffkit._core.errors import UnsupportedPrimitiveError
 from diffkit._core.registry import get
+from diffkit._core.types import Array
 from diffkit.rules.kinds import Rule, linear, scatter_windows
 
 __all__ = ["ROWS", "linear_in"]
-
-Array = Any
 
 
 def linear_in(count: int, transpose: Callable[..., Array]) -> Rule:

@@ -48,8 +48,6 @@ from diffkit.rules.kinds import Rule, linear
 
 __all__ = ["ROWS"]
 
-Array = Any
-
 
 def _named(axes: Sequence[Any]) -> tuple[Any, ...]:
     return tuple(a for a in axes if not isinstance(a, int))

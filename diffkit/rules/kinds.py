@@ -37,6 +37,7 @@ import numpy as np
 from jax import lax
 
 from diffkit._core.jaxpr import evaluate
+from diffkit._core.types import Array
 
 __all__ = [
     "Rule",
@@ -52,7 +53,6 @@ __all__ = [
     "zero",
 ]
 
-Array = Any
 #: ``jvp(prim, xs, x_dots, ys, params) -> y_dots``; a ``None`` tangent is a zero tangent.
 JvpFn = Callable[[Any, Sequence[Any], Sequence[Any], Sequence[Any], dict], list]
 #: ``vjp(prim, xs, ys, y_bars, needs, params) -> x_bars``; only inputs with ``needs[i]``.

@@ -30,9 +30,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from diffkit._core.errors import UnsupportedPrimitiveError
+from diffkit._core.types import Array
 from diffkit.rules.kinds import Rule
 
-Array = Any
 _HI = lax.Precision.HIGHEST  # as JAX's own linear-algebra derivatives
 
 

@@ -32,9 +32,8 @@ import numpy as np
 from jax import lax
 
 from diffkit._core.errors import UnsupportedPrimitiveError
+from diffkit._core.types import Array
 from diffkit.rules.kinds import Rule, elementwise, linear, unbroadcast, zero
-
-Array = Any
 
 
 def _refuse(prim: str, arg: str):

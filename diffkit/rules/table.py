@@ -33,6 +33,7 @@ import numpy as np
 from jax import lax
 
 from diffkit._core.errors import UnsupportedPrimitiveError
+from diffkit._core.types import Array
 from diffkit.rules import array, collectives, linalg, special
 from diffkit.rules.kinds import (
     Rule,
@@ -48,8 +49,6 @@ from diffkit.rules.kinds import (
 )
 
 __all__ = ["REFUSED", "RULES", "Rule", "elementwise", "linear", "refused_markdown", "zero"]
-
-Array = Any
 
 
 # ------------------------------------------------------------ transposes

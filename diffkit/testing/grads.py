@@ -42,11 +42,10 @@ import numpy as np
 
 from diffkit._core.errors import DiffkitError, GradCheckError, NonDifferentiableError
 from diffkit._core.registry import get
+from diffkit._core.types import PyTree
 from diffkit.testing.invariance import check_invariance
 
 __all__ = ["RTOL_FLOAT32", "RTOL_RULE", "TaylorResult", "check_grads", "taylor_test"]
-
-PyTree = Any
 
 
 #: Default tolerances on rho = |a - b| / max(1, |a| + |b|), per element.

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import diffkit as dk
-from diffkit.harness.gradbench import nested
 from diffkit.accuracy import rho_tree
 from diffkit.harness import gradbench as gb
+from diffkit.harness.gradbench import nested
 
 AD = ["jax-fwd", "jax-rev", "dual", "tape"]
 TINY = {"hello": 3, "ba": 10, "ht": 4, "lstm": 3, "det": 3, "kmeans": 2, "particle": 1,

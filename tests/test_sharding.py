@@ -22,8 +22,7 @@ import jax.numpy as jnp
 import pytest
 
 from diffkit import sharding
-from diffkit.testing import SEEDED_BUGS, check_invariance
-from diffkit.testing import GradCheckError, check_grads
+from diffkit.testing import SEEDED_BUGS, GradCheckError, check_grads, check_invariance
 
 DEVICES = 8
 SIZE = 300  # requested n of the sharded MLP (tiny: correctness only)

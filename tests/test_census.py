@@ -4,8 +4,8 @@ For each hand-written interpreter (``dual``, ``tape``), a primitive with a JVP r
 must be a row of the rule table, a call the interpreters inline, one they handle themselves
 (control flow, custom rules), integer- or boolean-valued (nothing to differentiate: the
 interpreters evaluate it), or listed in ``REFUSED`` with its reason. A new JAX release that
-adds a primitive fails here, not in a user's hands. The README's list of refused primitives
-is checked against the same table, so it is never stale.
+adds a primitive fails here, not in a user's hands. The list of refused primitives in
+docs/hand-written-modes.md is checked against the same table, so it is never stale.
 """
 
 from __future__ import annotations
@@ -85,13 +85,14 @@ def test_census_figures() -> None:
     assert {"conv_general_dilated", "cholesky", "stack", "polygamma"} <= covered
 
 
-def test_readme_lists_exactly_the_refused_primitives() -> None:
-    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
-    start = readme.index("<!-- refused:start -->")
-    block = readme[start : readme.index("<!-- refused:end -->")]
+def test_the_docs_list_exactly_the_refused_primitives() -> None:
+    page = pathlib.Path(__file__).parents[1] / "docs" / "hand-written-modes.md"
+    text = page.read_text()
+    start = text.index("<!-- refused:start -->")
+    block = text[start : text.index("<!-- refused:end -->")]
     listed = {word.strip("`,") for word in block.split() if word.startswith("`")}
     regenerate = "python -c 'from diffkit.rules.table import refused_markdown as m; print(m())'"
-    assert listed == set(REFUSED), f"README is stale; regenerate the list with {regenerate}"
+    assert listed == set(REFUSED), f"{page.name} is stale; regenerate the list with {regenerate}"
 
 
 @pytest.mark.parametrize("name", ["dual", "tape"])

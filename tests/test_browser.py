@@ -25,6 +25,8 @@ from _html import hand_worked_example, records, worked_page
 from diffkit.harness import Results
 from diffkit.html import report
 
+pytestmark = pytest.mark.browser  # the unit tier deselects it: -m "not browser"
+
 SIZES = {"wide": (1280, 800), "narrow": (390, 844)}
 
 

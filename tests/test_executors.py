@@ -21,8 +21,6 @@ import diffkit as dk
 from diffkit._core.errors import DiffkitError
 from diffkit.harness.executors import RayExecutor, executor_of
 
-ray = pytest.importorskip("ray")
-
 CASES = {"problems": ["mlp"], "sizes": [10], "methods": ["jax-rev", "tape"]}
 #: Fields that differ between two runs of the same case: timings, memory use, provenance.
 VARYING = {"date", "run", "memory_limit", "rss_peak_bytes", "ratio", "host", "device"}
@@ -94,6 +92,8 @@ def local_ray():
     executor = RayExecutor(num_cpus=2, cpus_per_case=1)
     executor.start()
     yield executor
+    import ray  # the ray extra: only the slow test below needs it (never skipped)
+
     ray.shutdown()
 
 

@@ -19,6 +19,8 @@ import nbclient
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.notebooks  # the unit tier deselects it: -m "not notebooks"
+
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 STORIES = ["01", "02", "03", "04", "05", "06"]  # must be there; later numbers may join

@@ -39,6 +39,6 @@ def rho_tree(x: Any, y: Any) -> float:
     """
     xs, x_tree = jax.tree_util.tree_flatten(x)
     ys, y_tree = jax.tree_util.tree_flatten(y)
-    if x_tree != y_tree:
+    if x_tree != y_tree:  # type: ignore[operator]  # jaxlib ships no stub for PyTreeDef
         raise ValueError(f"rho_tree: structures differ, {x_tree} vs {y_tree}")
     return max((rho(a, b) for a, b in zip(xs, ys, strict=True)), default=0.0)

@@ -35,7 +35,7 @@ OPTIONS = tuple(
     if p.kind is p.KEYWORD_ONLY
 )
 
-_INI = {
+_INI: dict[str, tuple[str, Callable[[str], Any], str]] = {
     "rtol": ("diffkit_gradcheck_rtol", float, "per-element tolerance of check_grads (rho)"),
     "atol": ("diffkit_gradcheck_atol", float, "absolute per-element tolerance of check_grads"),
     "modes": (

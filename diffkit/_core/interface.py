@@ -159,6 +159,7 @@ class Differentiator:
     def _jvp(self, fun: FlatFun, primals: tuple[Array, ...], tangents: tuple[Array, ...]):
         """Default: ``J @ x_dot`` from the Jacobian assembled by VJPs (``m`` passes); ``fun``
         is the :class:`~diffkit._core.trees.TracedFun` record."""
+        assert isinstance(fun, TracedFun)  # _call_jvp passes the plain function to native ones
         outs, vjp_fn, aux = self._call_vjp(fun, primals)
         x_dot, _ = ravel_pytree(tangents)
         rows = self._rows(fun, primals, vjp_fn, outs)  # (m, n); (2m, n) for complex outputs
@@ -168,6 +169,7 @@ class Differentiator:
     def _vjp(self, fun: FlatFun, primals: tuple[Array, ...]):
         """Default: ``y_bar @ J`` from the Jacobian assembled by JVPs (``n`` passes); ``fun``
         is the :class:`~diffkit._core.trees.TracedFun` record."""
+        assert isinstance(fun, TracedFun)  # _call_vjp passes the plain function to native ones
         outs, aux = fun(*primals)
         split = {"split": True} if jnp.iscomplexobj(ravel_pytree(primals)[0]) else {}
         cols = self._cols(fun, primals, outs, **split)  # (n, m); (2n, m) for complex x
@@ -195,7 +197,7 @@ class Differentiator:
         return lax.map(fn, idx, batch_size=chunk)
 
     def _cols(
-        self, fun: FlatFun, primals: tuple[Array, ...], outs: tuple[Array, ...], split=False
+        self, fun: TracedFun, primals: tuple[Array, ...], outs: tuple[Array, ...], split=False
     ) -> Array:
         """``J^T`` as an (n, m) array: one JVP per input direction. Complex inputs take two
         directions each, ``e`` and ``i e``, combined as ``d/dRe - i d/dIm`` (JAX's convention for
@@ -214,7 +216,7 @@ class Differentiator:
         return cols if split or n_dirs == x.size else cols[: x.size] - 1j * cols[x.size :]
 
     def _rows(
-        self, fun: FlatFun, primals: tuple[Array, ...], vjp_fn: Callable, outs: tuple
+        self, fun: TracedFun, primals: tuple[Array, ...], vjp_fn: Callable, outs: tuple
     ) -> Array:
         """``J`` as an (m, n) array: one VJP per output direction (complex outputs: then one
         per ``i e``, stacked below, for :func:`_paired`)."""
@@ -356,8 +358,8 @@ class Differentiator:
         @functools.wraps(f)
         def jacobian_f(*args: PyTree, **kwargs: Any):
             g, diff_args, unpack = select_args(where, f, args, kwargs, argnums, self._ad)
-            x_leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
-            x_leaves = tuple(x_leaves)
+            leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
+            x_leaves = tuple(leaves)
             fun = trace_fun(g, in_tree, x_leaves, has_aux)
             _check_float_outputs(where, fun.out_avals)
             how = strategy or self._strategy(fun.size_in, fun.size_out)
@@ -387,14 +389,14 @@ class Differentiator:
     # ------------------------------------------------------------- internals
     def _scalar_grad(self, where: str, fun: TracedFun, x_leaves: tuple[Array, ...]):
         """``(outs, gradient leaves, aux)`` of a scalar function, by the cheaper primitive."""
-        outs = fun.out_avals
-        if fun.out_tree.num_leaves != 1 or outs[0].shape != ():
-            shapes = [tuple(o.shape) for o in outs]
+        avals = fun.out_avals
+        if fun.out_tree.num_leaves != 1 or avals[0].shape != ():
+            shapes = [tuple(o.shape) for o in avals]
             raise DiffkitError(
                 f"{where}: the function must return a scalar, got {_describe_shapes(shapes)}; "
                 "use .jacobian (or .vjp) for non-scalar outputs"
             )
-        _check_float_outputs(where, outs)
+        _check_float_outputs(where, avals)
         if self._strategy(fun.size_in, 1) == "rev":
             outs, vjp_fn, aux = self._call_vjp(fun, x_leaves)
             grads = vjp_fn((jnp.ones_like(outs[0]),))
@@ -411,7 +413,7 @@ class Differentiator:
 def _check_same(where: str, role: str, primals: tuple, others: tuple) -> None:
     p_leaves, p_tree = jax.tree_util.tree_flatten_with_path(primals)
     o_leaves, o_tree = jax.tree_util.tree_flatten(others)
-    if p_tree != o_tree:
+    if p_tree != o_tree:  # type: ignore[operator]  # jaxlib ships no stub for PyTreeDef
         raise DiffkitError(
             f"{where}: {role} must have the same pytree structure as "
             f"{'the output' if role == 'cotangent' else 'primals'}: expected {p_tree}, got {o_tree}"

@@ -233,8 +233,9 @@ def placed(eqn: Any, inner: Any) -> Any:
         return x
 
     def body(*args: Any) -> list[Any]:
-        args = [place(a, s) for a, s in zip(args, ins, strict=True)]
-        return [place(y, s) for y, s in zip(jex_core.jaxpr_as_fun(inner)(*args), outs, strict=True)]
+        placed = [place(a, s) for a, s in zip(args, ins, strict=True)]
+        ys = jex_core.jaxpr_as_fun(inner)(*placed)
+        return [place(y, s) for y, s in zip(ys, outs, strict=True)]
 
     shapes = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
     return jax.make_jaxpr(body)(*shapes)
@@ -433,7 +434,7 @@ def user_site(eqn: Any, site: Any = None) -> str:
         if _library(f.file_name) is None and not f.file_name.startswith("<frozen"):
             here = f"{f.file_name.split('/')[-1]}:{f.line_num} ({f.function_name})"
             inner = [g for g in frames[:i] if _library(g.file_name) not in (None, "")]
-            called = [g for g in inner if not _library(g.file_name).startswith(_NOT_CALLED)]
+            called = [g for g in inner if not (_library(g.file_name) or "").startswith(_NOT_CALLED)]
             via = called[-1] if called else None
             if via is not None:
                 name = via.function_name.split(".")[-1]

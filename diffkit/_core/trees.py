@@ -241,7 +241,7 @@ def select_args(
         (-1.0, 5.0, 7)
     """
     single = isinstance(argnums, int)
-    nums = (argnums,) if single else tuple(argnums)
+    nums = (argnums,) if isinstance(argnums, int) else tuple(argnums)
     if not nums or not all(isinstance(a, int) for a in nums):
         raise DiffkitError(
             f"{where}: argnums must be an int or a non-empty tuple of ints, got {argnums!r}"

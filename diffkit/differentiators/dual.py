@@ -266,7 +266,8 @@ def _scan(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> lis
         reverse=p["reverse"],
         unroll=p["unroll"],
     )
-    return [*_join(*carry, cmask), *_join(*ys, ymask)]
+    y_primals, y_tangents = ys  # the pair step returns, stacked along the scan
+    return [*_join(*carry, cmask), *_join(y_primals, y_tangents, ymask)]
 
 
 # ------------------------------------------------------------ custom rules

@@ -243,7 +243,8 @@ def _short(x: Any) -> str:
     if a is not None and a.size <= 4:
         text = ", ".join(f"{v:.4g}" for v in a.ravel().tolist())
         return text if a.ndim == 0 else f"[{text}]"
-    aval = jax.core.get_aval(x) if a is None else a
+    # FIXME: jax.core.get_aval was removed in JAX 0.10 (AttributeError on a tracer here)
+    aval = jax.core.get_aval(x) if a is None else a  # type: ignore[attr-defined]
     return f"{aval.dtype}{list(aval.shape)}"
 
 

@@ -157,8 +157,8 @@ class FiniteDifferences(Differentiator):
 
         def gradient_f(*args: Any, **kwargs: Any) -> FDResult:
             g, diff_args, unpack = select_args(where, f, args, kwargs, argnums)
-            x_leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
-            x_leaves = tuple(x_leaves)
+            leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
+            x_leaves = tuple(leaves)
             fun = trace_fun(g, in_tree, x_leaves, False)
             outs, grads, _ = self._scalar_grad(where, fun, x_leaves)
             twice = copy.copy(self)
@@ -262,9 +262,13 @@ class FiniteDifferences(Differentiator):
         is ``x`` shifted by ``c`` along the direction (``Im f(move(i t)) / t``: complex)."""
         if self.scheme == "complex":
             return jnp.imag(f_flat(move(1j * t))) / t
-        acc = 0.0
+        acc: Array = 0.0
         for o, w in zip(self.stencil.offsets, self.stencil.weights, strict=True):
-            acc = acc + w * (f0 if o == 0.0 else f_flat(move(o * t)))
+            if o == 0.0:
+                assert f0 is not None  # a stencil with a center gets f(x) from _center
+                acc = acc + w * f0
+            else:
+                acc = acc + w * f_flat(move(o * t))
         return acc / t
 
 

@@ -384,7 +384,7 @@ RULES: dict[str, Rule] = {
     "reshape": linear(_reshape_t),
     "squeeze": linear(lambda i, ct, x, *, dimensions: ct.reshape(jnp.shape(x))),
     "transpose": linear(
-        lambda i, ct, x, *, permutation: jnp.transpose(ct, np.argsort(permutation))
+        lambda i, ct, x, *, permutation: jnp.transpose(ct, np.argsort(permutation).tolist())
     ),
     "rev": linear(lambda i, ct, x, *, dimensions: lax.rev(ct, dimensions)),
     "concatenate": linear(_concat_t),

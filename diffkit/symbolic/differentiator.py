@@ -391,11 +391,11 @@ class Symbolic(Differentiator):
         """
         program, traced, leaves = self._prepare("swell", f, args, argnums, fresh=True)
         consts = [traced.closed.consts[i] for i in program.const_index]
-        args = [jnp.asarray(a, a.dtype) for a in (*leaves, *consts)]
+        inputs = [jnp.asarray(a, a.dtype) for a in (*leaves, *consts)]
         runs = []
         for _ in range(7):
             start = time.perf_counter()
-            jax.block_until_ready(program.fn(*args))
+            jax.block_until_ready(program.fn(*inputs))
             runs.append(time.perf_counter() - start)
         times = {**program.report.times, "run": statistics.median(runs[1:])}
         return dataclasses.replace(program.report, times=times)

@@ -122,7 +122,7 @@ def check_grads(
     """
     _check_options(("fwd", "rev") if modes is None else modes, rtol, atol, directions, seed)
     auto = modes is None
-    modes = ("fwd", "rev") if auto else (modes,) if isinstance(modes, str) else modes
+    modes = ("fwd", "rev") if modes is None else (modes,) if isinstance(modes, str) else modes
     args = tuple(jax.tree_util.tree_map(jnp.asarray, a) for a in args)
     if not args:
         raise DiffkitError("check_grads: args is empty; pass the point as a tuple, e.g. (x,)")

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import jax
@@ -145,7 +145,7 @@ def full_gathers(compiled: Any, n: int) -> int:
 # ------------------------------------------------------------ scaling
 
 
-def scaling(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def scaling(records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Per method, dtype, size and device count of ``mlp-sharded``-like records (problem
     option ``devices``): median time, XLA's memory per device, the strong-scaling efficiency
     ``t(1) / (d t(d))`` at the same size and the weak-scaling efficiency ``t(s, 1) / t(d s, d)``
@@ -188,7 +188,7 @@ def scaling(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def scaling_text(records: Iterable[dict[str, Any]]) -> str:
+def scaling_text(records: Iterable[Mapping[str, Any]]) -> str:
     """:func:`scaling` as a plain-text table (what ``diffkit compare --devices`` prints).
 
     Example:

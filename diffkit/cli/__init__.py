@@ -26,13 +26,14 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from diffkit.cli import render
 from diffkit.cli.parse import PLATFORMS, CLIError, build_parser, parse_memory, parse_sizes, split
 
 if TYPE_CHECKING:  # the harness imports JAX, which the command loads only after parsing
     from diffkit.diagnosis import Diagnosis
+    from diffkit.differentiators.tape import TapeReverse
     from diffkit.harness.record import Record
     from diffkit.harness.results import Results
 
@@ -331,7 +332,8 @@ def _explain(args: argparse.Namespace) -> int:
             page = explain(fun, *xs, names=list(point), title=title, dtype=args.dtype)
             render.wrote([page.save(args.html)])
             return 0
-        render.print_walk(dk.get("tape").record(fun, *xs).walk(list(point)), title)
+        tape = cast("TapeReverse", dk.get("tape"))
+        render.print_walk(tape.record(fun, *xs).walk(list(point)), title)
     return 0
 
 
@@ -451,6 +453,7 @@ def _jax_settings(args: argparse.Namespace) -> Iterator[None]:
             else:
                 os.environ[option.upper()] = value
         for option, value in configured.items():
+            assert jax is not None  # configured is empty without it
             if value != getattr(jax.config, option):
                 jax.config.update(option, value)
 

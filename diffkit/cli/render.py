@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # the harness imports JAX, which the command loads only after parsing
     from diffkit.harness.results import Results
@@ -68,7 +68,7 @@ def table(title: str, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> 
     return out
 
 
-def _justify(rows: Sequence[Sequence[str]], i: int) -> str:
+def _justify(rows: Sequence[Sequence[str]], i: int) -> Literal["left", "right"]:
     numeric = re.compile(r"^[-+]?[\d.,]+(e[-+]?\d+)?( ?[a-zµ]+)?\*?$")
     return "right" if all(numeric.match(r[i]) or r[i] == "-" for r in rows) else "left"
 

@@ -19,7 +19,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +29,9 @@ from jax.flatten_util import ravel_pytree
 from diffkit._core.errors import DiffkitError
 from diffkit._core.interface import Differentiator
 from diffkit._core.registry import resolve
+
+if TYPE_CHECKING:
+    from diffkit.differentiators.stochastic import Stochastic
 
 __all__ = ["BIAS_Z", "REPEATS", "TASKS", "Training", "quality", "train"]
 
@@ -77,7 +80,7 @@ def quality(
     derivative = (lambda e: e.grad(fun)) if scalar else (lambda e: e.jacobian(fun))
 
     def one(key: jax.Array) -> jax.Array:
-        return ravel_pytree(derivative(d.with_key(key))(*args))[0]
+        return ravel_pytree(derivative(cast("Stochastic", d).with_key(key))(*args))[0]
 
     batch = max(1, min(repeats, CHUNK_BYTES // max(1, 8 * g.size * d.passes("grad", g.size))))
     chunks = -(-repeats // batch)
@@ -227,8 +230,8 @@ def train(
         raise DiffkitError(
             f"train: n must be a positive int and budget positive, got {n}, {budget}"
         )
-    loss, theta0, data = TASKS[task](n, np.random.default_rng(seed))
-    theta0 = jnp.asarray(theta0, jnp.float32)
+    loss, theta_start, data = TASKS[task](n, np.random.default_rng(seed))
+    theta0 = jnp.asarray(theta_start, jnp.float32)
     data = tuple(jnp.asarray(a, jnp.float32) for a in data)
     primal = jax.jit(loss)
     specs = [(spec, {}) if isinstance(spec, str) else spec for spec in methods]
@@ -291,20 +294,20 @@ def _run(
     """Train for ``steps`` steps (compiled loops between about ``points`` checkpoints),
     recording ``(step, loss)`` and the training seconds spent (loss evaluations untimed)."""
     state = (theta0, jnp.zeros_like(theta0), jnp.zeros_like(theta0))
-    key, lr = jax.random.key(seed), jnp.asarray(lr, theta0.dtype)
+    key, lr_in_dtype = jax.random.key(seed), jnp.asarray(lr, theta0.dtype)
     marks = sorted({0, *np.linspace(0, steps, points).round().astype(int).tolist()})
     losses, seconds, spent = [(0, float(primal(theta0, *data)))], [0.0], 0.0
-    jax.block_until_ready(advance(0, 0, state, data, key, lr))  # compile
+    jax.block_until_ready(advance(0, 0, state, data, key, lr_in_dtype))  # compile
     for start, stop in itertools.pairwise(marks):
         t0 = time.perf_counter()
-        state = jax.block_until_ready(advance(start, stop, state, data, key, lr))
+        state = jax.block_until_ready(advance(start, stop, state, data, key, lr_in_dtype))
         spent += time.perf_counter() - t0
         value = float(primal(state[0], *data))
         losses.append((stop, value if np.isfinite(value) else np.inf))
         seconds.append(spent)
         if not np.isfinite(value):
             break
-    return float(lr), losses, seconds
+    return float(lr_in_dtype), losses, seconds
 
 
 def _advance(step: Callable) -> Callable:

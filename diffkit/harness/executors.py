@@ -38,9 +38,12 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from diffkit._core.errors import DiffkitError
+
+if TYPE_CHECKING:
+    from diffkit.harness.record import Record
 
 __all__ = ["EXECUTORS", "RayExecutor", "executor_of"]
 
@@ -85,7 +88,7 @@ class RayExecutor:
                 ) from None
         return ray
 
-    def resources(self, ray: Any, case: dict[str, Any], backend: str) -> dict[str, Any]:
+    def resources(self, ray: Any, case: Record, backend: str) -> dict[str, Any]:
         """The Ray resources a case declares (see the class docstring)."""
         gpus = self.gpus_per_case
         if gpus is None:
@@ -144,13 +147,13 @@ def _run_case(request: dict[str, Any], budget: float, memory_limit: float | None
 
 def remote_sweep(
     executor: RayExecutor,
-    groups: list[tuple[Any, str, list[dict[str, Any]]]],
-    done: dict[str, dict[str, Any]],
-    append: Callable[[dict[str, Any]], None],
-    skipped: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]],
+    groups: list[tuple[Any, str, list[Record]]],
+    done: dict[str, Record],
+    append: Callable[[Record], None],
+    skipped: Callable[[Record, Record], Record],
     settings: dict[str, Any],
-    progress: Callable[[dict[str, Any], int, int], None] | None,
-) -> list[dict[str, Any]]:
+    progress: Callable[[Record, int, int], None] | None,
+) -> list[Record]:
     """Run the cases of ``groups`` not in ``done`` on ``executor``, passing each new record to
     ``append`` (the sweep's results file) as it arrives; returns every record (stored ones
     included) in plan order. ``skipped(case, cause)`` is the record of a size skipped after
@@ -161,21 +164,21 @@ def remote_sweep(
     ray = executor.start()
     backend = metadata()["backend"]
     task = ray.remote(max_calls=1, max_retries=0)(_run_case)
-    order = [finish_record(dict(c), ERROR)["key"] for *_, cases in groups for c in cases]
-    by_series: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    order = [finish_record(c.copy(), ERROR)["key"] for *_, cases in groups for c in cases]
+    by_series: dict[tuple[Any, ...], list[Record]] = {}
     for _, dtype, cases in groups:
         for case in cases:
             key = (case["problem"], repr(case["problem_options"]), case["method"], dtype)
             by_series.setdefault(key, []).append(case)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Record] = {}
     lost: list[str] = []
-    running: dict[Any, tuple[tuple[Any, ...], dict[str, Any], float]] = {}
+    running: dict[Any, tuple[tuple[Any, ...], Record, float]] = {}
     pending = {k: iter(v) for k, v in by_series.items()}
     total = len(order)
 
-    def finish(rec: dict[str, Any], new: bool) -> None:
+    def finish(rec: Record, new: bool) -> None:
         if new:
-            rec.update(run=settings["run"], budget=settings["budget"])
+            rec.update({"run": settings["run"], "budget": settings["budget"]})
             rec["memory_limit"] = settings["memory_limit"]
             append(rec)
         found[rec["key"]] = rec
@@ -184,7 +187,7 @@ def remote_sweep(
 
     def submit_next(key: tuple[Any, ...]) -> None:
         for case in pending[key]:
-            stored = done.get(finish_record(dict(case), ERROR)["key"])
+            stored = done.get(finish_record(case.copy(), ERROR)["key"])
             if stored is not None:
                 finish(stored, False)
                 if stored["outcome"] in (TIMEOUT, OUT_OF_MEMORY):
@@ -205,9 +208,9 @@ def remote_sweep(
             running[ref] = (key, case, time.perf_counter())
             return
 
-    def _skip_rest(key: tuple[Any, ...], cause: dict[str, Any]) -> None:
+    def _skip_rest(key: tuple[Any, ...], cause: Record) -> None:
         for case in pending[key]:
-            stored = done.get(finish_record(dict(case), ERROR)["key"])
+            stored = done.get(finish_record(case.copy(), ERROR)["key"])
             finish(stored or skipped(case, cause), stored is None)
 
     try:
@@ -220,7 +223,8 @@ def remote_sweep(
                 answer = ray.get(ready[0])
             except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                     ray.exceptions.ObjectLostError, ray.exceptions.TaskCancelledError):  # fmt: skip
-                lost.append(finish_record(dict(case), ERROR)["key"])  # not recorded: resume runs it
+                # not recorded: resume runs it
+                lost.append(finish_record(case.copy(), ERROR)["key"])
                 if progress is not None:
                     progress({**case, "outcome": "lost"}, len(found) + len(lost), total)
                 submit_next(key)
@@ -228,11 +232,14 @@ def remote_sweep(
             rec = answer["record"]
             if rec is None:  # the worker could not answer: the outcome the task saw
                 start = answer["start"]
-                rec = dict(case, n=start.get("n"), m=start.get("m"))
+                rec = case.copy()
+                rec.update({"n": start.get("n"), "m": start.get("m")})
                 rec["case_s"] = time.perf_counter() - started
                 rec = finish_record(rec, answer["outcome"], answer["message"])
                 rec["outcome_by"] = "harness"
-            rec.update(host=answer["host"], device=answer["device"], wall_s=answer["wall_s"])
+            rec.update(
+                {"host": answer["host"], "device": answer["device"], "wall_s": answer["wall_s"]}
+            )
             rec["worker_start_s"] = answer["worker_start_s"]
             finish(rec, True)
             if rec["outcome"] in (TIMEOUT, OUT_OF_MEMORY):

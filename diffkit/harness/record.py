@@ -15,9 +15,10 @@ Example:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, TypedDict
 
-__all__ = ["OUTCOMES", "REQUIRED", "RETRYABLE", "Record", "case_key", "format_bytes"]
+__all__ = ["OUTCOMES", "REQUIRED", "RETRYABLE", "Record", "case_key", "field_named", "format_bytes"]
 
 OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED = (
     "ok",
@@ -102,6 +103,11 @@ class Record(TypedDict, total=False):
     budget: float
     memory_limit: float | None
     key: str  # case_key(record)
+    host: str  # the machine, and
+    device: str  # the GPU ids or "cpu", of a case run by the Ray executor (harness.executors)
+    # memory fronts (harness.memory): the method spec, and the tape's recomputed steps per scan
+    label: str
+    recomputed: int | None
 
 
 #: Fields every stored record has, with their types: a line without them is not a record.
@@ -126,6 +132,18 @@ def case_key(rec: Record | dict[str, Any]) -> str:
         + [meta.get("backend")]
         + ([precision] if precision != "default" else [])
     )
+
+
+def field_named(rec: Record, name: str) -> Any:
+    """``rec[name]``, for a field named at run time (a fit's axis, a column): a type checker
+    takes only literal keys of a :class:`Record`. A missing field is a KeyError, as there.
+
+    Example:
+        >>> field_named({"problem": "mlp", "n": 10}, "n")
+        10
+    """
+    fields: Mapping[str, Any] = rec
+    return fields[name]
 
 
 def format_bytes(n: float) -> str:

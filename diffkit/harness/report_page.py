@@ -27,7 +27,7 @@ import shlex
 import statistics
 from typing import TYPE_CHECKING, Any
 
-from diffkit.harness.record import Record
+from diffkit.harness.record import Record, field_named
 from diffkit.html.page import Page
 
 if TYPE_CHECKING:  # results.py builds its notebook view with page(): it imports this module
@@ -125,8 +125,8 @@ def _fit_line(fit: dict[str, Any], results: Results) -> dict[str, Any]:
         and (r.get("meta") or {}).get("backend", "?") == fit["backend"]
         and lo <= r.get(axis, math.nan) <= hi
     ]  # fmt: skip
-    mx = statistics.fmean(math.log(r[axis]) for r in used)
+    mx = statistics.fmean(math.log(field_named(r, axis)) for r in used)
     for key, slope in (("time_median", "slope_time"), ("ratio", "slope_ratio")):
-        my = statistics.fmean(math.log(r[key]) for r in used)
+        my = statistics.fmean(math.log(field_named(r, key)) for r in used)
         fit[f"line_{key}"] = [[x, math.exp(my + fit[slope] * (math.log(x) - mx))] for x in (lo, hi)]
     return fit

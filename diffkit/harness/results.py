@@ -19,14 +19,14 @@ import io
 import itertools
 import json
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
 from diffkit._core.errors import DiffkitError
-from diffkit.harness.record import OK, REQUIRED, Record
+from diffkit.harness.record import OK, REQUIRED, Record, field_named
 from diffkit.harness.report_page import Report, page
 
 __all__ = [
@@ -59,7 +59,7 @@ def read_records(path: str | Path, strict: bool = False) -> list[Record]:
         Traceback (most recent call last):
         diffkit._core.errors.DiffkitError: ...:2: not a diffkit record (no 'key'); ...
     """
-    records = []
+    records: list[Record] = []
     with open(path, encoding="utf-8", errors="replace") as f:
         lines = f.read().split("\n")
     last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
@@ -74,8 +74,8 @@ def read_records(path: str | Path, strict: bool = False) -> list[Record]:
             rec, problem = None, "not JSON"
         if isinstance(rec, dict):
             missing = [k for k, t in REQUIRED.items() if not isinstance(rec.get(k), t)]
-            if not missing:
-                records.append(rec)
+            if not missing:  # a JSON object with the required fields: a record
+                records.append(cast(Record, rec))
                 continue
             problem = f"no {missing[0]!r}" if missing[0] not in rec else f"bad {missing[0]!r}"
         elif rec is not None:
@@ -192,8 +192,8 @@ TABLE = (
     "ratio", "passes", "rho max", "cosine", "2nd moment", "accurate", "message",
 )  # fmt: skip
 #: Columns of ``diffkit compare``'s table: what a reader compares.
-SUMMARY = ("problem", "n", "m", "method", "time", "x primal", "evaluations", "rho max")
-SUMMARY += ("cosine", "outcome note")
+SUMMARY: tuple[str, ...] = ("problem", "n", "m", "method", "time", "x primal", "evaluations")
+SUMMARY += ("rho max", "cosine", "outcome note")
 #: Columns shown only where a stochastic estimator's records are in the table.
 ESTIMATOR_COLUMNS = ("cosine", "2nd moment")
 
@@ -211,7 +211,7 @@ def _iqr_percent(r: Record) -> float | None:
     return 100.0 * r["time_iqr"] / r["time_median"]
 
 
-def _flatten(rec: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def _flatten(rec: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for k, v in rec.items():
         if isinstance(v, dict):
@@ -338,7 +338,7 @@ class Results:
 
     # ------------------------------------------------------------- analysis
     def _series(self) -> dict[tuple[str, ...], list[Record]]:
-        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        groups: dict[tuple[str, ...], list[Record]] = {}
         for r in self.records:
             if r.get("outcome") == OK and r.get("time_median"):
                 key = (
@@ -386,9 +386,9 @@ class Results:
                 "backend": backend,
                 "against": axis,
                 "points": len(used),
-                "range": [used[0][axis], used[-1][axis]] if used else None,
+                "range": [field_named(r, axis) for r in (used[0], used[-1])] if used else None,
             }
-            xs = [r[axis] for r in used]
+            xs = [field_named(r, axis) for r in used]
             ok = len(used) >= min_points and len(set(xs)) > 1
             fit["slope_time"] = _slope(xs, [r["time_median"] for r in used]) if ok else None
             fit["slope_primal"] = _slope(xs, [r["primal_median"] for r in used]) if ok else None
@@ -457,7 +457,7 @@ class Results:
         sizes = sorted({s for (_, s) in by if (a, s) in by and (b, s) in by})
         rows = [
             {
-                "m_over_n": by[(a, s)]["m"] / by[(a, s)]["n"],
+                "m_over_n": _count(by[(a, s)], "m") / _count(by[(a, s)], "n"),
                 a: by[(a, s)]["time_median"],
                 b: by[(b, s)]["time_median"],
             }
@@ -475,7 +475,7 @@ class Results:
     def overhead(self) -> dict[str, float | None]:
         """Harness overhead: median worker start-up, and median per-case time spent outside
         the case's own measurement (parent wall time minus the worker's case time)."""
-        starts = [r["worker_start_s"] for r in self.records if r.get("worker_start_s")]
+        starts = [s for r in self.records if (s := r.get("worker_start_s"))]
         extra = [
             r["wall_s"] - r["case_s"] for r in self.records if r.get("wall_s") and r.get("case_s")
         ]
@@ -533,6 +533,13 @@ _MODES = {
 }
 
 
+def _count(r: Record, axis: Literal["n", "m"]) -> int:
+    """``n`` or ``m`` of a record that finished ok (both are set before a case is measured)."""
+    count = r[axis]
+    assert count is not None, f"a record that finished ok has no {axis}: {r.get('key')}"
+    return count
+
+
 def _gradient_costs(grads: list[Record]) -> str:
     """The cost ratio of each mode at the largest gradient size (its own largest where it
     stopped earlier, or on another problem where it ran only there)."""
@@ -540,13 +547,13 @@ def _gradient_costs(grads: list[Record]) -> str:
         return ""
     top = max(grads, key=lambda r: (r["n"], r["problem"] == "mlp"))
     same = [r for r in grads if (r["problem"], r["dtype"]) == (top["problem"], top["dtype"])]
-    costs = []
+    costs: list[str] = []
     for mode, label in _MODES.items():
         of_mode = [r for r in same if r.get("mode") == mode] or [
             r for r in grads if r.get("mode") == mode and r["dtype"] == top["dtype"]
         ]  # a mode run on other problems only (symbolic in the quick suite)
         if of_mode:  # at the largest n this mode finished
-            n = max(r["n"] for r in of_mode)
+            n = max(_count(r, "n") for r in of_mode)
             rs = sorted((r for r in of_mode if r["n"] == n), key=lambda r: r["ratio"])
             what = " the forward pass" if not costs else ""
             where = f" at n={fmt_n(n)}" if n != top["n"] else ""
@@ -554,7 +561,7 @@ def _gradient_costs(grads: list[Record]) -> str:
                 where += f" on {rs[0]['problem']}"
             each = ", ".join(r["method"] for r in rs)
             costs.append(f"{label} {fmt_ratio(rs[0]['ratio'])}{what}{where} ({each})")
-    head = f"At n={fmt_n(top['n'])} ({top['problem']}, {top['dtype']}) a gradient costs: "
+    head = f"At n={fmt_n(_count(top, 'n'))} ({top['problem']}, {top['dtype']}) a gradient costs: "
     return head + "; ".join(costs) + "."
 
 
@@ -562,7 +569,7 @@ def _jacobian_winner(jacs: list[Record]) -> str:
     """The fastest and slowest method on the Jacobian with the most outputs per input."""
     if not jacs:
         return ""
-    top = max(jacs, key=lambda r: (r["m"] / max(r["n"], 1), r["m"]))
+    top = max(jacs, key=lambda r: (_count(r, "m") / max(_count(r, "n"), 1), _count(r, "m")))
     at = sorted(
         (r for r in jacs if (r["problem"], r["size"]) == (top["problem"], top["size"])),
         key=lambda r: r["time_median"],
@@ -571,7 +578,7 @@ def _jacobian_winner(jacs: list[Record]) -> str:
         return ""
     best, worst = at[0], at[-1]
     return (
-        f"For a Jacobian with n={top['n']} inputs and m={fmt_n(top['m'])} outputs "
+        f"For a Jacobian with n={top['n']} inputs and m={fmt_n(_count(top, 'm'))} outputs "
         f"({top['problem']}), {best['method']} ({best.get('mode')} mode) is fastest, "
         f"{fmt_ratio(worst['time_median'] / best['time_median'])} faster than "
         f"{worst['method']} ({worst.get('mode')} mode)."
@@ -595,7 +602,7 @@ def _estimator_noise(estimates: list[Record]) -> str:
     )
     unbiased = "unbiased but " if all(r.get("accurate") for r in at) else ""
     return (
-        f"The estimators are {unbiased}noisy: at n={fmt_n(top['n'])} ({top['problem']}) "
+        f"The estimators are {unbiased}noisy: at n={fmt_n(_count(top, 'n'))} ({top['problem']}) "
         f"{each}: with a tuned step size, a step makes about |g|²/E|g|² of an exact gradient "
         "step's progress on a smooth loss."
     )
@@ -610,7 +617,8 @@ def _accuracy_notes(ok: list[Record]) -> list[str]:
     if not bad:
         return ["Every ok result matched the float64 reference."]
     named = ", ".join(
-        f"{r['method']} on {r['problem']} n={r['n']}" + (f" m={r['m']}" if r["m"] > 1 else "")
+        f"{r['method']} on {r['problem']} n={r['n']}"
+        + (f" m={r['m']}" if _count(r, "m") > 1 else "")
         for r in bad[:4]
     )
     notes = [

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import numpy as np
@@ -23,6 +23,9 @@ from diffkit._core.errors import DiffkitError
 from diffkit._core.registry import get, names
 from diffkit.harness.families import Problem, get_problem
 
+if TYPE_CHECKING:
+    from diffkit.symbolic.differentiator import Symbolic
+
 __all__ = ["DEFAULT_RULES", "StepStudy", "SwellStudy", "parse_rule", "step_study", "swell_study"]
 
 #: ``step_study``'s rules by default (the complex step left out where it is invalid).
@@ -31,8 +34,8 @@ DEFAULT_RULES = ("forward", "central", "central:4", "complex")
 #: Called with a description before each stage of a study.
 Progress = Callable[[str], None]
 
-SWELL_HEADERS = ("size", "jaxpr eqns", "f tree ops", "f' tree ops", "growth", "f' DAG nodes")
-SWELL_HEADERS += ("f' ops after CSE", "growth (CSE)", "differentiate", "compile")
+SWELL_HEADERS: tuple[str, ...] = ("size", "jaxpr eqns", "f tree ops", "f' tree ops", "growth")
+SWELL_HEADERS += ("f' DAG nodes", "f' ops after CSE", "growth (CSE)", "differentiate", "compile")
 
 
 @dataclass
@@ -97,7 +100,7 @@ def swell_study(
             "swell needs the symbolic differentiator, which is not registered in this install"
         )
     study = SwellStudy(get_problem(problem), dtype)
-    d = get("symbolic", time_budget=budget)
+    d = cast("Symbolic", get("symbolic", time_budget=budget))
     for size in sizes:
         if progress is not None:
             progress(f"{study.problem.name} size {size}")

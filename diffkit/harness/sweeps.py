@@ -367,13 +367,15 @@ def _sweep(
     stopped: dict[tuple[str, str, str, str], Record] = {}
     records: list[Record] = []
     pending = any(
-        finish_record(dict(c), ERROR)["key"] not in done  # type: ignore[arg-type]
-        for *_, cases in groups
-        for c in cases
+        finish_record(c.copy(), ERROR)["key"] not in done for *_, cases in groups for c in cases
     )
     remote = executors.executor_of(executor)
     if remote is not None:  # another engine runs the cases (harness/executors.py)
-        settings = {"budget": budget, "memory_limit": memory_limit, "min_time": min_time}
+        settings: dict[str, Any] = {
+            "budget": budget,
+            "memory_limit": memory_limit,
+            "min_time": min_time,
+        }
         settings.update(accuracy=accuracy, run=run)
         writer = _Appender(path)
         try:
@@ -388,15 +390,15 @@ def _sweep(
     try:
         for prob, dtype, cases in groups:
             for case in cases:
-                rec = finish_record(dict(case), ERROR)  # type: ignore[arg-type]
-                series = (rec["problem"], json.dumps(rec["problem_options"]), case["method"])
-                series += (dtype,)
+                rec = finish_record(case.copy(), ERROR)
+                options = json.dumps(rec["problem_options"])
+                series = (rec["problem"], options, case["method"], dtype)
                 if rec["key"] in done:
                     rec = done[rec["key"]]
                 else:
-                    rec = _skipped(case, stopped[series]) if series in stopped else None
-                    rec = rec or runner.run(prob, case, isolate)
-                    rec.update(run=run, budget=budget, memory_limit=memory_limit)
+                    skipped = _skipped(case, stopped[series]) if series in stopped else None
+                    rec = skipped or runner.run(prob, case, isolate)
+                    rec.update({"run": run, "budget": budget, "memory_limit": memory_limit})
                     writer.append(rec)
                 if rec["outcome"] in (TIMEOUT, OUT_OF_MEMORY):
                     stopped.setdefault(series, rec)
@@ -473,7 +475,9 @@ def _isolated(
     }
     rec, outcome, message, start = worker.run(request, budget, memory_limit)
     if rec is None:
-        rec = dict(case, n=start.get("n"), m=start.get("m"), case_s=time.perf_counter() - started)
+        rec = case.copy()
+        rec.update({"n": start.get("n"), "m": start.get("m")})
+        rec["case_s"] = time.perf_counter() - started
         rec = finish_record(rec, outcome, message)
         rec["outcome_by"] = "harness"
         worker.kill()
@@ -484,7 +488,7 @@ def _isolated(
 
 def _skipped(case: Record, cause: Record) -> Record:
     message = f"skipped: {cause['outcome']} at size {cause['size']}"
-    return finish_record(dict(case), SKIPPED, message)  # type: ignore[arg-type]
+    return finish_record(case.copy(), SKIPPED, message)
 
 
 def compare(
@@ -512,7 +516,7 @@ def compare(
 
     floats = [jnp.asarray(a).dtype for a in tree_leaves(args)]
     dtype = "float64" if any(d == jnp.float64 for d in floats) else "float32"
-    label = name or getattr(f, "__name__", "function")
+    label = name if name else getattr(f, "__name__", "function")
     prob = Problem(label, f"the user's function {label}", "fixed", (1,), lambda s, d, r: (f, args))
     methods = list(methods) if methods is not None else names()
     shared: dict[str, Any] = {}  # the reference and the compiled primal, for every method

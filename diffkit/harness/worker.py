@@ -34,7 +34,7 @@ import time
 from typing import IO, Any
 
 from diffkit._core.errors import DiffkitError
-from diffkit.harness.record import format_bytes
+from diffkit.harness.record import Record, format_bytes
 
 #: Seconds the work shared by the methods of one size (compiling the primal, computing the
 #: float64 reference) may take, apart from each method's budget.
@@ -151,7 +151,7 @@ class Worker:
 
     def run(
         self, case: dict[str, Any], budget: float, memory_limit: float | None
-    ) -> tuple[dict[str, Any] | None, str, str, dict[str, Any]]:
+    ) -> tuple[Record | None, str, str, dict[str, Any]]:
         """Run one case: ``(record or None, outcome, message, start message)``."""
         self._wait_ready()
         assert self.proc.stdin is not None
@@ -306,10 +306,10 @@ def main() -> None:
         case_id = case.pop("id")
         limit_memory(case.get("memory_limit"))
 
-        def started(rec: dict[str, Any], case_id: Any = case_id) -> None:
+        def on_start(rec: Record, case_id: Any = case_id) -> None:
             send({"event": "start", "id": case_id, "n": rec["n"], "m": rec["m"]})
 
-        rec = run_case(**case, reference_cache=cache, on_start=started)
+        rec = run_case(**case, reference_cache=cache, on_start=on_start)
         send({"event": "result", "id": case_id, "record": rec})
 
 

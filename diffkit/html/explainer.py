@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import statistics
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +30,11 @@ import numpy as np
 from diffkit._core.errors import DiffkitError
 from diffkit._core.registry import get
 from diffkit.html.page import Page, jsonable
+
+if TYPE_CHECKING:  # the registry gives a Differentiator by name; these are the classes named
+    from diffkit.differentiators.tape import TapeReverse
+    from diffkit.fd.differentiator import FiniteDifferences
+    from diffkit.symbolic.differentiator import Symbolic
 
 __all__ = [
     "EXPRESSION_CHARS",
@@ -145,7 +150,7 @@ def _explain(
                 "scalar per argument (write the function of its parameters one by one)"
             )
     names = list(names) if names else _names(f, len(xs))
-    walk = get("tape").record(f, *xs).walk(names)
+    walk = cast("TapeReverse", get("tape")).record(f, *xs).walk(names)
     out_value = walk["output"][1]
     if np.size(out_value) != 1:
         raise DiffkitError(
@@ -414,7 +419,9 @@ def _dual(f: Callable[..., Any], xs: list[Any], names: list[str], data: dict) ->
         out = watch.run(closed, duals)[0]
         if [p for p, _ in watch.seen] != [op for _, op in ops]:
             raise DiffkitError("the dual interpreter visits this function's nodes differently")
-        tangents = {nid: t for (nid, _), (_, t) in zip(ops, watch.seen, strict=True)}
+        tangents: dict[str, list[float] | float] = {
+            nid: t for (nid, _), (_, t) in zip(ops, watch.seen, strict=True)
+        }
         tangents[name] = 1.0
         tangents.update((m, 0.0) for m in names if m != name)
         out_dot = float(out.tangent) if isinstance(out, Dual) else 0.0
@@ -426,7 +433,7 @@ def _symbolic(f: Callable[..., Any], xs: list[Any], names: list[str]) -> dict:
     """The symbolic differentiator's expression of each partial, and its value."""
     import sympy
 
-    sym = get("symbolic", **SYMBOLIC_BUDGET)
+    sym = cast("Symbolic", get("symbolic", **SYMBOLIC_BUDGET))
     argnums = tuple(range(len(xs)))
     form = sym.expressions(f, *xs, argnums=argnums)
     rename = {s[()]: sympy.Symbol(n) for s, n in zip(form.inputs, names, strict=True)}
@@ -463,7 +470,7 @@ def _tree_size(expr: Any, seen: dict[Any, int]) -> int:
 
 def _fd(f: Callable[..., Any], xs: list[Any], reference: list[float]) -> dict:
     """``fd``'s estimates with their error bounds, and their distance from the tape's."""
-    r = get("fd").gradient(f, argnums=tuple(range(len(xs))))(*xs)
+    r = cast("FiniteDifferences", get("fd")).gradient(f, argnums=tuple(range(len(xs))))(*xs)
     return {
         "mode": "numerical",
         "scheme": f"{r.scheme}, order {r.order}",

@@ -222,10 +222,14 @@ def _ht_pose_index() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     i_theta, col = 6, 5
     for _finger in range(5):
         for i in range(2, 5):
-            rows.append(0), cols.append(col), src.append(i_theta)
+            rows.append(0)
+            cols.append(col)
+            src.append(i_theta)
             i_theta += 1
             if i == 2:
-                rows.append(1), cols.append(col), src.append(i_theta)
+                rows.append(1)
+                cols.append(col)
+                src.append(i_theta)
                 i_theta += 1
             col += 1
         col += 1
@@ -365,7 +369,8 @@ def det_minors(ell: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
         >>> [t[1].shape for t in det_minors(3)]
         [(3, 1), (3, 2), (1, 3)]
     """
-    levels, previous = [], {(): 0}
+    levels = []
+    previous: dict[tuple[int, ...], int] = {(): 0}  # the empty set's minor, at position 0
     for k in range(1, ell + 1):
         sets = list(itertools.combinations(range(ell), k))
         child = np.array([[previous[s[:i] + s[i + 1 :]] for i in range(k)] for s in sets])

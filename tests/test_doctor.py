@@ -81,7 +81,7 @@ def test_inf_minus_inf_in_the_cotangents_is_found(x64: None) -> None:
 
 
 def test_healthy_function_is_ok_and_its_gradient_is_jaxs(x64: None) -> None:
-    from diffkit.diagnosis import _flatten, _reference_run
+    from diffkit.diagnosis.walk import _flatten, _reference_run
 
     def loss(w, x):
         return jnp.sum(jnp.tanh(x @ w) ** 2) + jnp.sum(jax.nn.relu(w))

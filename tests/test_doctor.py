@@ -81,7 +81,7 @@ def test_inf_minus_inf_in_the_cotangents_is_found(x64: None) -> None:
 
 
 def test_healthy_function_is_ok_and_its_gradient_is_jaxs(x64: None) -> None:
-    from diffkit.diagnosis.walk import _flatten, _reference_run
+    from diffkit.diagnosis.walk import flatten, reference_run
 
     def loss(w, x):
         return jnp.sum(jnp.tanh(x @ w) ** 2) + jnp.sum(jax.nn.relu(w))
@@ -90,7 +90,7 @@ def test_healthy_function_is_ok_and_its_gradient_is_jaxs(x64: None) -> None:
     report = doctor(loss, w, x)
     assert report.ok and not report.culprits and "healthy" in str(report)
     closed = jax.make_jaxpr(loss)(w, x)
-    run = _reference_run(_flatten(closed, 1), closed, [True, False], None, [w, x], [1.0], 0.0)
+    run = reference_run(flatten(closed, 1), closed, [True, False], None, [w, x], [1.0], 0.0)
     np.testing.assert_allclose(run["grads"][0], jax.grad(loss)(w, x), rtol=1e-12)
 
 

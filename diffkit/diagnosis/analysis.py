@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from diffkit.diagnosis.findings import Diagnosis, Finding
-from diffkit.diagnosis.fixes import _FIXES
-from diffkit.diagnosis.walk import _Step
+from diffkit.diagnosis.fixes import FIXES
+from diffkit.diagnosis.walk import Step
 
 #: Per-element tolerance (rho, scaled by the gradient's size) of a low-precision gradient
 #: against the float64 one.
@@ -41,7 +41,7 @@ def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
 
-class _Analysis:
+class Analysis:
     """Turns the recorded runs into symptoms, culprits and notes (NumPy only)."""
 
     def __init__(self, prog, prog64, own, ref, dtype: str, wrt: list[bool]) -> None:
@@ -68,9 +68,9 @@ class _Analysis:
     def finding(self, kind: str, i: int, what: str, why: str, prog: Any = None) -> Finding:
         prog = prog or self.prog64
         if i < 0:
-            return Finding(kind, -1, "(whole function)", "f", what, why, _FIXES[kind])
+            return Finding(kind, -1, "(whole function)", "f", what, why, FIXES[kind])
         step = prog.steps[i]
-        return Finding(kind, i, _label(step), step.site, what, why, _FIXES[kind])
+        return Finding(kind, i, _label(step), step.site, what, why, FIXES[kind])
 
     # ---------------------------------------------------------------- the checks
 
@@ -441,7 +441,7 @@ _MOVEMENT = frozenset(
 )
 
 
-def _label(step: _Step) -> str:
+def _label(step: Step) -> str:
     if step.eqn is not None and step.name in ("custom_jvp_call", "custom_vjp_call"):
         name = step.eqn.params.get("name")
         return f"{step.name}[{name}]" if name else step.name

@@ -13,9 +13,9 @@ import numpy as np
 
 from diffkit._core.errors import DiffkitError
 from diffkit._core.jaxpr import is_float
-from diffkit.diagnosis.analysis import _Analysis
+from diffkit.diagnosis.analysis import Analysis
 from diffkit.diagnosis.findings import Diagnosis
-from diffkit.diagnosis.walk import _flatten, _reference_run, _run
+from diffkit.diagnosis.walk import flatten, reference_run, run
 
 
 def doctor(
@@ -91,23 +91,23 @@ def doctor(
     rng = np.random.default_rng(seed)
     scalar = len(avals) == 1 and avals[0].shape == ()
     seed_bar = [np.ones(()) if scalar else rng.standard_normal(a.shape) for a in avals]
-    prog64 = _flatten(closed64, n_outs[0])
+    prog64 = flatten(closed64, n_outs[0])
     key = float(seed)
     try:
         with jax.enable_x64(True) if not remark else contextlib.nullcontext():
-            ref = _to_np(_reference_run(prog64, closed64, wrt, method, leaves64, seed_bar, key))
+            ref = _to_np(reference_run(prog64, closed64, wrt, method, leaves64, seed_bar, key))
         own, prog = ref, prog64
         if dtype != "float64" and not remark:
-            prog = _flatten(closed, n_outs[0])
+            prog = flatten(closed, n_outs[0])
             bars = [
                 jnp.asarray(b, a.dtype) for b, a in zip(seed_bar, closed.out_avals, strict=False)
             ]
-            own = _to_np(_run(prog, wrt, method, False, leaves, bars, key))
+            own = _to_np(run(prog, wrt, method, False, leaves, bars, key))
     except DiffkitError:
         raise
     except Exception as e:
         raise DiffkitError(f"doctor: cannot differentiate f: {_one_line(e)}") from None
-    report = _Analysis(prog, prog64, own, ref, dtype if not remark else "float64", wrt).report()
+    report = Analysis(prog, prog64, own, ref, dtype if not remark else "float64", wrt).report()
     report.dtype = dtype
     report.remarks = [remark] if remark else []
     return report

@@ -4,7 +4,8 @@ finding is made, from the numbers recorded (:mod:`diffkit.diagnosis.analysis`)."
 
 from __future__ import annotations
 
-_FIXES = {
+#: Finding kind -> the fix suggested to the user.
+FIXES = {
     "masked-nan": (
         "use the double where: make the unselected branch's input safe before the "
         "operation, e.g. jnp.where(mask, jnp.sqrt(jnp.where(mask, x, 1.0)), 0.0)"

@@ -35,7 +35,11 @@ _STENCILS = {  # name: (offsets, weights) over _OFFSETS
 
 
 @dataclass
-class _Step:
+class Step:
+    """One equation of the flattened program, or a slice/stack the walk added around an
+    unrolled scan: ``fn`` maps the values of the slots ``ins`` to those of ``outs``; ``site``
+    is the user's source line, ``layer`` the scan iteration."""
+
     fn: Callable[[list[Any]], list[Any]]
     eqn: Any | None  # None: a slice/stack the walk added around an unrolled scan
     ins: list[int]
@@ -49,17 +53,23 @@ class _Step:
 
 
 @dataclass
-class _Program:
+class Program:
+    """A function's jaxpr as a flat list of steps over integer slots: the constants' slots
+    and values, the input and output slots, the steps in order, which slots are floats."""
+
     consts: dict[int, Any]
     inputs: list[int]
     outputs: list[int]
-    steps: list[_Step]
+    steps: list[Step]
     floats: dict[int, bool]  # slot -> floating point
 
 
-def _flatten(closed: Any, n_outs: int) -> _Program:
+def flatten(closed: Any, n_outs: int) -> Program:
+    """The closed jaxpr ``closed`` as a :class:`Program` with its first ``n_outs`` outputs:
+    calls inlined, scans of up to :data:`UNROLL` steps unrolled, every other equation
+    (custom rules included) one step."""
     counter = itertools.count()
-    prog = _Program({}, [], [], [], {})
+    prog = Program({}, [], [], [], {})
 
     def new(aval_or_value: Any) -> int:
         s = next(counter)
@@ -91,7 +101,7 @@ def _flatten(closed: Any, n_outs: int) -> _Program:
             else:
                 outs = [new(v.aval) for v in eqn.outvars]
                 fn = lambda xs, eqn=eqn: evaluate(eqn, xs)  # noqa: E731
-                prog.steps.append(_Step(fn, eqn, slots, outs, _site(eqn, site), layer))
+                prog.steps.append(Step(fn, eqn, slots, outs, _site(eqn, site), layer))
             env.update(zip(eqn.outvars, outs, strict=True))
         return [read(v) for v in jaxpr.outvars]
 
@@ -107,7 +117,7 @@ def _flatten(closed: Any, n_outs: int) -> _Program:
             for s, v in zip(xs, eqn.invars[nc + nk :], strict=True):
                 out = new(v.aval)
                 fn = lambda a, i=i: [a[0][i]]  # noqa: E731
-                prog.steps.append(_Step(fn, None, [s], [out], where, i))
+                prog.steps.append(Step(fn, None, [s], [out], where, i))
                 x_i.append(out)
             outs = walk(p["jaxpr"], [*consts, *carry, *x_i], site or eqn, i)
             carry, y = outs[:nk], outs[nk:]
@@ -118,7 +128,7 @@ def _flatten(closed: Any, n_outs: int) -> _Program:
         for j, v in enumerate(eqn.outvars[nk:]):
             out = new(v.aval)
             fn = lambda a: [jnp.stack(a)]  # noqa: E731
-            prog.steps.append(_Step(fn, None, [y[j] for y in ys], [out], where, None))
+            prog.steps.append(Step(fn, None, [y[j] for y in ys], [out], where, None))
             stacked.append(out)
         return [*carry, *stacked]
 
@@ -148,8 +158,8 @@ def _vjp(method: str | None, fun: Callable, xs: list[Any]) -> tuple[Any, Callabl
     return get(method).vjp(fun, *xs)
 
 
-def _run(
-    prog: _Program,
+def run(
+    prog: Program,
     wrt: Sequence[bool],
     method: str | None,
     with_fd: bool,
@@ -221,7 +231,7 @@ class _Local(NamedTuple):
     back: Callable
 
 
-def _local(cache: dict, step: _Step, pos: tuple, fl: tuple, method: str | None) -> _Local:
+def _local(cache: dict, step: Step, pos: tuple, fl: tuple, method: str | None) -> _Local:
     key = (id(step.eqn) if step.eqn is not None else id(step.fn), pos, fl)
     if key not in cache:
 
@@ -242,7 +252,7 @@ def _local(cache: dict, step: _Step, pos: tuple, fl: tuple, method: str | None) 
     return cache[key]
 
 
-def _active_ins(step: _Step, prog: _Program, active: set[int]) -> list[int]:
+def _active_ins(step: Step, prog: Program, active: set[int]) -> list[int]:
     return [s for s in step.ins if s in active]
 
 
@@ -286,9 +296,9 @@ def _fd(fun: Callable, xs: list[Any], key: Any) -> dict[str, Any]:
     return out
 
 
-def _reference_run(prog, closed, wrt, method, leaves, seed_bar, key) -> dict[str, Any]:
+def reference_run(prog, closed, wrt, method, leaves, seed_bar, key) -> dict[str, Any]:
     """The float64 run with per-equation finite differences, plus the whole function's."""
-    out = _run(prog, wrt, method, True, leaves, seed_bar, key)
+    out = run(prog, wrt, method, True, leaves, seed_bar, key)
     pos = [k for k, w in enumerate(wrt) if w]
 
     def whole(*a: Any) -> list[Any]:

@@ -77,6 +77,7 @@ def default_specs(args: Any, mesh: Mesh) -> Any:
     when the device count divides it, else replicated.
 
     Example:
+        >>> import jax.numpy as jnp
         >>> default_specs((jnp.ones(4), jnp.ones(3)), device_mesh(1)) == (P("data"), P("data"))
         True
     """
@@ -93,6 +94,7 @@ def place(args: Any, mesh: Mesh, specs: Any = None) -> Any:
     """``args`` put on ``mesh`` with ``specs`` (default: :func:`default_specs`).
 
     Example:
+        >>> import jax.numpy as jnp
         >>> x = place(jnp.ones(4), device_mesh(1))
         >>> x.sharding.spec == P("data")
         True
@@ -119,6 +121,7 @@ def collectives(compiled: Any) -> list[tuple[str, str]]:
     e.g. ``("all-gather", "f32[1024]{0}")``.
 
     Example:
+        >>> import jax, jax.numpy as jnp
         >>> collectives(jax.jit(jnp.sin).lower(1.0).compile())
         []
     """

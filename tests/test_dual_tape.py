@@ -293,3 +293,16 @@ def test_vjp_of_a_pytree_with_aux(x64: None) -> None:
     ct = {"y": jnp.array([1.0, -1.0, 0.5])}
     assert rho_tree(out, want_out) == 0 and rho(aux, want_aux) == 0
     assert rho_tree(vjp_fn(ct), want_vjp(ct)) <= 1e-15
+
+
+def test_a_tape_recorded_under_jit_prints_shapes() -> None:
+    """Values of a tape recorded while tracing are tracers: printed as dtype[shape]."""
+    seen: list[str] = []
+
+    @jax.jit
+    def traced(x):
+        seen.append(str(dk.get("tape").record(lambda x: jnp.sum(jnp.sin(x) * x), x)))
+        return x
+
+    traced(jnp.arange(10.0))
+    assert "v1 = sin(v0)" in seen[0] and "value float32[10]" in seen[0]

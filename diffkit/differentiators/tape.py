@@ -243,9 +243,8 @@ def _short(x: Any) -> str:
     if a is not None and a.size <= 4:
         text = ", ".join(f"{v:.4g}" for v in a.ravel().tolist())
         return text if a.ndim == 0 else f"[{text}]"
-    # FIXME: jax.core.get_aval was removed in JAX 0.10 (AttributeError on a tracer here)
-    aval = jax.core.get_aval(x) if a is None else a  # type: ignore[attr-defined]
-    return f"{aval.dtype}{list(aval.shape)}"
+    shaped = x if a is None else a  # a tracer has its aval's dtype and shape
+    return f"{shaped.dtype}{list(shaped.shape)}"
 
 
 def _accumulate(bars: dict[int, Any], key: int, bar: Any) -> None:

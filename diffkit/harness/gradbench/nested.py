@@ -14,7 +14,7 @@ once on numbers, its accepted steps are recorded, and the outer method different
 replay of those steps (:func:`argmin` with ``record=True``).
 
 Example:
-    >>> from diffkit import nested
+    >>> from diffkit.harness.gradbench import nested
     >>> nested.pairs(["jax-rev", "dual"])
     [('jax-rev', 'jax-rev'), ('jax-rev', 'dual'), ('dual', 'jax-rev'), ('dual', 'dual')]
 """

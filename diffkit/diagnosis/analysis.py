@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import jax.numpy as jnp
 import numpy as np
@@ -60,7 +60,7 @@ class Analysis:
             return {i: i for i in range(len(self.prog.steps))}
         key = lambda s: (s.name, len(s.outs))  # noqa: E731
         a, b = [key(s) for s in self.prog.steps], [key(s) for s in self.prog64.steps]
-        match = {}
+        match: dict[int, int] = {}
         for blk in difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks():
             match.update((blk.a + k, blk.b + k) for k in range(blk.size))
         return match
@@ -171,9 +171,9 @@ class Analysis:
         if y_bar is not None and y_bar == 0:
             if self._selected(prog, i):
                 what = (
-                    f"its output at element {j} is {_fmt(out)} (input {x}), a value a where/"
-                    f"select discards: the cotangent reaching it is 0, but 0 times its derivative "
-                    f"there gives {_fmt(bad)}"
+                    f"its output at element {j} is {_fmt(cast(float, out))} (input {x}), "
+                    f"a value a where/select discards: the cotangent reaching it is 0, but 0 "
+                    f"times its derivative there gives {_fmt(bad)}"
                 )
                 why = "the masked-NaN trap: jnp.where differentiates both branches"
                 return self.finding("masked-nan", i, what, why, prog)
@@ -388,7 +388,7 @@ class Analysis:
                 per_site.setdefault(site, []).append(g)
         # a layer's equations of one line: those occurring once per layer (the fewest times)
         layers = {site: min(map(len, gs)) for site, gs in per_site.items()}
-        site = max(layers, key=layers.get, default=None)
+        site = max(layers, key=layers.__getitem__, default="")
         best = [g for g in per_site[site] if len(g) == layers[site]][-1] if site else []
         if len(best) < 3:
             return

@@ -9,7 +9,7 @@ import functools
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +88,7 @@ def flatten(closed: Any, n_outs: int) -> Program:
 
         def read(v: Any) -> int:
             if isinstance(v, jex_core.Literal):
-                return const(np.asarray(v.val, v.aval.dtype))
+                return const(np.asarray(v.val, cast(Any, v.aval).dtype))
             return env[v]
 
         for eqn in jaxpr.eqns:
@@ -116,7 +116,7 @@ def flatten(closed: Any, n_outs: int) -> Program:
             x_i = []
             for s, v in zip(xs, eqn.invars[nc + nk :], strict=True):
                 out = new(v.aval)
-                fn = lambda a, i=i: [a[0][i]]  # noqa: E731
+                fn: Callable[..., list[Any]] = lambda a, i=i: [a[0][i]]  # noqa: E731
                 prog.steps.append(Step(fn, None, [s], [out], where, i))
                 x_i.append(out)
             outs = walk(p["jaxpr"], [*consts, *carry, *x_i], site or eqn, i)

@@ -53,7 +53,7 @@ def _sym_pd(a: jax.Array) -> jax.Array:
     return a + a.T + a.shape[0] * jnp.eye(a.shape[0], dtype=a.dtype)
 
 
-# Rows of the section modules diffkit/_rules_{array,linalg,special}.py, one dict each; every
+# Rows of the section modules diffkit/rules/{array,linalg,special}.py, one dict each; every
 # function takes the float32 vector x of n entries (reshape it as the row needs).
 ARRAY: dict[str, Callable[[jax.Array], jax.Array]] = {  # images (1, 50, n / 200, 4)
     "conv 3x3 NHWC (x and w)": lambda x: jnp.sum(

@@ -159,16 +159,16 @@ def _compare_in(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from diffkit.harness import worker as _process
+    from diffkit.harness import worker as workers
 
     with _host_devices(args.devices):
         # Start the sweep's worker process first: its start-up (seconds) then overlaps with
         # this process's own import of JAX.
-        _process.prestart()
+        workers.prestart()
         try:
             return _compare_in(args)
         finally:
-            _process.close_spares()  # not taken: the arguments were bad
+            workers.close_spares()  # not taken: the arguments were bad
 
 
 @contextlib.contextmanager

@@ -119,10 +119,10 @@ def executor_of(spec: str | RayExecutor | None, address: str | None = None) -> R
 
 def _run_case(request: dict[str, Any], budget: float, memory_limit: float | None) -> dict[str, Any]:
     """The Ray task: one case in a fresh ``diffkit.harness.worker`` process, as locally."""
-    from diffkit.harness import worker as _process
+    from diffkit.harness import worker as workers
 
     started = time.perf_counter()
-    worker = _process.Worker()
+    worker = workers.Worker()
     try:
         rec, outcome, message, start = worker.run(request, budget, memory_limit)
     finally:

@@ -32,7 +32,7 @@ from typing import Any
 from diffkit._core.errors import DiffkitError
 from diffkit._core.registry import names, resolve
 from diffkit.harness import executors
-from diffkit.harness import worker as _process
+from diffkit.harness import worker as workers
 from diffkit.harness.families import Problem, get_problem
 from diffkit.harness.gradbench import suite as gradbench_suite
 from diffkit.harness.measure import finish_record, new_record, run_case
@@ -302,7 +302,7 @@ def _checked_limits(sizes: Any, budget: Any, memory_limit: Any) -> float | None:
     if not isinstance(budget, int | float) or not budget > 0:
         raise DiffkitError(f"sweep: budget must be a positive number of seconds, got {budget!r}")
     if memory_limit == "auto":
-        return _process.default_memory_limit()
+        return workers.default_memory_limit()
     if memory_limit is not None and (
         not isinstance(memory_limit, int | float) or not memory_limit > 0
     ):
@@ -424,7 +424,7 @@ class _Runner:
         seed: int,
         accuracy: bool,
     ) -> None:
-        self.worker = _process.take() if start else None  # starts in the background
+        self.worker = workers.take() if start else None  # starts in the background
         self.budget, self.memory_limit = budget, memory_limit
         self.min_time, self.seed, self.accuracy = min_time, seed, accuracy
         self.shared: dict[str, Any] = {}
@@ -436,7 +436,7 @@ class _Runner:
                 min_time=self.min_time, accuracy=self.accuracy, reference_cache=self.shared,
                 memory_limit=self.memory_limit,
             )  # fmt: skip
-        self.worker = self.worker or _process.take()
+        self.worker = self.worker or workers.take()
         rec = _isolated(
             self.worker, case, self.budget, self.memory_limit, self.min_time, self.accuracy
         )
@@ -451,7 +451,7 @@ class _Runner:
 
 
 def _isolated(
-    worker: _process.Worker,
+    worker: workers.Worker,
     case: Record,
     budget: float,
     memory_limit: float | None,

@@ -6,8 +6,9 @@
 Each notebook runs top to bottom in a fresh kernel, as ``tests/test_notebooks.py`` runs the
 quick mode: the inline backend renders every figure, each figure's axes must be labelled and
 no series all NaN/inf, no cell may print a warning, and every claim's assertion must hold on
-the full-size numbers. Prints one line per notebook (wall time, outcome, figures checked) as
-it finishes; exits non-zero if any failed.
+the full-size numbers, the claims about time included (asserted here only: the test suite's
+quick mode prints them). Prints one line per notebook (wall time, outcome, figures checked)
+as it finishes; exits non-zero if any failed.
 """
 
 from __future__ import annotations

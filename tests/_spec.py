@@ -1,9 +1,12 @@
 """The spec table's vocabulary and its one check, shared by ``tests/test_rules.py`` and the
 family modules ``tests/test_specs_*.py``: input domains, :class:`Spec`, shorthands for
-common rows, and :func:`check_rows`, which compares rows with JAX's own derivatives."""
+common rows, :func:`check_rows`, which compares rows with JAX's own derivatives, and
+:func:`row_params`, which makes each row a test of its own (one node id per row and dtype,
+``tests/test_rules.py::test_rules_match_jax[float64-sin]``)."""
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +14,7 @@ from dataclasses import dataclass
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import diffkit as dk
 from diffkit.accuracy import rho_tree
@@ -88,6 +92,25 @@ def row_id(spec: Spec) -> str:
     return f"{spec.prim}-{spec.label}" if spec.label else spec.prim
 
 
+def param_id(spec: Spec) -> str:
+    """The row's id as a test id: :func:`row_id` with each run of characters a shell or a
+    node id treats specially (spaces, brackets, commas) turned into ``_``."""
+    return re.sub(r"[^\w.=+-]+", "_", row_id(spec)).strip("_")
+
+
+def row_params(sections: dict[str, list[Spec]]) -> list:
+    """One ``pytest.param`` per row of ``sections``, with the row's :func:`param_id`."""
+    params = [pytest.param(s, id=param_id(s)) for specs in sections.values() for s in specs]
+    ids = [p.id for p in params]
+    assert len(set(ids)) == len(ids), sorted(i for i in ids if ids.count(i) > 1)
+    return params
+
+
+#: Each row in float32 and float64; float32 is marked slow for time only (the unit tier
+#: checks the rows in float64, to rho <= 1e-12); the full suite runs both.
+DTYPES = [pytest.param("float32", marks=pytest.mark.slow), "float64"]
+
+
 def _pulled(vjp, f, ct):
     """``xs -> vjp(f, *xs)[1](ct)``: the cotangent of ``f``'s inputs as a function of them."""
     return lambda *xs: vjp(f, *xs)[1](ct)
@@ -97,7 +120,9 @@ def check_rows(specs: list[Spec], dtype: str) -> list[str]:
     """Each row against jax.jvp / jax.vjp, and its second order (dual's JVP of tape's VJP
     against jax.jvp of jax.vjp), in one compiled program: rho <= 1e-12 in float64, the row's
     ``tol32`` in float32. Call it with x64 set for float64. Returns what failed, one line per
-    row and product (empty when every row holds): callers ``assert not check_rows(...)``."""
+    row and product (empty when every row holds): callers ``assert not check_rows(...)``.
+    The tests pass one row each: rows compiled one by one take about the time of a section
+    compiled at once, and spread over the workers."""
     dual, tape = dk.get("dual"), dk.get("tape")
     cases = []
     for spec in specs:

@@ -4,11 +4,15 @@ each row is a ``shard_map`` over a 4-device mesh, checked by the one check of th
 
 Collectives need several devices, which the CPU backend simulates only when told before JAX
 starts (``XLA_FLAGS=--xla_force_host_platform_device_count``): the rows run in a subprocess
-(this file as a script), so the rest of the suite keeps its one device.
+(this file as a script), so the rest of the suite keeps its one device. Each row and dtype is
+a test of its own (``test_collective_rows_match_jax[float64-ppermute]``); the rows selected in
+a pytest process are checked by one subprocess, started by the first of them to run.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +20,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-from _spec import Spec, check_rows
+import pytest
+from _spec import DTYPES, Spec, check_rows, param_id, row_params
 from jax import lax
 from jax._src.lax.parallel import all_gather_invariant  # not public in jax.lax
 from jax.sharding import AxisType
@@ -100,30 +105,49 @@ def _specs() -> list[Spec]:
 SECTIONS: dict[str, list[Spec]] = {"collectives": _specs()}
 
 
-def main() -> None:
+def main(keys: list[str]) -> None:
+    """Check the rows named ``dtype:id`` (every row in both dtypes when none is named); print
+    one JSON object, each key's failures (empty when the row holds)."""
     assert jax.device_count() == DEVICES, jax.devices()
-    specs = SECTIONS["collectives"]
-    failures = check_rows(specs, "float32")
-    with jax.enable_x64(True):
-        failures += check_rows(specs, "float64")
-    assert not failures, "\n".join(failures)
-    print(f"checked {len(specs)} collective rows")
+    rows = {param_id(spec): spec for spec in SECTIONS["collectives"]}
+    keys = keys or [f"{d}:{r}" for d in ("float32", "float64") for r in rows]
+    failures = {}
+    for key in keys:
+        dtype, row = key.split(":", 1)
+        with jax.enable_x64(dtype == "float64"):
+            failures[key] = check_rows([rows[row]], dtype)
+    print(json.dumps(failures))
 
 
-def test_collective_rows_match_jax() -> None:
+@functools.cache
+def _check(keys: tuple[str, ...]) -> dict[str, list[str]]:
     here = Path(__file__).parent
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "  # the suite's (tests/conftest.py)
+        f"--xla_force_host_platform_device_count={DEVICES}",
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)]),
     }
     out = subprocess.run(
-        [sys.executable, str(Path(__file__))], env=env, capture_output=True, text=True
+        [sys.executable, str(Path(__file__)), *keys], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "checked 10 collective rows" in out.stdout
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("spec", row_params(SECTIONS))
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_collective_rows_match_jax(spec: Spec, dtype: str, request: pytest.FixtureRequest) -> None:
+    """The row against jax.jvp / jax.vjp, first and second order, on 4 simulated devices."""
+    selected = tuple(
+        f"{item.callspec.params['dtype']}:{param_id(item.callspec.params['spec'])}"
+        for item in request.session.items
+        if getattr(item, "function", None) is test_collective_rows_match_jax
+    )
+    failures = _check(selected)[f"{dtype}:{param_id(spec)}"]
+    assert not failures, "\n".join(failures)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -10,6 +10,11 @@ Every method's gradient is compared with ``jax.grad`` (jitted) of the same funct
   D(2h)|`` plus rounding), an estimate asserted to be small, so the check can fail;
 - symbolic where it supports the function; else it must refuse with a one-line
   :class:`diffkit.UnsupportedPrimitiveError`.
+
+Each case, method and dtype is a test of its own (``test_real_code_gradient_matches_jax[
+flax_cnn-tape-float64]``). flax, optax and numpyro (the ``realcode`` extra) are imported
+where a case is built: the cases that use them are marked slow, so that the unit tier, which
+does not install them, deselects them; the full suite runs every case.
 """
 
 from __future__ import annotations
@@ -18,17 +23,12 @@ import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import jax.scipy.special as jsp
 import numpy as np
-import numpyro
-import numpyro.distributions as dist
-import optax
 import pytest
-from numpyro.infer.util import potential_energy
 
 import diffkit as dk
 from diffkit.accuracy import rho_tree
@@ -40,9 +40,10 @@ class Case(NamedTuple):
     build: Callable[[Any], tuple[Callable, Any]]
     symbolic: bool  # whether symbolic supports it (else it must refuse, one line)
     marks: tuple = ()  # pytest marks of the symbolic case
+    realcode: bool = True  # uses flax, optax or numpyro (the realcode extra): marked slow
 
 
-#: Building, differentiating and compiling the unrolled expressions takes 10-30 s here.
+#: Building, differentiating and compiling the unrolled expressions takes 1-30 s here.
 SLOW_SYMBOLIC = (pytest.mark.slow,)
 
 
@@ -57,21 +58,27 @@ def _cast(tree: Any, dtype: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------- 1. flax CNN
-class _CNN(nn.Module):
-    @nn.compact
-    def __call__(self, x):
-        x = nn.Conv(features=3, kernel_size=(3, 3), padding="SAME", dtype=x.dtype)(x)
-        x = nn.LayerNorm(dtype=x.dtype)(x)
-        x = nn.relu(x)
-        x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))  # 6x6 -> 3x3
-        x = nn.avg_pool(x, window_shape=(2, 2), strides=(1, 1))  # 3x3 -> 2x2
-        return nn.Dense(features=2, dtype=x.dtype)(x.reshape(x.shape[0], -1))
+@functools.cache
+def _cnn_module() -> type:
+    import flax.linen as nn
+
+    class CNN(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            x = nn.Conv(features=3, kernel_size=(3, 3), padding="SAME", dtype=x.dtype)(x)
+            x = nn.LayerNorm(dtype=x.dtype)(x)
+            x = nn.relu(x)
+            x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2))  # 6x6 -> 3x3
+            x = nn.avg_pool(x, window_shape=(2, 2), strides=(1, 1))  # 3x3 -> 2x2
+            return nn.Dense(features=2, dtype=x.dtype)(x.reshape(x.shape[0], -1))
+
+    return CNN
 
 
 def _cnn(dtype):
     images = jnp.asarray(_rng(1).normal(size=(2, 6, 6, 1)), dtype)
     targets = jnp.asarray(_rng(2).normal(size=(2, 2)), dtype)
-    model = _CNN()
+    model = _cnn_module()()
     params = _cast(model.init(jax.random.key(0), images)["params"], dtype)
 
     def loss(params):
@@ -82,6 +89,8 @@ def _cnn(dtype):
 
 # ----------------------------------------------------------------------- 2. attention
 def _attention(dtype):
+    import flax.linen as nn
+
     x = jnp.asarray(_rng(3).normal(size=(1, 3, 2)), dtype)  # batch 1, length 3, features 2
     layer = nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=2, dtype=dtype)
     mask = nn.make_causal_mask(jnp.ones((1, 3)))  # flax masks with jnp.where(mask, w, min)
@@ -116,6 +125,8 @@ def _logits(dtype, shape=(2, 3), seed=5):
 
 
 def _focal(dtype):
+    import optax
+
     labels = jnp.asarray([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], dtype)
     return (
         lambda z: jnp.sum(optax.sigmoid_focal_loss(z, labels, alpha=0.25, gamma=2.0)),
@@ -124,16 +135,22 @@ def _focal(dtype):
 
 
 def _softmax_xent(dtype):
+    import optax
+
     labels = jnp.asarray([[0.2, 0.0, 0.8], [0.0, 1.0, 0.0]], dtype)
     return lambda z: jnp.sum(optax.softmax_cross_entropy(z[0], z[1])), (_logits(dtype), labels)
 
 
 def _safe_softmax_xent(dtype):
+    import optax
+
     labels = jnp.asarray([[0.2, 0.0, 0.8], [0.0, 1.0, 0.0]], dtype)
     return lambda z: jnp.sum(optax.safe_softmax_cross_entropy(z, labels)), _logits(dtype)
 
 
 def _kl(dtype):
+    import optax
+
     targets = jnp.asarray([[0.0, 0.3, 0.7], [0.5, 0.5, 0.0]], dtype)  # zero probabilities
 
     def loss(z):
@@ -143,6 +160,8 @@ def _kl(dtype):
 
 
 def _ctc(dtype):
+    import optax
+
     labels = jnp.asarray([[1, 2]], jnp.int32)  # T = 4, K = 3 (blank 0)
     label_paddings = jnp.asarray([[0.0, 0.0]], dtype)
     logit_paddings = jnp.asarray([[0.0, 0.0, 0.0, 1.0]], dtype)  # the last step is padding
@@ -154,6 +173,8 @@ def _ctc(dtype):
 
 
 def _huber(dtype):
+    import optax
+
     targets = jnp.asarray([0.0, 1.0, -1.0, 2.0], dtype)
     predictions = jnp.asarray([0.3, 3.0, -1.2, -0.5], dtype)  # both sides of delta = 1
     return lambda p: jnp.sum(optax.huber_loss(p, targets, delta=1.0)), predictions
@@ -181,6 +202,8 @@ def _gp(dtype):
 
 # --------------------------------------------------------------------------- 5. numpyro
 def _densities(dtype):
+    import numpyro.distributions as dist
+
     p = _cast(
         {
             "normal": [0.3, 1.5, -0.4],  # loc, scale, x
@@ -207,6 +230,9 @@ def _densities(dtype):
 
 
 def _schools(sigma, y=None):
+    import numpyro
+    import numpyro.distributions as dist
+
     mu = numpyro.sample("mu", dist.Normal(0.0, 5.0))
     tau = numpyro.sample("tau", dist.HalfCauchy(5.0))
     with numpyro.plate("J", 3):
@@ -215,6 +241,8 @@ def _schools(sigma, y=None):
 
 
 def _hierarchical(dtype):
+    from numpyro.infer.util import potential_energy
+
     sigma = jnp.asarray([15.0, 10.0, 16.0], dtype)
     y = jnp.asarray([28.0, 8.0, -3.0], dtype)
     params = _cast({"mu": 1.0, "tau": 0.5, "theta": [2.0, -1.0, 0.5]}, dtype)  # unconstrained
@@ -254,7 +282,9 @@ def _eigh(dtype):
 CASES: dict[str, Case] = {
     "flax cnn": Case(_cnn, symbolic=False),
     "flax attention": Case(_attention, symbolic=True, marks=SLOW_SYMBOLIC),
-    "attention -inf mask": Case(_attention_einsum, symbolic=True),
+    "attention -inf mask": Case(
+        _attention_einsum, symbolic=True, marks=SLOW_SYMBOLIC, realcode=False
+    ),
     "optax sigmoid_focal_loss": Case(_focal, symbolic=True),
     "optax softmax_cross_entropy": Case(_softmax_xent, symbolic=True),
     "optax safe_softmax_cross_entropy": Case(
@@ -264,23 +294,39 @@ CASES: dict[str, Case] = {
     "optax kl_divergence zeros": Case(_kl, symbolic=True),
     "optax ctc_loss": Case(_ctc, symbolic=True, marks=SLOW_SYMBOLIC),
     "optax huber_loss": Case(_huber, symbolic=True),
-    "gp nlml cholesky": Case(_gp, symbolic=False),
+    "gp nlml cholesky": Case(_gp, symbolic=False, realcode=False),
     "numpyro log densities": Case(_densities, symbolic=True),
     "numpyro potential_energy": Case(_hierarchical, symbolic=True),
-    "xlogy at 0": Case(_xlogy, symbolic=True),
-    "relu at 0": Case(_relu, symbolic=True),
-    "slogdet": Case(_slogdet, symbolic=False),
-    "solve": Case(_solve, symbolic=False),
-    "eigh eigenvalues": Case(_eigh, symbolic=False),
+    "xlogy at 0": Case(_xlogy, symbolic=True, realcode=False),
+    "relu at 0": Case(_relu, symbolic=True, realcode=False),
+    "slogdet": Case(_slogdet, symbolic=False, realcode=False),
+    "solve": Case(_solve, symbolic=False, realcode=False),
+    "eigh eigenvalues": Case(_eigh, symbolic=False, realcode=False),
 }
 
+#: Marks of the cases that need the realcode extra: the unit tier deselects them (-m "not
+#: slow"), the full suite runs them (the test extra installs flax, optax and numpyro).
+NEEDS_REALCODE = (pytest.mark.slow,)
+
+
+def case_id(case: str) -> str:
+    """The case's name as a test id (no spaces): ``flax cnn`` -> ``flax_cnn``."""
+    return case.replace(" ", "_")
+
+
+def case_params(case: str, *rest: Any, marks: tuple = ()) -> Any:
+    """``(case, *rest)`` as a pytest.param, with the case's marks and a readable id."""
+    marks = (*marks, *(NEEDS_REALCODE if CASES[case].realcode else ()))
+    return pytest.param(case, *rest, marks=marks, id="-".join([case_id(case), *rest]))
+
+
 PARAMS = [
-    pytest.param(c, m, "float64", marks=CASES[c].marks if m == "symbolic" else ())
+    case_params(c, m, "float64", marks=CASES[c].marks if m == "symbolic" else ())
     for c in CASES
     for m in dk.names()
     if dk.get(m).mode != "stochastic"  # estimators: judged by bias, tests/test_stochastic.py
 ]
-PARAMS += [(c, m, "float32") for c in CASES for m in ("dual", "tape")]
+PARAMS += [case_params(c, m, "float32") for c in CASES for m in ("dual", "tape")]
 
 
 @functools.cache

@@ -3,6 +3,16 @@
 The suite opts into JAX's persistent compilation cache (a directory under the user's cache,
 ``~/.cache/diffkit/jax-tests``; ``DIFFKIT_TEST_CACHE=off`` turns it off): a warm run skips
 most XLA compilation. Subprocesses (the CLI, notebooks) inherit it through the environment.
+
+XLA compiles fast rather than well here (``DIFFKIT_TEST_FAST_COMPILE=off`` turns it off):
+most of the suite's time is compiling thousands of small programs (the spec rows, the
+gradient doctor's eager walk, one primitive at a time, the notebooks' and the command line's
+subprocesses), not running them. LLVM's optimisation level 0 and the CPU backend's elemental
+emitters instead of its MLIR fusion emitters compile a small program 2-2.5x faster (40 -> 17
+ms for one primitive); the machine code runs slower. Neither is fast-math: the tests compare
+derivatives with JAX's own, compiled with the same flags, to tolerances far above rounding.
+Set in ``XLA_FLAGS`` before JAX starts its CPU client, so subprocesses inherit it too; a
+flag the caller already gave is left as given.
 """
 
 from __future__ import annotations
@@ -11,8 +21,16 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import jax
-import pytest
+#: Compile-time flags (see above); a flag already in XLA_FLAGS is left as the caller set it.
+FAST_COMPILE = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+
+if os.environ.get("DIFFKIT_TEST_FAST_COMPILE", "on") != "off":
+    _given = os.environ.get("XLA_FLAGS", "")
+    _added = [f for f in FAST_COMPILE if f.split("=")[0] not in _given]
+    os.environ["XLA_FLAGS"] = " ".join([_given, *_added]).strip()
+
+import jax  # noqa: E402  (after XLA_FLAGS: jax reads it when it starts its CPU client)
+import pytest  # noqa: E402
 
 if os.environ.get("DIFFKIT_TEST_CACHE", "on") != "off":
     _cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffkit"

@@ -96,7 +96,8 @@ def measured() -> dict:
     here = Path(__file__).parent
     env = {
         **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={DEVICES}",
+        "XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} "  # the suite's (tests/conftest.py)
+        f"--xla_force_host_platform_device_count={DEVICES}",
         "JAX_PLATFORMS": "cpu",
         "PYTHONPATH": os.pathsep.join([str(here.parent), str(here)]),
     }
@@ -107,6 +108,12 @@ def measured() -> dict:
     return json.loads(run.stdout.splitlines()[-1])
 
 
+#: The tests reading ``measured()`` share one subprocess on 8 simulated devices (~5 s on 2
+#: cores, paid by the first of them): slow, run by the full suite.
+EIGHT_DEVICES = pytest.mark.slow
+
+
+@EIGHT_DEVICES
 @pytest.mark.parametrize("method", ["jax-rev", "tape", "jax-fwd", "dual"])
 def test_sharded_mlp_gradient_equals_the_unsharded_one(method: str) -> None:
     got = measured()["mlp"][method]
@@ -114,12 +121,14 @@ def test_sharded_mlp_gradient_equals_the_unsharded_one(method: str) -> None:
     assert got["padding"] == 0.0  # the unused padding of the split vector gets no gradient
 
 
+@EIGHT_DEVICES
 def test_finite_differences_sharded_differ_only_by_rounding_over_the_step() -> None:
     # fd divides f(x + h v) - f(x - h v) by h: a reduction summed in another order on 8
     # devices moves f's last digits, amplified by 1/h; far below fd's own truncation error.
     assert measured()["mlp"]["fd"]["rho"] <= 1e-8
 
 
+@EIGHT_DEVICES
 def test_hand_written_gradients_gather_no_more_than_jax() -> None:
     mlp = measured()["mlp"]
     assert mlp["tape"]["full_gathers"] <= mlp["jax-rev"]["full_gathers"]
@@ -128,6 +137,7 @@ def test_hand_written_gradients_gather_no_more_than_jax() -> None:
     assert mlp["tape"]["spec"] == mlp["jax-rev"]["spec"] == "P('data',)"
 
 
+@EIGHT_DEVICES
 def test_jit_shardings_reach_the_hand_written_derivatives() -> None:
     """A function jitted with in/out shardings: dual and tape inline its body, keeping the
     shardings as constraints, so their gradients are laid out as JAX's own are."""
@@ -137,6 +147,7 @@ def test_jit_shardings_reach_the_hand_written_derivatives() -> None:
     assert got["dual"]["spec"] == got["jax-fwd"]["spec"]
 
 
+@EIGHT_DEVICES
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("bug", list(SEEDED_BUGS))
 def test_seeded_sharding_bugs_are_caught_and_correct_code_passes(bug: str, dtype: str) -> None:
@@ -146,6 +157,7 @@ def test_seeded_sharding_bugs_are_caught_and_correct_code_passes(bug: str, dtype
     assert bugs[f"{dtype}|{bug}|correct"] is None
 
 
+@EIGHT_DEVICES
 def test_check_grads_with_a_mesh_catches_and_passes() -> None:
     found = measured()["check_grads"]
     assert found["buggy"] is not None and found["buggy"].startswith("jax.grad:")

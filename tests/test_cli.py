@@ -79,6 +79,7 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
         assert needle in lines[0]
 
 
+@pytest.mark.slow  # a fresh interpreter importing diffkit and SymPy: ~2-4 s on 2 cores
 def test_import_and_help_load_no_jax() -> None:
     """``import diffkit`` and ``diffkit --help`` stay light: JAX loads on first use, after
     ``--backend`` has been read; ``dk.get("symbolic")`` imports SymPy only when it works."""
@@ -97,6 +98,7 @@ def test_import_and_help_load_no_jax() -> None:
     assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
 
 
+@pytest.mark.slow  # a command-line run in a subprocess: ~3 s on 2 cores
 def test_compare_imports_matplotlib_in_a_thread_only_after_numpy(tmp_path) -> None:
     """Two threads importing NumPy at once can fail ("partially initialized module"): the
     thread that imports matplotlib ahead of the plots must start once NumPy is loaded."""
@@ -168,6 +170,7 @@ def test_verdict_explains_tf32_on_gpu() -> None:
     assert "--matmul-precision" not in verdict([dict(rec, meta={"backend": "cpu"})])
 
 
+@pytest.mark.slow  # a command-line run and its worker in subprocesses: ~3 s on 2 cores
 def test_matmul_precision_reaches_the_worker_and_the_results(tmp_path) -> None:
     out = tmp_path / "r"
     args = ["compare", "--problem", "lse", "--sizes", "3", "--methods", "jax-rev"]
@@ -206,6 +209,7 @@ def test_help_on_every_command(capsys) -> None:
         assert "usage: diffkit" in out and "example" in out
 
 
+@pytest.mark.slow  # the command in a subprocess: ~2-4 s on 2 cores
 def test_explain_matches_the_worked_example() -> None:
     done = run("explain")
     assert done.returncode == 0, done.stderr
@@ -235,6 +239,7 @@ def test_explain_a_user_function(tmp_path, capsys) -> None:
     assert abs(float(rows["k"][2]) - 0.5 * 0.5**2) < 1e-7
 
 
+@pytest.mark.slow  # a command-line run in a subprocess, then resumed: ~5 s on 2 cores
 def test_compare_writes_table_files_and_resumes(tmp_path, capsys) -> None:
     out = tmp_path / "res"
     args = ["compare", "--problem", "rosenbrock", "--sizes", "40", "--methods", "jax-rev,fd"]
@@ -267,6 +272,7 @@ def test_compare_writes_table_files_and_resumes(tmp_path, capsys) -> None:
     assert (figs / "rosenbrock-float32.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # a command-line run interrupted in a subprocess: ~3 s on 2 cores
 def test_compare_interrupted_keeps_finished_cases(tmp_path) -> None:
     out = tmp_path / "res"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -305,6 +311,7 @@ def test_steps_marks_the_optimal_step(tmp_path, capsys) -> None:
     assert (tmp_path / "steps-lse-float64.png").stat().st_size > 1000
 
 
+@pytest.mark.slow  # the command in a subprocess: ~2-3 s on 2 cores
 def test_list_names_every_differentiator_and_problem() -> None:
     done = run("list")
     assert done.returncode == 0, done.stderr
@@ -325,6 +332,7 @@ def test_swell(tmp_path, capsys) -> None:
     assert (tmp_path / "swell-logistic-map.png").exists()
 
 
+@pytest.mark.slow  # a subprocess, then in-process runs: ~2-4 s on 2 cores
 def test_bad_arguments_are_one_line_errors(tmp_path, capsys) -> None:
     done = run("compare", "--sizes", "ten")
     assert_one_line_error(done.returncode, done.stderr, "--sizes", "'ten'")

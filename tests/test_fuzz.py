@@ -550,6 +550,7 @@ def _check_all(recipe: tuple, dtype: str, pts: list, methods: tuple[str, ...]) -
     assert not reports, "\n".join(reports)
 
 
+@pytest.mark.slow  # 25 programs at 3 points: ~25 s on 2 cores
 @settings(
     derandomize=True,
     max_examples=25,  # programs, each at 3 points: 75 checks of 4-5 methods (~40 s CPU)
@@ -566,6 +567,7 @@ def test_fuzz_autodiff(data: st.DataObject) -> None:
     _check_all(recipe, dtype, _points(data, dtype), FAST)
 
 
+@pytest.mark.slow  # 10 programs built and compiled by symbolic: ~3 s
 @settings(
     derandomize=True,
     max_examples=10,  # symbolic builds and compiles each program: few, small ones

@@ -333,6 +333,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         dk.unregister(spec)
 
 
+@pytest.mark.slow  # isolated workers, a hang to time out, a crash: ~11 s on 2 cores
 def test_isolated_sweep_outcomes_skip_and_resume(tmp_path: Path, fakes: list[str]) -> None:
     out = tmp_path / "sweep.jsonl"
     seen: list[tuple[str, int, str]] = []

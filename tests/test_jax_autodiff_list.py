@@ -114,7 +114,9 @@ def _second(vjp, f, ct):
     return lambda *xs: vjp(f, *xs)[1](ct)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "complex128"])
+@pytest.mark.parametrize(
+    "dtype", [pytest.param("float64", marks=pytest.mark.slow), "complex128"]
+)  # float64: ~3 s on 2 cores (complex128 covers the same functions in the unit tier)
 def test_jax_autodiff_list(x64: None, dtype: str) -> None:
     dual, tape = dk.get("dual"), dk.get("tape")
     cases = list(_cases(dtype))

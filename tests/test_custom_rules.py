@@ -122,6 +122,7 @@ def test_custom_vjp_closing_over_a_differentiated_value_is_refused_like_jax(x64:
         assert np.array_equal(dk.get("tape").grad(f)(w, x), want)
 
 
+@pytest.mark.slow  # ~1.7 s on 2 cores
 def test_odeint_uses_its_adjoint_rule(x64: None) -> None:
     from jax.experimental.ode import odeint
 

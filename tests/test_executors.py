@@ -34,6 +34,7 @@ def _comparable(rec: dict) -> dict:
     }
 
 
+@pytest.mark.slow  # a fresh interpreter: ~1.6 s on 2 cores
 def test_import_and_the_local_executor_do_not_import_ray() -> None:
     code = (
         "import sys, diffkit as dk\n"

@@ -242,6 +242,7 @@ def test_nested_pairs_agree_with_jax_nested(x64, name):
         assert rho_tree(mine, jax_nested) <= 1e-10, (outer, inner)
 
 
+@pytest.mark.slow  # ~1.7 s on 2 cores
 def test_particle_pairs_agree_with_jax_nested(x64):
     jax_nested = derivative("jax-rev", build("particle", 1, inner="jax-rev"))[1]
     for outer, inner in [("jax-fwd", "tape"), ("tape", "dual")]:

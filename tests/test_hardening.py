@@ -57,21 +57,20 @@ def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
 # ------------------------------------------------------------------ every family
 
 
-#: Families whose cases take about 1 s or more per dtype on a lightly loaded 2-core machine
-#: (measured): marked slow, so the unit tier sweeps the quick ones; the full suite runs
-#: every family. AD: fd and the forward modes over 1312 (rnn: 3 s) or 1056 (deep-mlp, resnet
-#: at size 1) parameters, Jacobians (ht: 3 s, ba), gmm's 1000 points, lstm, particle.
-#: Symbolic: building and compiling the expressions (lstm, kmeans, llsq: 5-10 s; mlp,
-#: mlp-sharded, ht: ~1 s), or running into the time budget (particle: 10 s) or the size
-#: budget (deep-mlp, resnet, rnn: 2 s).
-SLOW_AD = {"deep-mlp", "resnet", "rnn", "ht", "ba", "gmm", "lstm", "particle"}
-SLOW_SYMBOLIC = {"llsq", "lstm", "kmeans", "particle", "deep-mlp", "resnet", "rnn"}
-SLOW_SYMBOLIC |= {"mlp", "mlp-sharded", "ht"}
+#: The unit tier sweeps a sample of four families (a scalar reduction, the essay's network,
+#: a Jacobian with many outputs, an ODE solved by a loop); the others are marked slow and
+#: swept by the full suite. Measured per family and dtype on a lightly loaded 2-core
+#: machine, the sample takes 0.2-0.7 s; the rest up to 9 s: AD, fd and the forward modes over
+#: 1312 (rnn: 3 s) or 1056 (deep-mlp, resnet at size 1) parameters, Jacobians (ht: 3 s, ba),
+#: gmm's 1000 points; symbolic, building and compiling the expressions (lstm, kmeans, llsq:
+#: 5-10 s), or running into its time budget (particle: 10 s) or size budget (deep-mlp,
+#: resnet, rnn: 2 s).
+UNIT_SAMPLE = {"lse", "tiny-net", "wide-output", "ode"}
 
 
-def _family_params(slow: set[str]) -> list[Any]:
+def _family_params() -> list[Any]:
     return [
-        pytest.param(family, dtype, marks=pytest.mark.slow if family in slow else ())
+        pytest.param(family, dtype, marks=() if family in UNIT_SAMPLE else pytest.mark.slow)
         for family in FAMILIES
         for dtype in ("float32", "float64")
     ]
@@ -126,7 +125,7 @@ def _check_family(family: str, dtype: str, methods: list[str]) -> None:
         assert tolerance("numerical", dtype) < floor and rec["rho_max"] <= floor, what
 
 
-@pytest.mark.parametrize(("family", "dtype"), _family_params(SLOW_AD))
+@pytest.mark.parametrize(("family", "dtype"), _family_params())
 def test_every_family_runs_every_method_accurately(family: str, dtype: str) -> None:
     """Every deterministic method but symbolic (estimators are judged by bias:
     tests/test_stochastic.py)."""
@@ -134,7 +133,7 @@ def test_every_family_runs_every_method_accurately(family: str, dtype: str) -> N
     _check_family(family, dtype, methods)
 
 
-@pytest.mark.parametrize(("family", "dtype"), _family_params(SLOW_SYMBOLIC))
+@pytest.mark.parametrize(("family", "dtype"), _family_params())
 def test_every_family_runs_symbolic_or_refuses_clearly(family: str, dtype: str) -> None:
     _check_family(family, dtype, ["symbolic"])
 
@@ -388,6 +387,7 @@ def test_bad_command_lines_fail_in_one_line(tmp_path, capsys, monkeypatch) -> No
         one_line_error(code, err, *needles)
 
 
+@pytest.mark.slow  # ~1.5 s on 2 cores
 def test_a_function_in_the_working_directory_as_module_colon_name(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my_cubes.py").write_text("def f(x):\n    return (x**3).sum()\n")
@@ -446,16 +446,14 @@ def test_steps_with_defaults_exits_0(tmp_path, capsys) -> None:
     assert "complex step left out" in capsys.readouterr().err
 
 
-#: Measured over 1 s on a lightly loaded 2-core machine: rnn's 1312 parameters at every
-#: step (34 s), ht, gmm, lstm, deep-mlp and resnet (at size 1: 1056 parameters), ba,
-#: particle, kmeans, ode, the mlps and the rest but the five quickest (0.5-1 s: the unit
-#: tier's sample of the command).
-QUICK_STEPS = {"lse", "hello", "det", "logistic-map", "wide-output"}
-SLOW_STEPS = {f for f in FAMILIES if f not in QUICK_STEPS}
+#: The unit tier runs ``steps`` on two quick families (0.5-1 s each on a lightly loaded
+#: 2-core machine; lse's default run is the test above); the full suite on every family, up to
+#: 34 s (rnn's 1312 parameters at every step).
+UNIT_STEPS = {"wide-output", "det"}
 
 
 @pytest.mark.parametrize(
-    "family", [pytest.param(f, marks=pytest.mark.slow if f in SLOW_STEPS else ()) for f in FAMILIES]
+    "family", [pytest.param(f, marks=() if f in UNIT_STEPS else pytest.mark.slow) for f in FAMILIES]
 )
 def test_steps_on_every_problem_exits_0(family: str, tmp_path, capsys) -> None:
     """Smallest size; a family whose smallest size has thousands of parameters (the depth

@@ -34,6 +34,7 @@ def jax_grad_of_the_example() -> list[float]:
         return list(ex.names(jax.grad(ex.fun)(*ex.args)).values())
 
 
+@pytest.mark.slow  # ~1.6 s on 2 cores
 def test_the_worked_example_page_shows_the_essays_numbers() -> None:
     data = worked_page().data
     loss, grads = hand_worked_example()

@@ -9,6 +9,9 @@ from diffkit.accuracy import rho_tree
 from diffkit.cli import main
 from diffkit.harness.memory import memory_sweep, method_spec
 
+#: The tests of the rnn memory front share its sweep (~1.5 s on 2 cores, paid by the first).
+NEEDS_FRONT = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def front():
@@ -16,6 +19,7 @@ def front():
     return memory_sweep("rnn", [16, 64], methods, min_time=0.001, accuracy=False)
 
 
+@NEEDS_FRONT
 def test_memory_grows_with_depth_as_the_schedule_says(front):
     slopes = front.slopes()
     # store-all keeps L states; sqrt about 2 sqrt(L); revolve(2) two, whatever L
@@ -34,6 +38,7 @@ def test_memory_grows_with_depth_as_the_schedule_says(front):
     assert relative["tape@revolve(2)"][1] < 0.5
 
 
+@NEEDS_FRONT
 def test_front_table_and_plot(front, tmp_path):
     table = front.table()
     assert "tape@revolve(2)" in table and "XLA temp" in table

@@ -82,6 +82,7 @@ def test_orthogonal_tangents_at_k_equals_n_give_the_exact_pytree_gradient(x64) -
     assert float(aux) == pytest.approx(float(want_aux))
 
 
+@pytest.mark.slow  # 1.5-1.9 s each on 2 cores
 @pytest.mark.parametrize("name", ["forward-grad", "spsa"])
 def test_one_key_one_estimate(name) -> None:
     """Reproducible for a fixed seed, under jit and vmap alike; jvp, vjp and the Jacobian of

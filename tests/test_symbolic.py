@@ -143,6 +143,7 @@ def test_elementwise_rules_match_jax_grad(x64: None) -> None:
         assert rho(value, want) <= 1e-12 and rho(grad, want_grad) <= 1e-12
 
 
+@pytest.mark.slow  # ~1.6 s on 2 cores
 def test_data_movement_and_sums_match_jax_grad(x64: None) -> None:
     """Every part is weighted differently in one scalar (one small compile)."""
     W = jnp.array([[0.5, -1.0], [2.0, 0.25], [1.5, 0.0]])

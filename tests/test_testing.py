@@ -84,6 +84,7 @@ def test_second_order_catches_a_wrong_second_derivative(x64: None) -> None:
         check_grads(cube, x, order=2)
 
 
+@pytest.mark.slow  # 1.5-2.3 s on 2 cores
 def test_diffkit_differentiator_as_the_checked_method(x64: None) -> None:
     f = lambda p: jnp.tanh(p["w"]) @ p["v"]  # noqa: E731
     p = {"w": jnp.array([0.1, -0.4]), "v": jnp.array([2.0, 3.0])}

@@ -55,3 +55,13 @@ def dtype(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run the test once in float32 and once in float64 (x64 scoped to the test)."""
     with jax.enable_x64(request.param == "float64"):
         yield request.param
+
+
+#: Handed out first: xdist gives tests to its workers in collection order, and these long
+#: single tests, collected last, kept one worker busy while the other waited (mypy over the
+#: package, tests/test_types.py: ~15 s with a cold cache).
+FIRST = ("tests/test_types.py::",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not item.nodeid.startswith(FIRST))  # stable: order kept

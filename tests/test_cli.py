@@ -182,15 +182,15 @@ def test_matmul_precision_reaches_the_worker_and_the_results(tmp_path) -> None:
 
 
 def test_a_spare_worker_serves_only_its_own_environment(monkeypatch) -> None:
-    from diffkit.harness import worker as _process
+    from diffkit.harness import worker as workers
 
-    _process.prestart()
-    spare = _process._SPARE[0]
+    workers.prestart()
+    spare = workers._SPARE[0]
     monkeypatch.setenv("DIFFKIT_TEST_MARK", "1")  # the environment changed since
-    fresh = _process.take()
+    fresh = workers.take()
     try:
         assert fresh is not spare and spare.proc.poll() is not None  # the stale one ended
-        assert not _process._SPARE
+        assert not workers._SPARE
     finally:
         fresh.close()
 

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from doctor_corpus import CASES
 from test_real_code import CASES as REAL
+from test_real_code import case_id
 
 import diffkit as dk
 from diffkit.diagnosis import doctor
@@ -157,7 +158,7 @@ def test_no_false_alarm_on_a_harness_family(name: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", list(REAL))
+@pytest.mark.parametrize("name", list(REAL), ids=case_id)
 def test_no_false_alarm_on_real_code(name: str) -> None:
     """The real-code cases of tests/test_real_code.py (flax, optax, numpyro, jax.scipy), in
     float32 and float64."""

@@ -123,6 +123,7 @@ def test_compare_imports_matplotlib_in_a_thread_only_after_numpy(tmp_path) -> No
     assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr
 
 
+@pytest.mark.slow  # ~3 s: a garbage collection on a worker's large heap
 def test_a_ctrl_c_that_python_swallows_is_still_noted(monkeypatch) -> None:
     """A KeyboardInterrupt raised inside a garbage-collector callback (JAX installs one) is
     dropped by Python; ``compare`` notes every Ctrl-C so that it can raise it again."""

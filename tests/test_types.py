@@ -10,6 +10,7 @@ from mypy import api
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # ~15 s with a cold mypy cache: the full suite runs it, the unit tier not
 def test_mypy_reports_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # the configuration's files (diffkit) are relative to the root
     stdout, stderr, status = api.run(["--config-file", str(ROOT / "pyproject.toml")])

@@ -410,7 +410,7 @@ RULES: dict[str, Rule] = {
 }
 
 #: Primitives JAX differentiates that the hand-written interpreters refuse, with the reason
-#: (shown in the refusal's one-line error and in the README). ``tests/test_census.py`` checks
+#: (shown in the refusal's one-line error and in docs/hand-written-modes.md). ``tests/test_census.py`` checks
 #: that every differentiable primitive of the installed JAX is a row, a call, control flow, a
 #: custom rule, integer-valued, or here.
 _COLLECTIVE = (
@@ -483,7 +483,7 @@ REFUSED: dict[str, str] = {
 
 
 def refused_markdown() -> str:
-    """The README's list of refused primitives, one line per reason (generated from
+    """The list of refused primitives in docs/hand-written-modes.md, one line per reason (generated from
     :data:`REFUSED`, so it is never stale).
 
     Example:

@@ -410,9 +410,9 @@ RULES: dict[str, Rule] = {
 }
 
 #: Primitives JAX differentiates that the hand-written interpreters refuse, with the reason
-#: (shown in the refusal's one-line error and in docs/hand-written-modes.md). ``tests/test_census.py`` checks
-#: that every differentiable primitive of the installed JAX is a row, a call, control flow, a
-#: custom rule, integer-valued, or here.
+#: (shown in the refusal's one-line error and in docs/hand-written-modes.md).
+#: ``tests/test_census.py`` checks that every differentiable primitive of the installed JAX is
+#: a row, a call, control flow, a custom rule, integer-valued, or here.
 _COLLECTIVE = (
     "a collective over a named mesh axis (shard_map, pmap) of JAX's reduced/unreduced "
     "sharding types, a ragged exchange, pbroadcast or an explicit reshard: not yet supported "
@@ -483,8 +483,8 @@ REFUSED: dict[str, str] = {
 
 
 def refused_markdown() -> str:
-    """The list of refused primitives in docs/hand-written-modes.md, one line per reason (generated from
-    :data:`REFUSED`, so it is never stale).
+    """The list of refused primitives in docs/hand-written-modes.md, one line per reason
+    (generated from :data:`REFUSED`, so it is never stale).
 
     Example:
         >>> print(refused_markdown().splitlines()[0][:40])

@@ -232,3 +232,52 @@ def test_the_public_functions_are_functions_not_modules() -> None:
     for name in ("problems", "sweep", "report", "compare"):
         assert not inspect.ismodule(getattr(dk.harness, name)), name
     assert not inspect.ismodule(dk.html.explain) and not inspect.ismodule(dk.html.report)
+
+
+#: The layers of docs/ARCHITECTURE.md ("Layers"), bottom first: a module imports only from its
+#: own package or from a package of a lower layer (the registries and lazy inits reach higher
+#: ones by name, with importlib, which is not an import statement).
+LAYERS = [
+    ["_core"],
+    ["rules", "checkpoint", "sharding", "accuracy", "examples"],
+    ["fd", "symbolic", "extend"],
+    ["differentiators"],
+    ["diagnosis", "html"],
+    ["testing"],
+    ["harness"],
+    ["cli", "pytest_plugin"],
+    ["", "__main__"],  # diffkit/__init__.py, diffkit/__main__.py
+]
+
+
+def _layer_of(module: str) -> tuple[str, int]:
+    top = module.split(".")[1] if module.count(".") else ""
+    for i, layer in enumerate(LAYERS):
+        if top in layer:
+            return top, i
+    raise AssertionError(f"{module} is in no layer of LAYERS: add its package to the table")
+
+
+def _upward(graph: dict[str, set[str]]) -> list[str]:
+    """The imports of ``graph`` that go to another package of the same or a higher layer.
+    The root ``diffkit`` is every module's parent package (its ``__init__`` imports nothing at
+    run time), so an edge to it is not one."""
+    upward = []
+    for module, deps in graph.items():
+        top, layer = _layer_of(module)
+        for dep in deps - {"diffkit"}:
+            dep_top, dep_layer = _layer_of(dep)
+            if dep_top != top and dep_layer >= layer:
+                upward.append(f"{module} (layer {layer}) imports {dep} (layer {dep_layer})")
+    return sorted(upward)
+
+
+def test_every_import_goes_down_the_layers() -> None:
+    graph, _ = _graph()
+    assert not _upward(graph), "; ".join(_upward(graph))
+    # the check itself: an upward and a sideways import are reported, a downward one is not
+    fake = {
+        "diffkit._core.errors": {"diffkit.harness.record"},
+        "diffkit.diagnosis.walk": {"diffkit.html.page", "diffkit.fd.stencils"},
+    }
+    assert len(_upward(fake)) == 2

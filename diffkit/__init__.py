@@ -6,15 +6,16 @@ Example:
     >>> d.grad(lambda w: jnp.sum(w**2))(jnp.array([1.0, -2.0])).tolist()
     [2.0, -4.0]
 
-The package loads on first use of any of its names (``dk.get`` above): ``import diffkit``
-alone imports no JAX, so the ``diffkit`` command answers ``--help`` at once and can pick the
-JAX platform before JAX starts.
+Each name loads its module on first use (``dk.get`` above; the registry then loads the
+built-in differentiators): ``import diffkit`` alone imports no JAX, so the ``diffkit``
+command answers ``--help`` at once and can pick the JAX platform before JAX starts.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from diffkit._core.lazy import exports
 
 __version__ = "0.1.0"
 
@@ -53,17 +54,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'diffkit' has no attribute {name!r}")
-    for export, module in _EXPORTS.items():  # load everything at once: the registry is full
-        value = importlib.import_module(module or f"diffkit.{export}")
-        globals()[export] = value if not module else getattr(value, export)
-    return globals()[name]
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__getattr__, __dir__ = exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:

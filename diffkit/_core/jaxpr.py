@@ -20,6 +20,7 @@ jaxpr's equations. They share, all here:
 from __future__ import annotations
 
 import contextlib
+import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
 
-from diffkit._core.errors import UnsupportedPrimitiveError
+from diffkit._core.errors import DiffkitError, UnsupportedPrimitiveError
 
 __all__ = [
     "CUSTOM",
@@ -102,8 +103,29 @@ def trace(
         sizes[:] = [len(outs), len(aux)]
         return [*outs, *aux]
 
-    closed = jax.make_jaxpr(flat)(*primals)
+    try:
+        closed = jax.make_jaxpr(flat)(*primals)
+    except jax.errors.ConcretizationTypeError as exc:  # a Python if/bool/int on a traced value
+        raise DiffkitError(_concrete_message(exc)) from None
     return Traced(closed, sizes[0], sizes[1])
+
+
+def _concrete_message(exc: Exception) -> str:
+    """One line for Python control flow on a traced value, naming the user's line."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [
+        f for f in frames if _library(f.filename) is None and not f.filename.startswith("<frozen")
+    ]
+    where = (
+        f"{user[-1].filename.split('/')[-1]}:{user[-1].lineno} ({user[-1].name})"
+        if user
+        else "your function"
+    )
+    return (
+        f"Python control flow on a traced value at {where}: {type(exc).__name__} (diffkit traces "
+        "the function once, as jax.jit does); use jnp.where or jax.lax.cond instead of if, or "
+        "pass that value as a non-differentiated argument"
+    )
 
 
 def interpret(closed: Any, args: Sequence[Any], handle: Handler) -> list[Any]:

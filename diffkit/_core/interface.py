@@ -288,9 +288,14 @@ class Differentiator:
         return (out, vjp_fn, fun.unflatten_aux(aux)) if has_aux else (out, vjp_fn)
 
     def value_and_grad(
-        self, f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False
+        self,
+        f: Callable,
+        argnums: int | Sequence[int] = 0,
+        has_aux: bool = False,
+        holomorphic: bool = False,
     ) -> Callable:
-        """Like :func:`jax.value_and_grad`: ``f`` must return a real scalar.
+        """Like :func:`jax.value_and_grad`: ``f`` must return a real scalar (with
+        ``holomorphic=True``, a complex scalar of complex inputs: the derivative ``f'(z)``).
 
         Example:
             >>> import diffkit as dk, jax.numpy as jnp
@@ -306,7 +311,10 @@ class Differentiator:
             g, diff_args, unpack = select_args(where, f, args, kwargs, argnums, self._ad)
             x_leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
             fun = trace_fun(g, in_tree, x_leaves, has_aux)
-            outs, grads, aux = self._scalar_grad(where, fun, tuple(x_leaves))
+            if holomorphic:
+                outs, grads, aux = self._holomorphic_grad(where, fun, tuple(x_leaves))
+            else:
+                outs, grads, aux = self._scalar_grad(where, fun, tuple(x_leaves))
             value = fun.unflatten(outs)
             grad = unpack(jax.tree_util.tree_unflatten(in_tree, list(grads)))
             return ((value, fun.unflatten_aux(aux)), grad) if has_aux else (value, grad)
@@ -314,7 +322,11 @@ class Differentiator:
         return value_and_grad_f
 
     def grad(
-        self, f: Callable, argnums: int | Sequence[int] = 0, has_aux: bool = False
+        self,
+        f: Callable,
+        argnums: int | Sequence[int] = 0,
+        has_aux: bool = False,
+        holomorphic: bool = False,
     ) -> Callable:
         """Like :func:`jax.grad`: the gradient has the pytree structure of the argument(s).
 
@@ -324,7 +336,7 @@ class Differentiator:
             >>> float(g["a"]), float(g["b"])
             (5.0, 2.0)
         """
-        vg = self.value_and_grad(f, argnums, has_aux)
+        vg = self.value_and_grad(f, argnums, has_aux, holomorphic)
 
         @functools.wraps(f)
         def grad_f(*args: PyTree, **kwargs: Any):
@@ -387,6 +399,18 @@ class Differentiator:
         return self.jacobian(self.grad(f, argnums), argnums)
 
     # ------------------------------------------------------------- internals
+    def _holomorphic_grad(self, where: str, fun: TracedFun, x_leaves: tuple[Array, ...]):
+        """``(outs, f'(z) leaves, aux)`` of a holomorphic complex scalar: the VJP of 1."""
+        avals = fun.out_avals
+        dtypes = [str(a.dtype) for a in (*avals, *x_leaves)]
+        if len(avals) != 1 or avals[0].shape != () or not all("complex" in d for d in dtypes):
+            raise InputTypeError(
+                f"{where}: holomorphic=True needs complex inputs and one complex scalar output, "
+                f"got dtypes {dtypes}; for a real loss leave holomorphic out"
+            )
+        outs, vjp_fn, aux = self._call_vjp(fun, x_leaves)
+        return outs, tuple(vjp_fn((jnp.ones_like(outs[0]),))), aux
+
     def _scalar_grad(self, where: str, fun: TracedFun, x_leaves: tuple[Array, ...]):
         """``(outs, gradient leaves, aux)`` of a scalar function, by the cheaper primitive."""
         avals = fun.out_avals

@@ -17,8 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from diffkit._core.errors import DiffkitError
+from diffkit._core.errors import DiffkitError, UnsupportedPrimitiveError
 from diffkit._core.interface import Differentiator, FlatFun
+from diffkit._core.jaxpr import user_site
 from diffkit._core.registry import register
 from diffkit._core.trees import TracedFun, bytes_per_direction, select_args, trace_fun, unravel_like
 from diffkit._core.types import Array
@@ -119,6 +120,7 @@ class FiniteDifferences(Differentiator):
         """All ``n`` coordinate stencils, vmapped in chunks: ``J^T`` as an (n, m) array
         (``split``, for complex inputs in the base class, changes nothing: fd takes real
         inputs only)."""
+        _check_batchable(fun)
         with self._precision():
             x, f_flat = self._flat(fun, primals)
             h = self._steps(x)
@@ -270,6 +272,30 @@ class FiniteDifferences(Differentiator):
             else:
                 acc = acc + w * f_flat(move(o * t))
         return acc / t
+
+
+#: Host and foreign calls that JAX's vmap refuses unless they name a ``vmap_method``.
+_HOST_CALLS = ("pure_callback", "ffi_call")
+
+
+def _check_batchable(fun: FlatFun) -> None:
+    """Refuse, in one line, a host call that fd's batched stencils (``jax.vmap``) cannot map."""
+    jaxprs = [fun.closed.jaxpr] if isinstance(fun, TracedFun) else []
+    while jaxprs:
+        for eqn in jaxprs.pop().eqns:
+            if eqn.primitive.name in _HOST_CALLS and eqn.params.get("vmap_method") is None:
+                name = eqn.primitive.name
+                raise UnsupportedPrimitiveError(
+                    f"fd: cannot evaluate '{name}' in batches (at {user_site(eqn)}): an opaque "
+                    "host or foreign call without a vmap_method, which jax.vmap refuses; pass "
+                    f"vmap_method='sequential' to jax.{name}, or wrap it in a jax.custom_jvp or "
+                    "jax.custom_vjp rule and use dual or tape"
+                )
+            for param in eqn.params.values():
+                for sub in param if isinstance(param, tuple | list) else [param]:
+                    sub = getattr(sub, "jaxpr", sub)
+                    if hasattr(sub, "eqns"):
+                        jaxprs.append(sub)
 
 
 def _add_at(x: Array, i: Array, c: Array) -> Array:

@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import re
 import sys
@@ -44,13 +45,20 @@ class Parser(argparse.ArgumentParser):
         Namespace()
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # a value such as -1G is an (invalid) value, not an unknown option: the argument's own
+        # check then names it, instead of argparse's "expected one argument"
+        self._negative_number_matcher = re.compile(r"^-\.?\d")
+
     def error(self, message: str) -> Any:
         print(f"diffkit: error: {message} (see '{self.prog} --help')", file=sys.stderr)
         raise SystemExit(2)
 
 
-def parse_sizes(text: str) -> list[int]:
-    """Sizes from ``"10,100,1e3"`` or a range ``"1..13"`` (both ends included), or a mix.
+def parse_sizes(text: str, flag: str = "--sizes") -> list[int]:
+    """Sizes from ``"10,100,1e3"`` or a range ``"1..13"`` (both ends included), or a mix;
+    ``flag`` names the argument in errors.
 
     Example:
         >>> parse_sizes("10,1e3,2..4")
@@ -69,12 +77,54 @@ def parse_sizes(text: str) -> list[int]:
                 sizes.append(int(value))
         except ValueError:
             raise CLIError(
-                f"--sizes: {part!r} is not a whole number or a range like 1..13; "
-                "write e.g. --sizes 10,100,1e3 or --sizes 1..13"
+                f"{flag}: {part!r} is not a whole number or a range like 1..13; "
+                f"write e.g. {flag} 10,100,1e3 or {flag} 1..13"
             ) from None
     if not sizes or min(sizes) < 1:
-        raise CLIError(f"--sizes: sizes must be positive whole numbers, got {text!r}")
+        raise CLIError(
+            f"{flag}: {min(sizes, default=text)!r} is not positive; give whole numbers >= 1, "
+            f"e.g. {flag} 1,2,4"
+        )
     return sizes
+
+
+def _sizes(flag: str) -> Callable[[str], str]:
+    """An argparse type that checks a list of sizes for ``flag`` and keeps its text."""
+    return _argument(lambda text: parse_sizes(text, flag) and text)
+
+
+def _point(text: str) -> str:
+    """An argparse type for ``--at``: finite numbers, comma-separated (the text kept)."""
+    for part in text.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not a number; write the point as numbers, e.g. --at 0.5,2"
+            ) from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(
+                f"{part.strip()!r} is not finite: a derivative is taken at a finite point; "
+                "give finite numbers, e.g. --at 0.5,2"
+            )
+    return text
+
+
+def _doctor_target(text: str) -> str:
+    """An argparse type for doctor's target: ``module:function`` or a known problem."""
+    if ":" in text:
+        return text
+    from diffkit.harness.families import problems  # JAX, only for a name to look up
+
+    names = problems()
+    if text not in names:
+        close = difflib.get_close_matches(text, names, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise argparse.ArgumentTypeError(
+            f"unknown problem {text!r}; {hint}'diffkit list' shows the problems; for your own "
+            "function write module:function or file.py:function"
+        )
+    return text
 
 
 _UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
@@ -98,9 +148,9 @@ def parse_memory(text: str) -> float | str | None:
     except ValueError:
         value = -1.0
     if not value > 0 or not math.isfinite(value):
+        what = "not positive" if text.strip().startswith("-") else "not a memory size"
         raise CLIError(
-            f"--memory-limit: {text!r} is not a memory size; write e.g. 2G, 512M, 1e9 (bytes), "
-            "auto or none"
+            f"--memory-limit: {text!r} is {what}; write e.g. 2G, 512M, 1e9 (bytes), auto or none"
         )
     return value
 
@@ -256,6 +306,7 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--devices",
+        type=_sizes("--devices"),
         help="device counts for a sharded problem (e.g. mlp-sharded), e.g. 1,2,4,8; on a CPU "
         "simulated host devices",
     )
@@ -300,7 +351,7 @@ def _study_commands(command: Callable[..., Any]) -> None:
         "  diffkit explain --html              the explorable page -> explain.html\n",
     )
     p.add_argument("target", nargs="?", help="a small function of scalars, path/to/file.py:name")
-    p.add_argument("--at", help="the point: one number per argument, e.g. 0.5,2")
+    p.add_argument("--at", type=_point, help="the point: one number per argument, e.g. 0.5,2")
     p.add_argument("--dtype", choices=DTYPES, default="float64")
     p.add_argument(
         "--html",
@@ -336,7 +387,9 @@ def _study_commands(command: Callable[..., Any]) -> None:
         "  diffkit doctor sigmoid-chain --args n=40\n"
         "exit status 1 when the gradient is not healthy",
     )
-    p.add_argument("target", help="a problem (diffkit list) or your module:function")
+    p.add_argument(
+        "target", type=_doctor_target, help="a problem (diffkit list) or your module:function"
+    )
     p.add_argument("--args", default="", help="the size of the arguments, e.g. n=1000")
     p.add_argument("--input", default="n", help="argument shapes of your function, e.g. n,32xn")
     p.add_argument("--dtype", choices=DTYPES, default="float32")
@@ -349,7 +402,12 @@ def _study_commands(command: Callable[..., Any]) -> None:
         "  diffkit memory --problem rnn --methods 'tape,tape@sqrt,tape@revolve(4)'",
     )
     p.add_argument("--problem", default="deep-mlp", help="deep-mlp (default), resnet or rnn")
-    p.add_argument("--depths", default="8,32,128,512", help="depths L, e.g. 8,32,128,512")
+    p.add_argument(
+        "--depths",
+        type=_sizes("--depths"),
+        default="8,32,128,512",
+        help="depths L, e.g. 8,32,128,512",
+    )
     p.add_argument(
         "--methods",
         help="comma-separated NAME@OPTION+OPTION, e.g. tape@sqrt, tape@revolve(8), "

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from jax import lax
 
 from diffkit import checkpoint as _checkpoint
 from diffkit._core.errors import DiffkitError
+from diffkit._core.registry import resolve
 from diffkit.harness.families import Problem, get_problem, register_problem
 from diffkit.harness.measure import run_case
 from diffkit.harness.record import OK, Record, field_named
@@ -301,6 +303,8 @@ def memory_sweep(
     """
     methods = list(methods or DEFAULT_METHODS)
     specs = [method_spec(m) for m in methods]
+    for name, options in specs:  # an unknown name or option fails now, not after every depth
+        resolve(name, **options)
     depths = [int(d) for d in depth]
     if not depths or min(depths) < 1:
         raise DiffkitError(f"memory_sweep: depths must be positive ints, got {list(depth)}")
@@ -309,10 +313,12 @@ def memory_sweep(
     for d in depths:
         shared: dict[str, Any] = {}
         for label, (name, options) in zip(methods, specs, strict=True):
-            rec = run_case(
-                prob, d, name, dtype, min_time=min_time, method_options=options,
-                accuracy=accuracy, reference_cache=shared,
-            )  # fmt: skip
+            with warnings.catch_warnings():  # the float64 reference, made outside x64 scope
+                warnings.filterwarnings("ignore", "Explicitly requested dtype float64")
+                rec = run_case(
+                    prob, d, name, dtype, min_time=min_time, method_options=options,
+                    accuracy=accuracy, reference_cache=shared,
+                )  # fmt: skip
             rec["label"] = label
             rec["recomputed"] = _recomputed(name, options, d)
             records.append(rec)

@@ -124,7 +124,7 @@ def _run_case(request: dict[str, Any], budget: float, memory_limit: float | None
     started = time.perf_counter()
     worker = workers.Worker()
     try:
-        rec, outcome, message, start = worker.run(request, budget, memory_limit)
+        answer = worker.run(request, budget, memory_limit)
     finally:
         worker.close()
     try:
@@ -134,10 +134,7 @@ def _run_case(request: dict[str, Any], budget: float, memory_limit: float | None
     except Exception:
         gpus = []
     return {
-        "record": rec,
-        "outcome": outcome,
-        "message": message,
-        "start": start,
+        **answer._asdict(),  # record, outcome, message, start, stage
         "host": socket.gethostname(),
         "device": ",".join(f"gpu:{g}" for g in gpus) or "cpu",
         "worker_start_s": worker.startup_s,
@@ -158,7 +155,7 @@ def remote_sweep(
     ``append`` (the sweep's results file) as it arrives; returns every record (stored ones
     included) in plan order. ``skipped(case, cause)`` is the record of a size skipped after
     ``cause``; ``settings``: budget, memory_limit, min_time, accuracy, run (the sweep's)."""
-    from diffkit.harness.measure import finish_record, metadata
+    from diffkit.harness.measure import finish_record, harness_record, metadata
     from diffkit.harness.record import ERROR, OUT_OF_MEMORY, TIMEOUT
 
     ray = executor.start()
@@ -231,12 +228,10 @@ def remote_sweep(
                 continue
             rec = answer["record"]
             if rec is None:  # the worker could not answer: the outcome the task saw
-                start = answer["start"]
-                rec = case.copy()
-                rec.update({"n": start.get("n"), "m": start.get("m")})
-                rec["case_s"] = time.perf_counter() - started
-                rec = finish_record(rec, answer["outcome"], answer["message"])
-                rec["outcome_by"] = "harness"
+                rec = harness_record(
+                    case, answer["outcome"], answer["message"], answer["start"],
+                    answer["stage"], time.perf_counter() - started,
+                )  # fmt: skip
             rec.update(
                 {"host": answer["host"], "device": answer["device"], "wall_s": answer["wall_s"]}
             )

@@ -20,6 +20,7 @@ import platform
 import resource
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -34,7 +35,17 @@ from diffkit._core.registry import resolve
 from diffkit._core.types import Array
 from diffkit.harness.estimators import BIAS_Z, quality
 from diffkit.harness.families import Instance, Problem, get_problem
-from diffkit.harness.record import ERROR, OK, OUTCOMES, Record, case_key, format_bytes
+from diffkit.harness.record import (
+    ERROR,
+    OK,
+    OUTCOMES,
+    SKIPPED,
+    Record,
+    case_key,
+    format_bytes,
+    is_out_of_memory,
+    summarize_error,
+)
 
 __all__ = [
     "OUTCOMES",
@@ -70,22 +81,25 @@ def tolerance(mode: str, dtype: str) -> float:
 def classify(exc: BaseException) -> tuple[str, str]:
     """An exception as ``(outcome, one-line message)``. An exception class may declare its
     outcome with an ``outcome`` attribute; otherwise NotImplementedError is "unsupported",
-    MemoryError or XLA's RESOURCE_EXHAUSTED "out-of-memory", TimeoutError or an error whose
-    class name mentions a budget "timeout", anything else "error".
+    MemoryError or an allocation failure of the runtime (``record.is_out_of_memory``:
+    RESOURCE_EXHAUSTED, "Out of memory", ``std::bad_alloc``) "out-of-memory", TimeoutError
+    or an error whose class name mentions a budget "timeout", anything else "error". The
+    message keeps the exception's last line where its text holds a traceback (an error
+    raised in a callback) and names the innermost frame of the user's code.
 
     Example:
         >>> from diffkit.harness.measure import classify
         >>> classify(NotImplementedError("no rule for cumsum\\nmore"))
         ('unsupported', 'NotImplementedError: no rule for cumsum')
     """
-    text = str(exc).strip().splitlines()
-    message = f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
+    frames = [(f.filename, f.lineno or 0, f.name) for f in traceback.extract_tb(exc.__traceback__)]
+    message = f"{type(exc).__name__}: {summarize_error(str(exc), frames)}"[:300]
     declared = getattr(exc, "outcome", None)
     if declared in OUTCOMES:
         return declared, message.partition(": ")[2] if getattr(exc, "plain", False) else message
     if isinstance(exc, NotImplementedError):
         return "unsupported", message
-    if isinstance(exc, MemoryError) or "RESOURCE_EXHAUSTED" in str(exc):
+    if isinstance(exc, MemoryError) or is_out_of_memory(str(exc)):
         return "out-of-memory", message
     if isinstance(exc, TimeoutError) or "budget" in type(exc).__name__.lower():
         return "timeout", message
@@ -97,6 +111,23 @@ class EstimatedOutOfMemory(MemoryError):
 
     outcome = "out-of-memory"
     plain = True  # the message says it all: recorded without the class name
+
+
+class PrimalFailed(Exception):
+    """The work shared by the methods of a size (loading and building the problem, the
+    primal, the float64 reference) failed: ``outcome`` is the failure's for the case that
+    ran it, and ``skipped`` for the later methods of that size (the failure is kept in the
+    ``reference_cache``)."""
+
+    plain = True  # the message says it all
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+#: The prefix of the message of a case whose primal (the work shared by its size) failed.
+PRIMAL_FAILED = "primal failed: "
 
 
 def footprint(jaxpr: Any) -> int:
@@ -350,6 +381,23 @@ def finish_record(rec: Record, outcome: str, message: str = "") -> Record:
     return rec
 
 
+def harness_record(
+    case: Record, outcome: str, message: str, start: dict[str, Any], stage: str, case_s: float
+) -> Record:
+    """The record of a case whose worker could not answer (killed at the time budget or the
+    memory limit, died, or never started), made by the parent: ``start`` is the worker's
+    start message (n and m) if the method's own work began, ``stage`` where the case was
+    (``"startup"``, ``"primal"``: the work shared by its size, ``"method"``)."""
+    rec = case.copy()
+    rec.update({"n": start.get("n"), "m": start.get("m"), "case_s": case_s})
+    if stage == "primal":
+        rec["failed_in"] = "primal"
+        message = PRIMAL_FAILED + message
+    rec = finish_record(rec, outcome, message)
+    rec["outcome_by"] = "harness"
+    return rec
+
+
 def run_case(
     problem: str | Problem,
     size: int | None = None,
@@ -449,20 +497,32 @@ def _shared(
         cache.clear()
         cache.update(shared)
         shared = cache
-    if "inst" not in shared:
-        shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
-    inst: Instance = shared["inst"]
-    if "primal" not in shared:
-        t0 = time.perf_counter()
-        shared["primal"] = jax.jit(inst.fun).lower(*inst.args).compile()
-        jax.block_until_ready(shared["primal"](*inst.args))
-        shared["primal_prepare_s"] = time.perf_counter() - t0
+    if "failure" in shared:  # an earlier method of this size ran it, and it failed
+        outcome, message = shared["failure"]
+        raise PrimalFailed(SKIPPED, f"{PRIMAL_FAILED}{outcome}: {message}")
+    stage = ""
+    try:
+        if "inst" not in shared:
+            shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
+        inst: Instance = shared["inst"]
+        if "primal" not in shared:  # kept only once it has run
+            t0 = time.perf_counter()
+            primal = jax.jit(inst.fun).lower(*inst.args).compile()
+            jax.block_until_ready(primal(*inst.args))
+            shared["primal_prepare_s"] = time.perf_counter() - t0
+            shared["primal"] = primal
+        if accuracy and "reference" not in shared:
+            stage = "float64 reference: "
+            t0 = time.perf_counter()
+            shared["reference"] = reference(inst)
+            shared["reference_s"] = time.perf_counter() - t0
+    except Exception as exc:
+        outcome, message = classify(exc)
+        shared["failure"] = outcome, stage + message
+        rec["failed_in"] = "primal"
+        raise PrimalFailed(outcome, PRIMAL_FAILED + stage + message) from exc
     rec["primal_prepare_s"] = shared["primal_prepare_s"]
     rec["primal_xla_bytes"] = _xla_memory(shared["primal"])["total"]
-    if accuracy and "reference" not in shared:
-        t0 = time.perf_counter()
-        shared["reference"] = reference(inst)
-        shared["reference_s"] = time.perf_counter() - t0
     rec["reference_s"] = shared.get("reference_s")
     return shared
 

@@ -15,10 +15,23 @@ Example:
 from __future__ import annotations
 
 import json
+import re
+import sysconfig
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypedDict
 
-__all__ = ["OUTCOMES", "REQUIRED", "RETRYABLE", "Record", "case_key", "field_named", "format_bytes"]
+__all__ = [
+    "OUTCOMES",
+    "REQUIRED",
+    "RETRYABLE",
+    "Record",
+    "case_key",
+    "field_named",
+    "format_bytes",
+    "is_out_of_memory",
+    "summarize_error",
+]
 
 OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED = (
     "ok",
@@ -57,6 +70,8 @@ class Record(TypedDict, total=False):
     outcome: str  # one of OUTCOMES
     message: str
     outcome_by: str  # "harness" when the sweep, not the case, decided the outcome
+    failed_in: str  # "primal": the work shared by the methods of a size failed (see sweeps)
+    cause: str  # a skipped case: the outcome of the case it was skipped after
     # timings (seconds) and statistics of the samples
     primal_prepare_s: float
     reference_s: float | None
@@ -157,3 +172,84 @@ def format_bytes(n: float) -> str:
         if n >= scale:
             return f"{n / scale:.3g} {unit}"
     return f"{n:.0f} B"
+
+
+#: Words of the runtime's messages (the exception's, or the worker's stderr) that mean an
+#: allocation failed: NumPy's MemoryError, XLA's RESOURCE_EXHAUSTED and "Out of memory",
+#: C++'s ``std::bad_alloc``, the kernel's ENOMEM.
+MEMORY_WORDS = (
+    "MemoryError",
+    "RESOURCE_EXHAUSTED",
+    "Out of memory",
+    "out of memory",
+    "bad_alloc",
+    "Cannot allocate memory",
+    "Failed to allocate",
+    "failed to allocate",
+)
+#: A failure that is out of memory only when the worker's stderr shows a failed allocation:
+#: XNNPACK/YNNPACK (XLA's CPU matrix kernels) report "operation failed" and print
+#: ``allocate of <k> failed.`` lines for the buffers they could not get.
+_KERNEL_FAILED = re.compile(r"[XY]NNPACK operation failed")
+_ALLOCATION_FAILED = re.compile(r"allocat\w*\b.{0,40}\bfailed|failed to allocate", re.IGNORECASE)
+
+
+def is_out_of_memory(message: str, stderr: str = "") -> bool:
+    """Whether a failure's ``message`` (and the ``stderr`` printed meanwhile) says that an
+    allocation failed.
+
+    Example:
+        >>> is_out_of_memory("JaxRuntimeError: RESOURCE_EXHAUSTED: Out of memory")
+        True
+        >>> msg = "JaxRuntimeError: INTERNAL: YNNPACK operation failed: error"
+        >>> is_out_of_memory(msg), is_out_of_memory(msg, "allocate of <5> failed.\\n")
+        (False, True)
+    """
+    if any(word in message for word in MEMORY_WORDS):
+        return True
+    return bool(_KERNEL_FAILED.search(message) and _ALLOCATION_FAILED.search(stderr))
+
+
+#: Where library code lives: a traceback's frames there are not the user's.
+_LIBRARY = tuple(
+    {str(Path(p).resolve()) for k in ("stdlib", "platstdlib", "purelib", "platlib")
+     if (p := sysconfig.get_paths().get(k))}
+    | {str(Path(__file__).resolve().parents[1])}  # diffkit itself
+)  # fmt: skip
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in (\S+)')
+
+
+def user_frame(frames: list[tuple[str, int, str]]) -> str | None:
+    """``"file:line in function"`` of the innermost of ``frames`` (file, line, function)
+    that is not library code (the standard library, site-packages, diffkit), or None."""
+    for file, line, function in reversed(frames):
+        if file.startswith("<") or str(Path(file).resolve()).startswith(_LIBRARY):
+            continue
+        return f"{file}:{line} in {function}"
+    return None
+
+
+def summarize_error(text: str, frames: list[tuple[str, int, str]] | None = None) -> str:
+    """One line for a failure's text: its first line, or, when the text holds a Python
+    traceback (an error raised in a callback, a worker's stderr), the traceback's last line
+    (the exception); followed by the user's innermost frame, from ``frames`` or the
+    traceback's ``File`` lines. At most 300 characters.
+
+    Example:
+        >>> text = (
+        ...     "INTERNAL: CpuCallback error: Traceback (most recent call last):\\n"
+        ...     '  File "/home/me/model.py", line 3, in bad\\n'
+        ...     "ValueError: boom"
+        ... )
+        >>> summarize_error(text)
+        'ValueError: boom (at /home/me/model.py:3 in bad)'
+    """
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    traceback = any("Traceback (most recent call last)" in ln for ln in lines)
+    if traceback:
+        frames = [(f, int(n), fn) for ln in lines for f, n, fn in _FRAME.findall(ln)]
+    where = user_frame(frames or [])
+    line = lines[-1] if traceback else lines[0]
+    return (f"{line} (at {where})" if where else line)[:300]

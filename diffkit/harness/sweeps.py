@@ -21,11 +21,14 @@ is given more time or memory (or ``retry_failed=True``).
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,13 @@ from diffkit.harness import executors
 from diffkit.harness import worker as workers
 from diffkit.harness.families import Problem, get_problem
 from diffkit.harness.gradbench import suite as gradbench_suite
-from diffkit.harness.measure import finish_record, new_record, run_case
+from diffkit.harness.measure import (
+    PRIMAL_FAILED,
+    finish_record,
+    harness_record,
+    new_record,
+    run_case,
+)
 from diffkit.harness.record import ERROR, OUT_OF_MEMORY, RETRYABLE, SKIPPED, TIMEOUT, Record
 from diffkit.harness.results import Results, read_records
 
@@ -154,8 +163,10 @@ def _retry(rec: Record, budget: float, memory_limit: float | None, force: bool) 
     if force:
         return True
     cause = rec["outcome"]
-    if cause == SKIPPED:
-        cause = OUT_OF_MEMORY if OUT_OF_MEMORY in str(rec.get("message")) else TIMEOUT
+    if cause == SKIPPED:  # the outcome it was skipped after (read from older records' message)
+        cause = rec.get("cause") or (
+            OUT_OF_MEMORY if OUT_OF_MEMORY in str(rec.get("message")) else TIMEOUT
+        )
     old_budget, old_limit = rec.get("budget"), rec.get("memory_limit")
     more_time = isinstance(old_budget, int | float) and budget > old_budget
     more_memory = isinstance(old_limit, int | float) and (
@@ -165,7 +176,7 @@ def _retry(rec: Record, budget: float, memory_limit: float | None, force: bool) 
         return more_time
     if cause == OUT_OF_MEMORY:
         return more_memory
-    return more_time or more_memory  # a crash: either may help
+    return more_time or more_memory  # a crash (or a primal that failed): either may help
 
 
 def _as_problems(problems: str | Problem | Iterable[str | Problem]) -> list[Problem]:
@@ -336,10 +347,41 @@ def _check_cases(
                     "register it (or give the user function as 'module:function'), or pass "
                     "isolate=False"
                 )
+    for prob in probs:
+        target = prob.options.get("target") if prob.name == "user" else None
+        if isinstance(target, str):
+            _check_target(target)
     unknown = set(method_sizes or {}) - set(methods)
     if unknown:
         raise DiffkitError(
             f"sweep: method_sizes names {', '.join(sorted(unknown))}, not among the methods"
+        )
+
+
+def _check_target(target: str) -> None:
+    """A one-line error for a user target that cannot be found, without importing it: the
+    user's code runs only in the worker, under the case's time and memory budget (the
+    worker reports the errors of loading it, such as a missing function)."""
+    where, sep, attr = target.rpartition(":")
+    if not sep or not where or not attr:
+        raise DiffkitError(
+            f"user problem: {target!r} must look like 'module:function' or 'file.py:function'"
+        )
+    if where.endswith(".py"):
+        path = Path(where).resolve()
+        if not path.is_file():
+            raise DiffkitError(
+                f"user problem: cannot load {target!r}: file not found ({path}); check the "
+                "path, relative to the working directory"
+            )
+        return
+    top = where.partition(".")[0]  # finding a submodule would import its package
+    cwd = [os.getcwd()]  # the worker looks there too (families.resolve_target)
+    found = top in sys.modules or importlib.util.find_spec(top) or PathFinder.find_spec(top, cwd)
+    if not found:
+        raise DiffkitError(
+            f"user problem: cannot load {target!r}: module {top!r} not found (from the "
+            "working directory or the installed packages); for a file write path/to/file.py:name"
         )
 
 
@@ -364,7 +406,6 @@ def _sweep(
     done = {k: r for k, r in latest.items() if not _retry(r, budget, memory_limit, retry_failed)}
     run = run_id()
     total = sum(len(cases) for *_, cases in groups)
-    stopped: dict[tuple[str, str, str, str], Record] = {}
     records: list[Record] = []
     pending = any(
         finish_record(c.copy(), ERROR)["key"] not in done for *_, cases in groups for c in cases
@@ -387,21 +428,19 @@ def _sweep(
         return Results(found, path=path)
     runner = _Runner(isolate and pending, budget, memory_limit, min_time, seed, accuracy)
     writer = _Appender(path)
+    stops = _Stops()
     try:
-        for prob, dtype, cases in groups:
+        for prob, _, cases in groups:
             for case in cases:
                 rec = finish_record(case.copy(), ERROR)
-                options = json.dumps(rec["problem_options"])
-                series = (rec["problem"], options, case["method"], dtype)
                 if rec["key"] in done:
                     rec = done[rec["key"]]
                 else:
-                    skipped = _skipped(case, stopped[series]) if series in stopped else None
-                    rec = skipped or runner.run(prob, case, isolate)
+                    cause = stops.cause(case)
+                    rec = _skipped(case, cause) if cause else runner.run(prob, case, isolate)
                     rec.update({"run": run, "budget": budget, "memory_limit": memory_limit})
                     writer.append(rec)
-                if rec["outcome"] in (TIMEOUT, OUT_OF_MEMORY):
-                    stopped.setdefault(series, rec)
+                stops.note(rec)
                 records.append(rec)
                 if progress is not None:
                     progress(rec, len(records), total)
@@ -409,6 +448,37 @@ def _sweep(
         runner.close()
         writer.close()
     return Results(records, path=path)
+
+
+class _Stops:
+    """The cases a sweep skips after a failure: every method's larger sizes after its own
+    timeout or out-of-memory; after a failed primal (the work shared by a size), the other
+    methods of that size and, when it ran out of time or memory, every larger size of that
+    problem and dtype (a larger primal only takes longer)."""
+
+    def __init__(self) -> None:
+        self.causes: dict[tuple[Any, ...], Record] = {}
+
+    @staticmethod
+    def _keys(rec: Record) -> tuple[tuple[Any, ...], tuple[Any, ...], tuple[Any, ...]]:
+        group = (rec["problem"], json.dumps(rec["problem_options"]), rec["dtype"])
+        return (*group, rec["method"]), (*group, rec["size"]), group
+
+    def note(self, rec: Record) -> None:
+        """Take note of a finished (or stored) case."""
+        series, size, group = self._keys(rec)
+        stopped = rec["outcome"] in (TIMEOUT, OUT_OF_MEMORY)
+        if stopped:
+            self.causes.setdefault(series, rec)
+        if rec.get("failed_in") == "primal":
+            self.causes.setdefault(size, rec)
+            if stopped:
+                self.causes.setdefault(group, rec)
+
+    def cause(self, case: Record) -> Record | None:
+        """The record a case is skipped after, or None to run it."""
+        series, size, group = self._keys(case)
+        return self.causes.get(size) or self.causes.get(group) or self.causes.get(series)
 
 
 class _Runner:
@@ -473,13 +543,10 @@ def _isolated(
         "min_time": min_time,
         "accuracy": accuracy,
     }
-    rec, outcome, message, start = worker.run(request, budget, memory_limit)
+    answer = worker.run(request, budget, memory_limit)
+    rec = answer.record
     if rec is None:
-        rec = case.copy()
-        rec.update({"n": start.get("n"), "m": start.get("m")})
-        rec["case_s"] = time.perf_counter() - started
-        rec = finish_record(rec, outcome, message)
-        rec["outcome_by"] = "harness"
+        rec = harness_record(case, *answer[1:], time.perf_counter() - started)
         worker.kill()
     rec["wall_s"] = time.perf_counter() - started
     rec["worker_start_s"] = worker.startup_s if fresh else None
@@ -487,8 +554,17 @@ def _isolated(
 
 
 def _skipped(case: Record, cause: Record) -> Record:
-    message = f"skipped: {cause['outcome']} at size {cause['size']}"
-    return finish_record(case.copy(), SKIPPED, message)
+    """The record of ``case``, skipped after ``cause`` (see :class:`_Stops`)."""
+    if cause.get("failed_in") != "primal":
+        message = f"skipped: {cause['outcome']} at size {cause['size']}"
+    elif cause["size"] == case["size"]:
+        reason = cause["message"].removeprefix(PRIMAL_FAILED)
+        message = f"{PRIMAL_FAILED}{cause['outcome']}: {reason}"
+    else:
+        message = f"skipped: the primal's {cause['outcome']} at size {cause['size']}"
+    rec = finish_record(case.copy(), SKIPPED, message)
+    rec["cause"] = cause["outcome"]
+    return rec
 
 
 def compare(

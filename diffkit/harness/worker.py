@@ -31,17 +31,38 @@ import sys
 import tempfile
 import threading
 import time
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
-from diffkit._core.errors import DiffkitError
-from diffkit.harness.record import Record, format_bytes
+from diffkit.harness.record import (
+    ERROR,
+    OUT_OF_MEMORY,
+    TIMEOUT,
+    Record,
+    format_bytes,
+    is_out_of_memory,
+    summarize_error,
+)
 
-#: Seconds the work shared by the methods of one size (compiling the primal, computing the
-#: float64 reference) may take, apart from each method's budget.
-SHARED_TIMEOUT = 300.0
-
-#: Seconds a fresh worker may take to import JAX and diffkit.
+#: Seconds a fresh worker may take to import JAX and diffkit on an idle machine; scaled by
+#: the load per core (:func:`startup_timeout`), and doubled for the second try.
 STARTUP_TIMEOUT = 120.0
+
+
+def startup_timeout() -> float:
+    """Seconds a fresh worker may take to start here and now: :data:`STARTUP_TIMEOUT`, times
+    the load average per core when the machine is busier than one runnable process per core
+    (imports then take as many times longer).
+
+    Example:
+        >>> from diffkit.harness.worker import STARTUP_TIMEOUT, startup_timeout
+        >>> startup_timeout() >= STARTUP_TIMEOUT
+        True
+    """
+    try:
+        load = os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (OSError, AttributeError):  # not on every platform
+        load = 1.0
+    return STARTUP_TIMEOUT * max(1.0, load)
 
 
 def _rss_bytes(pid: int) -> int | None:
@@ -92,46 +113,81 @@ def default_memory_limit() -> float | None:
         return None
 
 
-_MEMORY_WORDS = ("bad_alloc", "MemoryError", "RESOURCE_EXHAUSTED", "Cannot allocate memory")
+class Answer(NamedTuple):
+    """What :meth:`Worker.run` saw of a case: the worker's ``record``, or None when the
+    parent decided the ``outcome`` (with its ``message``); ``start``: the worker's start
+    message (n, m) if the method's own work began; ``stage``: where the case ended
+    (``"startup"``: the worker never started; ``"primal"``: in the work shared by its size;
+    ``"method"``)."""
+
+    record: Record | None
+    outcome: str
+    message: str
+    start: dict[str, Any]
+    stage: str
+
+
+#: A child's first statements, before Python imports anything of diffkit or JAX (``-S``: not
+#: even the site packages): ask the kernel to kill it when its parent dies, exit if that
+#: happened already, then become the worker (the request survives ``exec``).
+_BOOT = """
+import ctypes, os, sys
+try:
+    ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+except Exception:
+    pass
+if os.environ.get("DIFFKIT_PARENT_PID", str(os.getppid())) != str(os.getppid()):
+    os._exit(1)
+os.execv(sys.executable, [sys.executable, "-m", "diffkit.harness.worker"])
+"""
 
 
 class Worker:
     """One ``python -m diffkit.harness.worker`` process and a thread reading its answers.
-    It starts in the background; the first :meth:`run` waits until it is ready."""
+    It starts in the background; the first :meth:`run` waits until it is ready (within
+    :func:`startup_timeout`, and a second start with twice as long if the first fails)."""
 
     def __init__(self) -> None:
-        self.started = time.perf_counter()
         self.startup_s: float | None = None
-        self.env = env = _environment()
+        self.env = _environment()
         self.errors: IO[str] = tempfile.TemporaryFile("w+")
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.started = time.perf_counter()
+        boot = ["-S", "-c", _BOOT] if sys.platform.startswith("linux") else []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diffkit.harness.worker"],
+            [sys.executable, *(boot or ["-m", "diffkit.harness.worker"])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.errors,
             text=True,
-            env=env,
+            env=self.env,
         )
         self.messages: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        threading.Thread(target=self._read, daemon=True).start()
+        threading.Thread(target=_read, args=(self.proc, self.messages), daemon=True).start()
 
-    def _wait_ready(self) -> None:
+    def start(self) -> str | None:
+        """Wait until the worker is ready: None once it is, else why it failed to start
+        (twice; the process is then ended)."""
         if self.startup_s is not None:
-            return
-        ready = self._next(self.started + STARTUP_TIMEOUT, None)
-        if not isinstance(ready, dict) or ready.get("event") != "ready":
-            self.close()
-            raise DiffkitError(f"the sweep's worker process failed to start: {self._last_error()}")
-        self.startup_s = time.perf_counter() - self.started
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                self.messages.put(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-        self.messages.put(None)
+            return None
+        why = ""
+        for attempt in (1, 2):
+            if attempt == 2:
+                self._spawn()
+            timeout = attempt * startup_timeout()
+            ready = self._next(self.started + timeout, None)
+            if isinstance(ready, dict) and ready.get("event") == "ready":
+                self.startup_s = time.perf_counter() - self.started
+                return None
+            self.kill()
+            why = (
+                f"not ready after {timeout:.3g} s"
+                if ready == "timeout"
+                else f"exit {self.proc.returncode}: {self._errors_since(0)}"
+            )
+        return f"the worker process failed to start, twice ({why})"
 
     def _next(self, deadline: float, memory_limit: float | None) -> dict[str, Any] | str | None:
         """The next message; "timeout" or "out-of-memory" (after killing the process); or
@@ -149,48 +205,75 @@ class Worker:
                 self.kill()
                 return "out-of-memory"
 
-    def run(
-        self, case: dict[str, Any], budget: float, memory_limit: float | None
-    ) -> tuple[Record | None, str, str, dict[str, Any]]:
-        """Run one case: ``(record or None, outcome, message, start message)``."""
-        self._wait_ready()
+    def run(self, case: dict[str, Any], budget: float, memory_limit: float | None) -> Answer:
+        """Run one case. The work shared by the methods of a size (loading the target,
+        building the inputs, the primal, the float64 reference) and the method's own work
+        each get ``budget`` seconds; the process is killed past either, or past
+        ``memory_limit`` bytes resident."""
+        why = self.start()
+        if why is not None:
+            return Answer(None, ERROR, why, {}, "startup")
         assert self.proc.stdin is not None
         case = {**case, "memory_limit": memory_limit}  # the worker limits itself too
-        self.proc.stdin.write(json.dumps(case) + "\n")
-        self.proc.stdin.flush()
-        # The shared work of a size (primal, reference) gets its own deadline; the budget
-        # clock starts when the worker reports the method's own work has begun.
-        deadline = time.perf_counter() + max(SHARED_TIMEOUT, budget)
+        mark = self._errors_size()
+        try:
+            self.proc.stdin.write(json.dumps(case) + "\n")
+            self.proc.stdin.flush()
+        except OSError:  # it died since it was ready: the messages say how
+            pass
+        deadline = time.perf_counter() + budget
         start: dict[str, Any] = {}
         while True:
             msg = self._next(deadline, memory_limit)
+            stage = "method" if start else "primal"
             if msg == "timeout":
-                if not start:
-                    what = "the primal and float64 reference of this size"
-                    return None, "timeout", f"{what} took over {SHARED_TIMEOUT:g} s", start
-                return None, "timeout", f"exceeded the budget of {budget:g} s", start
+                what = "" if start else SHARED_WORK
+                return Answer(
+                    None, TIMEOUT, f"exceeded the budget of {budget:g} s{what}", start, stage
+                )
             if msg == "out-of-memory":
                 limit = format_bytes(memory_limit) if memory_limit else "?"
-                return None, "out-of-memory", f"resident memory passed {limit}", start
+                what = f"resident memory passed {limit}" + ("" if start else SHARED_WORK)
+                return Answer(None, OUT_OF_MEMORY, what, start, stage)
             if msg is None:
                 code = self.proc.wait()
-                last = self._last_error()
+                printed = self._errors_since(mark)
                 # -9: the kernel's out-of-memory killer; an allocation refused under the
                 # worker's own limit (RLIMIT_DATA) aborts C++ code with bad_alloc.
-                memory = code == -9 or any(s in last for s in _MEMORY_WORDS)
-                outcome = "out-of-memory" if memory else "error"
-                return None, outcome, f"worker died (exit {code}): {last}", start
+                memory = code == -9 or is_out_of_memory(printed)
+                outcome = OUT_OF_MEMORY if memory else ERROR
+                return Answer(None, outcome, f"worker died (exit {code}): {printed}", start, stage)
             assert isinstance(msg, dict)
             if msg.get("event") == "start":
                 start = msg
                 deadline = time.perf_counter() + budget
             elif msg.get("event") == "result":
-                return msg["record"], msg["record"]["outcome"], msg["record"]["message"], start
+                rec: Record = msg["record"]
+                if rec["outcome"] == ERROR and is_out_of_memory(
+                    rec["message"], self._errors_since(mark, summary=False)
+                ):  # e.g. YNNPACK's "operation failed" after failed allocations
+                    rec["outcome"] = OUT_OF_MEMORY
+                    rec["message"] += " (allocations failed: out of memory)"
+                return Answer(rec, rec["outcome"], rec["message"], start, stage)
 
-    def _last_error(self) -> str:
-        self.errors.seek(0)
-        lines = [ln.strip() for ln in self.errors.read().splitlines() if ln.strip()]
-        return lines[-1][:300] if lines else "no message"
+    def _errors_size(self) -> int:
+        try:
+            return os.fstat(self.errors.fileno()).st_size
+        except (OSError, ValueError):  # closed
+            return 0
+
+    def _errors_since(self, mark: int, summary: bool = True) -> str:
+        """What the worker printed on stderr since byte ``mark`` (its last megabyte): in one
+        line (:func:`~diffkit.harness.record.summarize_error`), or all of it."""
+        size = self._errors_size()
+        try:
+            start = max(mark, size - 2**20)
+            text = os.pread(self.errors.fileno(), size - start, start).decode(errors="replace")
+        except (OSError, ValueError):
+            text = ""
+        if not summary:
+            return text
+        return summarize_error(text) or "no message"
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -207,6 +290,24 @@ class Worker:
                 pass
         self.kill()
         self.errors.close()
+
+
+#: Said of a time-out or memory limit reached before the method's own work began.
+SHARED_WORK = (
+    " (loading the target, building the inputs, compiling and running the primal, "
+    "the float64 reference)"
+)
+
+
+def _read(proc: subprocess.Popen[str], messages: queue.Queue[dict[str, Any] | None]) -> None:
+    """Put each JSON line ``proc`` writes on ``messages``, then None once it ends."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        try:
+            messages.put(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    messages.put(None)
 
 
 _SPARE: list[Worker] = []

@@ -144,13 +144,22 @@ def show(res: Results, fmt: str, title: str) -> None:
 
 
 def conclude(res: Results, files: list[Path]) -> None:
-    """The fitted slopes (of mlp, where measured), the verdict and the files written."""
+    """The fitted slopes (of mlp, where measured; each fitted over noisy timings says so),
+    the verdict and the files written."""
     con = console()
     fits = [f for f in res.fit_exponents() if f["slope_time"] is not None]
     fits = [f for f in fits if f["problem"] == "mlp"] or fits
     if fits:
-        slopes = ", ".join(f"{f['problem']}/{f['method']} {f['slope_time']:.2f}" for f in fits)
-        con.print(f"Fitted slopes of time vs n (log-log, compute-bound sizes): {slopes}")
+        slopes = ", ".join(
+            f"{f['problem']}/{f['method']} {f['slope_time']:.2f}"
+            + (f" (over {f['noisy']} noisy of {f['points']} points)" if f.get("noisy") else "")
+            for f in fits
+        )
+        against = sorted({f["against"] for f in fits})
+        con.print(
+            f"Fitted slopes of time vs {' or '.join(against)} (log-log, compute-bound sizes): "
+            f"{slopes}"
+        )
     con.print(res.verdict())
     wrote(files)
 

@@ -4,6 +4,7 @@ non-interactive Agg backend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from diffkit.harness.results import Results
 
 __all__ = [
+    "PALETTE",
+    "colours",
     "figure",
     "memory_figure",
     "plot_results",
@@ -21,6 +24,32 @@ __all__ = [
     "steps_figure",
     "swell_figure",
 ]
+
+
+#: The colours of methods, in every PNG and on the report page (matplotlib's tab10).
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+#: The built-in methods keep their colour whatever else a result holds.
+_FIXED = ("jax-rev", "jax-fwd", "tape", "dual", "fd", "symbolic", "forward-grad", "spsa")
+
+
+def colours(methods: Iterable[str]) -> dict[str, str]:
+    """One colour per method: the built-ins' fixed, the others' from the rest of
+    :data:`PALETTE` in sorted order (cycling when there are more methods than colours).
+    The PNGs and the report page both take their colours from here.
+
+    Example:
+        >>> colours(["tape", "mine", "jax-rev"])
+        {'jax-rev': '#1f77b4', 'mine': '#bcbd22', 'tape': '#2ca02c'}
+    """
+    names = sorted(set(methods))
+    free = [c for i, c in enumerate(PALETTE) if i >= len(_FIXED)]
+    others = [m for m in names if m not in _FIXED]
+    out = {m: PALETTE[_FIXED.index(m)] for m in names if m in _FIXED}
+    out.update((m, free[i % len(free)]) for i, m in enumerate(others))
+    return dict(sorted(out.items()))
 
 
 def pyplot() -> Any:
@@ -43,16 +72,18 @@ def _save(fig: Any, path: Path) -> Path:
 def plot_results(results: Results, folder: Path) -> list[Path]:
     """One PNG per (problem, dtype): run time (primal dotted) with each method's fitted
     log-log slope drawn dashed and given in the legend, derivative/primal ratio, and rho
-    against the float64 reference, each against n (m where only the outputs vary). Where
-    every method has one size only, a dot plot instead: one labelled row per method."""
+    against the float64 reference, each against n (m where only the outputs vary, the size
+    where neither does: steps, depth). Where every method has one size only, a dot plot
+    instead: one labelled row per method. Each method has its colour of :func:`colours`."""
     plt = pyplot()
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     ok = results.filter(outcome="ok")
     fits = {(f["problem"], f["method"], f["dtype"]): f for f in ok.fit_exponents()}
+    palette = colours(r["method"] for r in results)
     for problem, dtype in sorted({(r["problem"], r["dtype"]) for r in ok}):
         recs = ok.filter(problem=problem, dtype=dtype).records
-        fig = figure(recs, problem, dtype, fits, plt)
+        fig = figure(recs, problem, dtype, fits, plt, palette)
         paths.append(_save(fig, folder / f"{problem}-{dtype}.png"))
     return paths
 
@@ -64,16 +95,25 @@ _PANELS = (
 )
 
 
-def figure(recs: list[Record], problem: str, dtype: str, fits: dict[Any, Any], plt: Any) -> Any:
-    """The three panels of one (problem, dtype) as a matplotlib figure."""
+def figure(
+    recs: list[Record],
+    problem: str,
+    dtype: str,
+    fits: dict[Any, Any],
+    plt: Any,
+    palette: dict[str, str] | None = None,
+) -> Any:
+    """The three panels of one (problem, dtype) as a matplotlib figure; ``palette`` maps
+    methods to colours (default: :func:`colours` of these records' methods)."""
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     methods = sorted({r["method"] for r in recs})
+    palette = palette or colours(methods)
     sizes = sorted({r["size"] for r in recs})
     dots = len(sizes) == 1
     if dots:
-        _dots(recs, methods, axes, problem, dtype)
+        _dots(recs, methods, axes, problem, dtype, palette)
     else:
-        _lines(recs, methods, axes, problem, dtype, fits)
+        sizes = _lines(recs, methods, axes, problem, dtype, fits, palette)
     for ax in axes:
         # Plain "1e-05" labels and no minor ticks (drawing cost: benchmarks/README.md).
         ax.minorticks_off()
@@ -89,7 +129,9 @@ def figure(recs: list[Record], problem: str, dtype: str, fits: dict[Any, Any], p
     return fig
 
 
-def _dots(recs: list[Record], methods: list[str], axes: Any, problem: str, dtype: str):
+def _dots(  # type: ignore[no-untyped-def]
+    recs: list[Record], methods: list[str], axes: Any, problem: str, dtype: str, palette
+):
     """One size: a row per method, its value marked and written next to the dot."""
     r0 = recs[0]
     rows = range(len(methods))
@@ -98,7 +140,7 @@ def _dots(recs: list[Record], methods: list[str], axes: Any, problem: str, dtype
         for i, method in enumerate(methods):
             value = got.get(method)
             if value:
-                ax.plot([value], [i], "o", color=f"C{i % 10}")
+                ax.plot([value], [i], "o", color=palette[method])
                 ax.annotate(f" {value:.3g}", (value, i), va="center", fontsize=8)
         if field == "time_median":
             primal = r0.get("primal_median")
@@ -113,36 +155,55 @@ def _dots(recs: list[Record], methods: list[str], axes: Any, problem: str, dtype
     axes[0].set_title(f"{problem} {dtype} ({where})")
 
 
-def _lines(recs, methods, axes, problem, dtype, fits) -> None:  # type: ignore[no-untyped-def]
+def _lines(recs, methods, axes, problem, dtype, fits, palette) -> list[Any]:  # type: ignore[no-untyped-def]
+    """Each method's series against n, else m, else the size (what varies); returns the
+    x values measured."""
     ax_t, ax_r, ax_a = axes
     varies = {k: len({r[k] for r in recs}) > 1 for k in ("n", "m")}
-    axis = "n" if varies["n"] else "m"
+    axis = "n" if varies["n"] else "m" if varies["m"] else "size"
     # Markers of methods that land on one another stay visible: each its own shape and size.
     shapes = "os^vD<>ph*"
     for i, method in enumerate(methods):
         rs = sorted((r for r in recs if r["method"] == method), key=lambda r: r[axis])
         xs = [r[axis] for r in rs]
-        style = dict(marker=shapes[i % len(shapes)], ms=9 - 0.6 * (i % 6), mfc="none")
+        colour = palette[method]
+        style = dict(marker=shapes[i % len(shapes)], ms=9 - 0.6 * (i % 6), mfc="none", color=colour)
         times = [r["time_median"] for r in rs]
         fit = fits.get((problem, method, dtype), {})
         slope = fit.get("slope_time") if fit.get("against") == axis else None
         label = method if slope is None else f"{method} (slope {slope:.2f})"
-        (line,) = ax_t.loglog(xs, times, "-", label=label, **style)
-        ax_t.loglog(xs, [r["primal_median"] for r in rs], ":", color=line.get_color())
+        if slope is not None and fit.get("noisy"):
+            label += ", noisy"
+        ax_t.loglog(xs, times, "-", label=label, **style)
+        ax_t.loglog(xs, [r["primal_median"] for r in rs], ":", color=colour)
         if slope is not None:  # the fitted power law over the sizes it was fitted on
             lo, hi = fit["range"]
             used = [(x, t) for x, t in zip(xs, times, strict=True) if lo <= x <= hi]
             cx, ct = (float(np.exp(np.mean(np.log(v)))) for v in zip(*used, strict=True))
             ends = np.array([lo, hi], dtype=float)
-            ax_t.loglog(ends, ct * (ends / cx) ** slope, "--", color=line.get_color())
+            ax_t.loglog(ends, ct * (ends / cx) ** slope, "--", color=colour)
         ax_r.loglog(xs, [r["ratio"] for r in rs], "-", label=method, **style)
         rho = [(x, r["rho_max"]) for x, r in zip(xs, rs, strict=True) if r.get("rho_max")]
         if rho:
             ax_a.loglog(*zip(*rho, strict=True), "-", label=method, **style)
-    xlabel = "n (inputs)" if axis == "n" else "m (outputs)"
+    xlabel = {"n": "n (inputs)", "m": "m (outputs)"}.get(axis) or _size_label(problem, recs)
     ax_t.set(xlabel=xlabel, ylabel="run time [s] (dotted: primal)", title=f"{problem} {dtype}")
     ax_r.set(xlabel=xlabel, ylabel="derivative / primal time", title="cost ratio")
     ax_a.set(xlabel=xlabel, ylabel="max rho vs float64 reference", title="accuracy")
+    return sorted({r[axis] for r in recs})
+
+
+def _size_label(problem: str, recs: list[Record]) -> str:
+    """The x label of a problem whose n and m stay put: what its size means (steps, depth),
+    with the fixed n and m."""
+    from diffkit._core.errors import DiffkitError
+    from diffkit.harness.families import get_problem
+
+    try:
+        means = get_problem(problem).size_means
+    except DiffkitError:  # records of a family not registered here
+        means = "size"
+    return f"{means} (n={recs[0].get('n')}, m={recs[0].get('m')} fixed)"
 
 
 def _plain_ticks(axis: Any) -> None:

@@ -18,6 +18,8 @@ Example:
     [1.0]
     >>> rep.data["records"][0]["command"]
     'diffkit compare --problem p --sizes 10 --methods a --dtype float32 --backend cpu'
+    >>> rep.data["colours"]  # the PNGs' colours (harness.plots.colours)
+    {'a': '#bcbd22'}
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import shlex
 import statistics
 from typing import TYPE_CHECKING, Any
 
+from diffkit.harness.plots import colours
 from diffkit.harness.record import Record, field_named
 from diffkit.html.page import Page
 
@@ -109,7 +112,9 @@ def page(results: Results, title: str = "") -> Report:
                for r in results]  # fmt: skip
     fits = [_fit_line(f, results) for f in results.fit_exponents()]
     where = str(results.path) if results.path else ""
-    return Report({"title": title or where or "results", "records": records, "fits": fits})
+    palette = colours(r["method"] for r in results)  # the PNGs' colours
+    data = {"title": title or where or "results", "records": records, "fits": fits}
+    return Report(data | {"colours": palette})
 
 
 def _fit_line(fit: dict[str, Any], results: Results) -> dict[str, Any]:

@@ -136,14 +136,44 @@ def fmt_ratio(ratio: float) -> str:
     return f"{ratio:.2g}x" if ratio < 10 else fmt_n(round(float(f"{ratio:.3g}"))) + "x"
 
 
+#: A timing is noisy when its interquartile range exceeds this fraction of its median ...
+NOISY_IQR = 0.5
+#: ... or when it rests on fewer samples than this (a slow derivative is timed once).
+MIN_SAMPLES = 10
+
+
+def noise(r: Mapping[str, Any]) -> str:
+    """Why the derivative's timing in record ``r`` is noisy: its IQR over :data:`NOISY_IQR`
+    of its median, or under :data:`MIN_SAMPLES` samples (also counted for the primal, which
+    the ratio rests on; a primal timed thousands of times has a firm median however wide its
+    spread); ``""`` when it is not (or was not recorded).
+
+    Example:
+        >>> noise({"time_median": 1.0, "time_iqr": 1.2, "time_n": 4})
+        'IQR 120% of the median, 4 samples'
+        >>> noise({"time_median": 1.0, "time_iqr": 0.1, "time_n": 40, "primal_n": 3})
+        'primal 3 samples'
+    """
+    why = []
+    median, iqr = r.get("time_median"), r.get("time_iqr")
+    if median and iqr is not None and iqr > NOISY_IQR * median:
+        why.append(f"IQR {iqr / median:.0%} of the median")
+    for prefix, what in (("time", ""), ("primal", "primal ")):
+        n = r.get(f"{prefix}_n")
+        if n is not None and n < MIN_SAMPLES:
+            why.append(f"{what}{n} sample{'s' if n != 1 else ''}")
+    return ", ".join(why)
+
+
 def _outcome_note(r: Record) -> str:
-    """The outcome, INACCURATE for an ok result outside the tolerance, with the message."""
+    """The outcome, INACCURATE for an ok result outside the tolerance, with the message;
+    ``noisy (why)`` after an ok outcome whose timing is noisy (:func:`noise`)."""
     outcome = r["outcome"]
-    if outcome == OK and r.get("accurate") is False:
-        return "INACCURATE"
-    if outcome != OK and r.get("message"):
-        return outcome + f": {r['message'][:50]}"
-    return outcome
+    if outcome != OK:
+        return outcome + f": {r['message'][:50]}" if r.get("message") else outcome
+    note = "INACCURATE" if r.get("accurate") is False else outcome
+    why = noise(r)
+    return f"{note}, noisy ({why})" if why else note
 
 
 def _x_primal(r: Record) -> str:
@@ -166,6 +196,7 @@ def _evaluations(r: Record) -> str:
 #: :data:`TABLE` and :data:`SUMMARY` choose from it.
 COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "problem": ("problem", lambda r: r["problem"]),
+    "size": ("size", lambda r: fmt(r.get("size"))),
     "n": ("n", lambda r: fmt(r.get("n"))),
     "m": ("m", lambda r: fmt(r.get("m"))),
     "method": ("method", _method),
@@ -174,6 +205,7 @@ COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "compile": ("compile", lambda r: fmt_time(r.get("compile_s"))),
     "time": ("time", lambda r: fmt_time(r.get("time_median"))),
     "iqr%": ("iqr%", lambda r: fmt(_iqr_percent(r), 2)),
+    "samples": ("samples", lambda r: fmt(r.get("time_n"))),
     "primal": ("primal", lambda r: fmt_time(r.get("primal_median"))),
     "ratio": ("ratio", lambda r: fmt(r.get("ratio"))),
     "x primal": ("x primal", _x_primal),
@@ -188,14 +220,42 @@ COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
 }
 #: Columns of :meth:`Results.table`: every field worth a column.
 TABLE = (
-    "problem", "n", "m", "method", "dtype", "outcome", "compile", "time", "iqr%", "primal",
-    "ratio", "passes", "rho max", "cosine", "2nd moment", "accurate", "message",
+    "problem", "size", "n", "m", "method", "dtype", "outcome", "compile", "time", "iqr%", "samples",
+    "primal", "ratio", "passes", "rho max", "cosine", "2nd moment", "accurate", "message",
 )  # fmt: skip
 #: Columns of ``diffkit compare``'s table: what a reader compares.
-SUMMARY: tuple[str, ...] = ("problem", "n", "m", "method", "time", "x primal", "evaluations")
+SUMMARY: tuple[str, ...] = (
+    "problem",
+    "size",
+    "n",
+    "m",
+    "method",
+    "time",
+    "x primal",
+    "evaluations",
+)
 SUMMARY += ("rho max", "cosine", "outcome note")
 #: Columns shown only where a stochastic estimator's records are in the table.
 ESTIMATOR_COLUMNS = ("cosine", "2nd moment")
+
+
+def constant_n(records: Sequence[Record]) -> set[str]:
+    """Problems whose n and m stay put while their size varies (logistic-map's steps, lstm's
+    sequence length): their tables need a size column and their plots the size as x axis.
+
+    Example:
+        >>> sorted(constant_n([{"problem": "logistic-map", "size": s, "n": 1, "m": 1}
+        ...                    for s in (1, 8)]
+        ...                   + [{"problem": "mlp", "size": s, "n": s, "m": 1} for s in (10, 100)]))
+        ['logistic-map']
+    """
+    sizes: dict[str, set[Any]] = {}
+    shapes: dict[str, set[Any]] = {}
+    for r in records:
+        if r.get("size") is not None and r.get("n") is not None:
+            sizes.setdefault(r["problem"], set()).add(r["size"])
+            shapes.setdefault(r["problem"], set()).add((r["n"], r.get("m")))
+    return {p for p in sizes if len(shapes[p]) < len(sizes[p])}
 
 
 def _second_moment(r: Record) -> str:
@@ -291,6 +351,8 @@ class Results:
 
         if not any(r.get("cosine") is not None for r in self.records):  # no estimator here
             columns = [c for c in columns if c not in ESTIMATOR_COLUMNS]
+        if not constant_n(self.records):  # n tells the sizes apart: no size column
+            columns = [c for c in columns if c != "size"]
         shows = [COLUMNS[c] for c in columns]
         rows = [[str(show(r)) for _, show in shows] for r in sorted(self.records, key=order)]
         return [h for h, _ in shows], rows
@@ -365,6 +427,8 @@ class Results:
         differences, 1 for reverse mode). ``against`` is "n", "m", "size" or "auto" (the one
         that varies: n, else m, else size). When only the largest size leaves the floor, the
         ``min_points`` largest are used; a series that never leaves it gets None.
+        ``noisy`` counts the points used whose timing is noisy (:func:`noise`): a slope
+        fitted over them is uncertain.
         """
         fits = []
         for (problem, options, method, dtype, backend), recs in sorted(self._series().items()):
@@ -386,6 +450,7 @@ class Results:
                 "backend": backend,
                 "against": axis,
                 "points": len(used),
+                "noisy": sum(1 for r in used if noise(r)),
                 "range": [field_named(r, axis) for r in (used[0], used[-1])] if used else None,
             }
             xs = [field_named(r, axis) for r in used]
@@ -431,10 +496,11 @@ class Results:
         ]
         for f in self.fit_exponents(**kwargs):
             cells = [fmt(f[k], 2) for k in ("slope_time", "slope_primal", "slope_ratio")]
+            noisy = f" ({f['noisy']} of them noisy)" if f["noisy"] and f["range"] else ""
             lines.append(
                 f"{f['problem']:14s} {f['method']:10s} {f['dtype']:8s} {f['against']:4s} "
                 f"{f['points']:6d} {cells[0]:>6s} {cells[1]:>6s} {cells[2]:>6s} "
-                f"{fmt(f['expected_ratio'], 2):>8s}  {f['range'] or '(dispatch-bound)'}"
+                f"{fmt(f['expected_ratio'], 2):>8s}  {f['range'] or '(dispatch-bound)'}{noisy}"
             )
         return "\n".join(lines)
 
@@ -490,7 +556,12 @@ class Results:
 
     def verdict(self) -> str:
         """One paragraph computed from the records: the cost of each mode at the largest
-        measured gradient size, the winner on the widest Jacobian, accuracy, and failures.
+        measured gradient size, the fastest method on the widest Jacobian, what the
+        estimators cost for their accuracy, noisy timings, accuracy, and failures.
+
+        Only results judged accurate are ranked; a stochastic estimate is not the derivative,
+        so estimators are ranked among themselves only, by what one exact step's progress
+        costs with them. A noisy timing (:func:`noise`) is said to be noisy.
 
         Example:
             >>> rec = lambda m, mode, ratio: {"problem": "mlp", "quantity": "grad", "n": 10_000,
@@ -502,10 +573,12 @@ class Results:
 (jax-rev); finite differences 19 800x (fd). Every ok result matched the float64 reference.
         """
         ok = [r for r in self.records if r["outcome"] == OK and r.get("ratio")]
+        exact = [r for r in ok if not _estimator(r) and r.get("accurate") is True]
         parts = [
-            _gradient_costs([r for r in ok if r.get("quantity") == "grad"]),
-            _jacobian_winner([r for r in ok if r.get("quantity") == "jacobian"]),
-            _estimator_noise([r for r in ok if r.get("cosine") is not None]),
+            _gradient_costs([r for r in exact if r.get("quantity") == "grad"]),
+            _jacobian_winner([r for r in exact if r.get("quantity") == "jacobian"]),
+            _estimator_costs([r for r in ok if _estimator(r)]),
+            _noise_note(ok),
             *_accuracy_notes(ok),
         ]
         failed = [r for r in self.records if r["outcome"] != OK]
@@ -529,8 +602,16 @@ _MODES = {
     "forward": "forward mode",
     "symbolic": "symbolic",
     "numerical": "finite differences",
-    "stochastic": "estimators",
 }
+
+
+def _estimator(r: Record) -> bool:
+    """A stochastic estimator's record: judged as an estimate, never as the derivative."""
+    return r.get("mode") == "stochastic" or r.get("cosine") is not None
+
+
+def _noisy(r: Record) -> str:
+    return ", noisy" if noise(r) else ""
 
 
 def _count(r: Record, axis: Literal["n", "m"]) -> int:
@@ -541,8 +622,9 @@ def _count(r: Record, axis: Literal["n", "m"]) -> int:
 
 
 def _gradient_costs(grads: list[Record]) -> str:
-    """The cost ratio of each mode at the largest gradient size (its own largest where it
-    stopped earlier, or on another problem where it ran only there)."""
+    """The cost ratio of each exact mode at the largest gradient size (its own largest where
+    it stopped earlier, or on another problem where it ran only there), from the accurate
+    results given; the cheapest result's timing, when noisy, is said to be."""
     if not grads:
         return ""
     top = max(grads, key=lambda r: (r["n"], r["problem"] == "mlp"))
@@ -560,13 +642,16 @@ def _gradient_costs(grads: list[Record]) -> str:
             if rs[0]["problem"] != top["problem"]:
                 where += f" on {rs[0]['problem']}"
             each = ", ".join(r["method"] for r in rs)
-            costs.append(f"{label} {fmt_ratio(rs[0]['ratio'])}{what}{where} ({each})")
+            costs.append(
+                f"{label} {fmt_ratio(rs[0]['ratio'])}{what}{where} ({each}{_noisy(rs[0])})"
+            )
     head = f"At n={fmt_n(_count(top, 'n'))} ({top['problem']}, {top['dtype']}) a gradient costs: "
     return head + "; ".join(costs) + "."
 
 
 def _jacobian_winner(jacs: list[Record]) -> str:
-    """The fastest and slowest method on the Jacobian with the most outputs per input."""
+    """The fastest and slowest method (of the accurate, exact results given) on the Jacobian
+    with the most outputs per input; a noisy timing among the two is said to be."""
     if not jacs:
         return ""
     top = max(jacs, key=lambda r: (_count(r, "m") / max(_count(r, "n"), 1), _count(r, "m")))
@@ -577,34 +662,71 @@ def _jacobian_winner(jacs: list[Record]) -> str:
     if len(at) < 2:
         return ""
     best, worst = at[0], at[-1]
+    noisy = [r["method"] for r in (best, worst) if noise(r)]
     return (
         f"For a Jacobian with n={top['n']} inputs and m={fmt_n(_count(top, 'm'))} outputs "
-        f"({top['problem']}), {best['method']} ({best.get('mode')} mode) is fastest, "
-        f"{fmt_ratio(worst['time_median'] / best['time_median'])} faster than "
-        f"{worst['method']} ({worst.get('mode')} mode)."
+        f"({top['problem']}), {best['method']} ({best.get('mode')} mode) is the fastest "
+        f"accurate method, {fmt_ratio(worst['time_median'] / best['time_median'])} faster than "
+        f"{worst['method']} ({worst.get('mode')} mode)"
+        + (f" (noisy timing: {', '.join(noisy)})." if noisy else ".")
     )
 
 
-def _estimator_noise(estimates: list[Record]) -> str:
-    """How noisy the stochastic estimates are at the largest n they ran: cosine with the
-    exact derivative and the second moment against theory (an estimate with k passes needs
-    about second moment / k times as many steps for the same progress)."""
+def _estimator_costs(estimates: list[Record]) -> str:
+    """The estimators compared among themselves at the largest n they ran: each one's cost
+    per estimate, its accuracy (cosine with the exact derivative, second moment against
+    theory) and so the cost of one exact step's progress: with a tuned step size a step
+    makes about |g|²/E|g|² of an exact step's progress, so that costs ratio x E|g|²/|g|²
+    forward passes. Only unbiased estimators (judged accurate) are called cheapest."""
+    estimates = [r for r in estimates if r.get("cosine") is not None]
     if not estimates:
         return ""
     top = max(estimates, key=lambda r: (r["n"], r["problem"] == "mlp"))
     at = [r for r in estimates if (r["problem"], r["n"], r["dtype"]) == (
         top["problem"], top["n"], top["dtype"])]  # fmt: skip
+    at.sort(key=lambda r: r["method"])
     each = "; ".join(
         f"{r['method']} ({r.get('passes')} pass{'es' if r.get('passes') != 1 else ''}) cosine "
         f"{r['cosine']:.2g}, E|g|²/|g|² {fmt(r.get('second_moment'))} "
-        f"(theory {fmt(r.get('second_moment_theory'))})"
-        for r in sorted(at, key=lambda r: r["method"])
+        f"(theory {fmt(r.get('second_moment_theory'))}), {fmt_ratio(r['ratio'])} the forward "
+        f"pass{' (noisy)' if noise(r) else ''}"
+        for r in at
     )
     unbiased = "unbiased but " if all(r.get("accurate") for r in at) else ""
+    text = (
+        f"The estimators (ranked among themselves only: an estimate is not the derivative) "
+        f"are {unbiased}noisy: at n={fmt_n(_count(top, 'n'))} ({top['problem']}) {each}: with "
+        "a tuned step size, a step makes about |g|²/E|g|² of an exact gradient step's "
+        "progress on a smooth loss"
+    )
+    step = {
+        r["method"]: r["ratio"] * r["second_moment"]
+        for r in at
+        if r.get("accurate") is True and r.get("second_moment")
+    }
+    if not step:
+        return text + "."
+    cheapest = min(step, key=lambda m: step[m])
+    costs = [f"{fmt_ratio(c)} by {m}" for m, c in sorted(step.items(), key=lambda i: i[1])]
+    costs[0] = costs[0].replace("x by", "x the forward pass by", 1)
     return (
-        f"The estimators are {unbiased}noisy: at n={fmt_n(_count(top, 'n'))} ({top['problem']}) "
-        f"{each}: with a tuned step size, a step makes about |g|²/E|g|² of an exact gradient "
-        "step's progress on a smooth loss."
+        f"{text}, so one exact step's progress costs about {', '.join(costs)}: {cheapest} is "
+        "the cheapest estimator here."
+    )
+
+
+def _noise_note(ok: list[Record]) -> str:
+    """The results whose timings are noisy (:func:`noise`), first four named."""
+    noisy = [r for r in ok if noise(r)]
+    if not noisy:
+        return ""
+    named = "; ".join(
+        f"{r['method']} on {r['problem']} n={fmt_n(_count(r, 'n'))} ({noise(r)})" for r in noisy[:4]
+    )
+    more = f" and {len(noisy) - 4} more" if len(noisy) > 4 else ""
+    return (
+        f"Noisy timings (IQR over {NOISY_IQR:.0%} of the median, or under {MIN_SAMPLES} "
+        f"samples; their ratios and any slope fitted over them are uncertain): {named}{more}."
     )
 
 

@@ -7,7 +7,7 @@
                    "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
   const uniq = (xs) => [...new Set(xs)];
   const methods = uniq(records.map((r) => r.method)).sort();
-  const colour = new Map(methods.map((m, i) => [m, PALETTE[i % PALETTE.length]]));
+  const colour = new Map(methods.map((m, i) => [m, (data.colours || {})[m] || PALETTE[i % PALETTE.length]]));
   const FILTERS = { dtype: "dtype", backend: "backend", method: "method" };
   const state = {};
   for (const key of Object.keys(FILTERS)) state[key] = new Set(records.map((r) => r[key]));
@@ -170,7 +170,7 @@
       const [problem, dtype, backend] = JSON.parse(g);
       const mine = recs.filter((r) => r.problem === problem && r.dtype === dtype && r.backend === backend);
       const varies = (k) => uniq(mine.map((r) => r[k])).length > 1;
-      const xKey = varies("n") ? "n" : varies("m") ? "m" : "n";
+      const xKey = varies("n") ? "n" : varies("m") ? "m" : varies("size") ? "size" : "n";
       const fits = data.fits.filter((f) => f.problem === problem && f.dtype === dtype && f.backend === backend
         && f.against === xKey && state.method.has(f.method) && f.slope_time !== null);
       const lines = (key, slope) => fits.map((f) => ({ method: f.method, slope: f[slope], points: f[`line_${key}`] }));

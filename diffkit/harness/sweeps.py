@@ -57,14 +57,21 @@ __all__ = ["QUICK_SIZES", "compare", "gradbench_suite", "quick_suite", "sweep"]
 
 Progress = Callable[[Record, int, int], None]
 
-#: The quick suite (``diffkit compare`` without arguments): sizes by problem.
+#: The quick suite (``diffkit compare`` without arguments): sizes by problem, chosen to
+#: finish within 30 s on 2 idle cores (benchmarks/bench_compare_default.py).
 QUICK_SIZES: dict[str, list[int]] = {
     "tiny-net": [9],
-    "mlp": [10, 100, 10_000],
+    "mlp": [10, 100, 1_000],
     "wide-output": [1024],
 }
-#: Methods whose work swells with n run the quick suite at these sizes only.
-QUICK_SMALL: dict[str, dict[str, list[int]]] = {"symbolic": {"tiny-net": [9]}}
+#: Methods run by the quick suite at these sizes only: symbolic, whose work swells with n;
+#: the estimators at the largest MLP, where their noise shows (each case also measures the
+#: estimate's quality over 100 keys, seconds apiece).
+QUICK_SMALL: dict[str, dict[str, list[int]]] = {
+    "symbolic": {"tiny-net": [9]},
+    "forward-grad": {"mlp": [1_000]},
+    "spsa": {"mlp": [1_000]},
+}
 
 
 def quick_suite(methods: Sequence[str]) -> dict[str, Any]:

@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -30,6 +30,7 @@ from jax.flatten_util import ravel_pytree
 
 from diffkit.accuracy import rho
 from diffkit.harness.families import Instance
+from diffkit.harness.record import Record
 
 __all__ = ["CEILING", "SPREAD_FACTOR", "conditioned", "jax_error", "rejudge"]
 
@@ -68,7 +69,7 @@ def jax_error(inst: Instance, reference: np.ndarray) -> float:
     return rho(flat, reference) if flat.shape == reference.shape else float("inf")
 
 
-def rejudge(rec: MutableMapping[str, Any], shared: MutableMapping[str, Any]) -> None:
+def rejudge(record: Record, shared: MutableMapping[str, Any]) -> None:
     """Judge an exact method's record again with the problem's conditioning: where it missed
     its fixed tolerance, measure the problem's sensitivity (:func:`jax_error` and the
     reference's float64 cross-check; once per size, kept in ``shared``, the work
@@ -87,6 +88,7 @@ def rejudge(rec: MutableMapping[str, Any], shared: MutableMapping[str, Any]) -> 
         >>> rec["accurate"], rec["tolerance"], rec["conditioning"] < 1e-6
         (False, 0.0001, True)
     """
+    rec = cast(dict[str, Any], record)  # adds "conditioning", a field of its own
     rho_max = rec.get("rho_max")
     if rec.get("accurate") is not False or rec.get("mode") == "stochastic" or rho_max is None:
         return

@@ -118,9 +118,7 @@ def _sde():
     n = 3
     y0 = _f64(r.normal(size=n))
     theta = _f64([0.8, 0.2])  # drift rate, diffusion scale
-    bm = diffrax.VirtualBrownianTree(
-        t0=0.0, t1=1.0, tol=1e-3, shape=(n,), key=jax.random.key(3)
-    )
+    bm = diffrax.VirtualBrownianTree(t0=0.0, t1=1.0, tol=1e-3, shape=(n,), key=jax.random.key(3))
 
     def loss(p):
         y0, theta = p
@@ -184,9 +182,7 @@ def _lx_solve(solver: str, n: int = 5):
         def loss(p):
             a, b = p
             if solver in ("cholesky", "cg"):
-                op = lx.MatrixLinearOperator(
-                    a @ a.T + jnp.eye(n), lx.positive_semidefinite_tag
-                )
+                op = lx.MatrixLinearOperator(a @ a.T + jnp.eye(n), lx.positive_semidefinite_tag)
             else:
                 op = lx.MatrixLinearOperator(a)
             s = {
@@ -373,7 +369,9 @@ def _filter_custom_vjp():
 def _mlp():
     import equinox as eqx
 
-    model = eqx.nn.MLP(3, 2, width_size=8, depth=2, activation=jax.nn.softplus, key=jax.random.key(4))
+    model = eqx.nn.MLP(
+        3, 2, width_size=8, depth=2, activation=jax.nn.softplus, key=jax.random.key(4)
+    )
     model = jax.tree_util.tree_map(
         lambda a: jnp.asarray(a, jnp.float64) if eqx.is_inexact_array(a) else a, model
     )
@@ -398,9 +396,7 @@ def _checkpointed_while():
             i, y = carry
             return i + 1, jnp.sin(y) + 0.5 * y
 
-        _, y = eqxi.while_loop(
-            lambda c: c[0] < 6, body, (0, x), max_steps=8, kind="checkpointed"
-        )
+        _, y = eqxi.while_loop(lambda c: c[0] < 6, body, (0, x), max_steps=8, kind="checkpointed")
         return jnp.sum(y**2)
 
     return loss, x
@@ -480,7 +476,10 @@ def _md_neighbor_list():
     displacement, _ = space.periodic(box)
     r0 = _positions(52, 16, box)
     neighbor_fn, energy_fn = energy.soft_sphere_neighbor_list(  # finite at r = 0 (LJ: NaN)
-        displacement, box, sigma=1.3, epsilon=0.4,
+        displacement,
+        box,
+        sigma=1.3,
+        epsilon=0.4,
         format=partition.NeighborListFormat.Dense,
     )
     nbrs = neighbor_fn.allocate(r0)
@@ -618,16 +617,24 @@ CASES: list[Case] = [
     Case("diffrax dopri5 adaptive", "diffrax", _ode("dopri5", adaptive=True), entry="diffeqsolve"),
     Case("diffrax kvaerno5 implicit", "diffrax", _ode("kvaerno5"), entry="diffeqsolve"),
     Case(
-        "diffrax kvaerno5 adaptive", "diffrax", _ode("kvaerno5", adaptive=True),
-        approx=1e-6, entry="diffeqsolve",
+        "diffrax kvaerno5 adaptive",
+        "diffrax",
+        _ode("kvaerno5", adaptive=True),
+        approx=1e-6,
+        entry="diffeqsolve",
     ),
     Case(
-        "diffrax tsit5 backsolve", "diffrax", _ode("tsit5", "backsolve"),
-        approx=1e-4, entry="diffeqsolve",
+        "diffrax tsit5 backsolve",
+        "diffrax",
+        _ode("tsit5", "backsolve"),
+        approx=1e-4,
+        entry="diffeqsolve",
     ),
     Case("diffrax tsit5 direct", "diffrax", _ode("tsit5", "direct"), entry="diffeqsolve"),
     Case(
-        "diffrax dopri5 direct adaptive", "diffrax", _ode("dopri5", "direct", adaptive=True),
+        "diffrax dopri5 direct adaptive",
+        "diffrax",
+        _ode("dopri5", "direct", adaptive=True),
         entry="diffeqsolve",
     ),
     Case("diffrax sde heun vbt", "diffrax", _sde, entry="diffeqsolve"),
@@ -644,12 +651,18 @@ CASES: list[Case] = [
     Case("optimistix newton root", "optimistix", _root, approx=1e-9, entry="root_find"),
     Case("optimistix chord root", "optimistix", _root_chord, approx=1e-9, entry="root_find"),
     Case(
-        "optimistix levenberg-marquardt", "optimistix", _least_squares,
-        approx=1e-8, entry="least_squares",
+        "optimistix levenberg-marquardt",
+        "optimistix",
+        _least_squares,
+        approx=1e-8,
+        entry="least_squares",
     ),
     Case(
-        "optimistix gauss-newton", "optimistix", _gauss_newton,
-        approx=1e-8, entry="least_squares",
+        "optimistix gauss-newton",
+        "optimistix",
+        _gauss_newton,
+        approx=1e-8,
+        entry="least_squares",
     ),
     Case("optimistix bfgs minimise", "optimistix", _minimise, approx=1e-8, entry="minimise"),
     Case("optimistix fixed point", "optimistix", _fixed_point, approx=1e-9, entry="fixed_point"),

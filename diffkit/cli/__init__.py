@@ -50,6 +50,7 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
     neither a function nor a problem is given)."""
     import diffkit as dk
     from diffkit._core.registry import resolve
+    from diffkit.harness.sweeps import check_target
 
     if args.target and args.problem:
         raise CLIError("give either a function (module.py:function) or --problem, not both")
@@ -73,7 +74,8 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
         return dk.harness.quick_suite(methods) | ({"sizes": sizes} if sizes else {})
     if args.target:
         # Not loaded here: the user's code runs only in the sweep's worker, under the time
-        # budget and memory limit (the sweep checks that the file or module exists).
+        # budget and memory limit; only that the file or module exists is checked.
+        check_target(args.target)
         problems = [dk.harness.user_problem(args.target, args.input)]
     else:
         problems = [dk.harness.get_problem(p) for p in named]

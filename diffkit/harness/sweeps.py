@@ -357,7 +357,7 @@ def _check_cases(
     for prob in probs:
         target = prob.options.get("target") if prob.name == "user" else None
         if isinstance(target, str):
-            _check_target(target)
+            check_target(target)
     unknown = set(method_sizes or {}) - set(methods)
     if unknown:
         raise DiffkitError(
@@ -365,10 +365,18 @@ def _check_cases(
         )
 
 
-def _check_target(target: str) -> None:
+def check_target(target: str) -> None:
     """A one-line error for a user target that cannot be found, without importing it: the
     user's code runs only in the worker, under the case's time and memory budget (the
-    worker reports the errors of loading it, such as a missing function)."""
+    worker reports the errors of loading it, such as a missing function).
+
+    Example:
+        >>> try:
+        ...     check_target("nowhere.py:f")
+        ... except DiffkitError as exc:
+        ...     print(str(exc).split(" (")[0])
+        user problem: cannot load 'nowhere.py:f': file not found
+    """
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
         raise DiffkitError(

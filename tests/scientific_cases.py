@@ -699,3 +699,122 @@ def built(name: str) -> tuple[Callable, Any]:
 def case_id(name: str) -> str:
     """The case's name as a test id: ``diffrax tsit5`` -> ``diffrax_tsit5``."""
     return name.replace(" ", "_")
+
+
+# ============================================================== running and judging a method
+#: The methods each case is differentiated with, and the JAX mode each interpreter must match.
+METHODS: tuple[str, ...] = ("jax-fwd", "jax-rev", "dual", "tape", "fd")
+PAIRED: dict[str, str] = {"dual": "jax-fwd", "tape": "jax-rev"}
+TOL = 1e-10  # rho against jax.grad, float64, for every exact method
+FD_BOUND = 1e-4  # fd's own error estimate must be below this (relative), else it says little
+
+
+class Outcome(NamedTuple):
+    """What one method did on one case: ``grad`` (and fd's ``error``) or the ``exception``."""
+
+    grad: Any = None
+    error: Any = None
+    exception: BaseException | None = None
+    seconds: float = 0.0
+
+
+def reference(name: str) -> Any:
+    """``jax.grad`` of the case, jitted (call with 64-bit floats enabled)."""
+    return _reference(name)
+
+
+@functools.cache
+def _reference(name: str) -> Any:
+    f, x = built(name)
+    return jax.jit(jax.grad(f))(x)
+
+
+def run(name: str, method: str, symbolic_budget: float = 20.0) -> Outcome:
+    """Differentiate the case with ``method`` (jitted, except symbolic, which compiles its
+    own program; fd with its error estimate). Never raises: the exception is the outcome."""
+    import time
+
+    import diffkit as dk
+
+    f, x = built(name)
+    start = time.perf_counter()
+    try:
+        if method == "fd":
+            r = jax.jit(lambda x: dk.get("fd").gradient(f)(x))(x)
+            grad, error = jax.block_until_ready((r.grad, r.error))
+            return Outcome(grad, error, seconds=time.perf_counter() - start)
+        if method == "symbolic":
+            grad = dk.get("symbolic", time_budget=symbolic_budget).grad(f)(x)
+        else:
+            grad = jax.jit(dk.get(method).grad(f))(x)
+        return Outcome(jax.block_until_ready(grad), seconds=time.perf_counter() - start)
+    except Exception as e:  # any exception is an outcome to judge
+        return Outcome(exception=e, seconds=time.perf_counter() - start)
+
+
+def refusal_problems(error: BaseException, case: Case) -> list[str]:
+    """What is wrong with ``error`` as a refusal: empty when it is a diffkit error of one
+    line that names the primitive (a quoted name, or the custom rule) and a source line
+    (``(at file.py:N ...)``), and, where the case says which, the library function the user
+    called (``entry``)."""
+    import re
+
+    from diffkit import DiffkitError
+
+    message = str(error)
+    problems = []
+    if not isinstance(error, DiffkitError):
+        problems.append(f"raw {type(error).__name__}, not a diffkit error")
+    if "\n" in message.strip():
+        problems.append(f"{message.count(chr(10)) + 1} lines, not one")
+    if not re.search(r"\(at [^()]*\.py:\d+", message):
+        problems.append("no source line '(at file.py:N ...)'")
+    if not re.search(r"'[\w\-]+'|custom_vjp|custom_jvp", message):
+        problems.append("names no primitive")
+    if case.entry and case.entry not in message:
+        problems.append(f"the site does not name {case.entry}")
+    return problems
+
+
+def judge(name: str, method: str, outcome: Outcome) -> tuple[str, str]:
+    """``(verdict, message)``: verdict ``exact`` (rho <= TOL against jax.grad; fd within its
+    error estimate plus the case's ``approx``), ``wrong``, ``refused`` (a one-line diffkit
+    error naming the primitive and a line; for jax-fwd and jax-rev any exception, which is
+    JAX's own refusal) or ``crash`` (any other exception, or a refusal failing
+    :func:`refusal_problems`)."""
+    from diffkit.accuracy import rho_tree
+
+    case = BY_NAME[name]
+    if outcome.exception is not None:
+        e = outcome.exception
+        line = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        if method in ("jax-fwd", "jax-rev"):
+            return "refused", line
+        problems = refusal_problems(e, case)
+        if not problems or problems == [f"the site does not name {case.entry}"]:
+            note = f" [{problems[0]}]" if problems else ""
+            return "refused", line + note
+        return "crash", line + f" [{'; '.join(problems)}]"
+    want = reference(name)
+    leaves = jax.tree_util.tree_leaves
+    if jax.tree_util.tree_structure(outcome.grad) != jax.tree_util.tree_structure(want):
+        return "wrong", "the gradient's tree differs from jax.grad's"
+    if method == "fd":
+        worst, bound = 0.0, 0.0
+        for got, err, ref in zip(
+            leaves(outcome.grad), leaves(outcome.error), leaves(want), strict=True
+        ):
+            got, err, ref = (np.asarray(a, np.float64) for a in (got, err, ref))
+            scale = np.maximum(1.0, np.abs(ref))
+            over = np.abs(got - ref) - err - case.approx * scale
+            worst = max(worst, float(np.max(over / scale, initial=-np.inf)))
+            bound = max(bound, float(np.max(err / scale, initial=0.0)))
+        if worst > 0:
+            return "wrong", f"fd off by {worst:.2e} (relative) beyond its error estimate"
+        if bound > FD_BOUND:
+            return "wrong", f"fd's error estimate {bound:.1e} (relative) > {FD_BOUND:g}"
+        return "exact", f"within its estimate (largest {bound:.1e})"
+    r = rho_tree(outcome.grad, want)
+    if not np.isfinite(r) or r > TOL:
+        return "wrong", f"rho {r:.2e} against jax.grad"
+    return "exact", f"rho {r:.1e}"

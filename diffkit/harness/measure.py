@@ -488,7 +488,9 @@ def _shared(
 ) -> dict[str, Any]:
     """What does not depend on the method (the instance, its compiled primal, the float64
     reference), made once and kept in ``cache`` for the next case of the same problem, size,
-    dtype and seed; the record gets the primal's and the reference's costs."""
+    dtype and seed; the record gets the primal's and the reference's costs. A failure is
+    kept too: it is raised as :class:`PrimalFailed`, with its outcome for this case (marked
+    ``failed_in: "primal"``) and as ``skipped`` for the later ones."""
     key = json.dumps([rec[k] for k in ("problem", "problem_options", "size", "dtype", "seed")])
     shared: dict[str, Any] = (
         cache if cache is not None and cache.get("key") == key else {"key": key}

@@ -6,7 +6,12 @@ size (so the float64 reference and the compiled primal are made once per size). 
 exceeds its time budget or the memory limit, or that kills its process, is recorded
 (timeout, out-of-memory, error) and a fresh worker takes the remaining cases; once a method
 times out or runs out of memory at some size, its larger sizes of that problem are recorded
-as skipped.
+as skipped. The work shared by a size (loading the user's target, the inputs, the primal, the
+float64 reference) runs in the worker under the same budget and limit; when it fails, the
+case that ran it records the failure (``failed_in: "primal"``), the other methods of that
+size are skipped ("primal failed: ..."), and after a primal timeout or out-of-memory every
+larger size of the problem too (:class:`_Stops`). A worker that cannot start (twice) is the
+case's error. The user's code never runs in this process.
 Each record is appended with flush + fsync, so an interrupted sweep keeps every finished case
 and ``resume=True`` skips them; a half-written last line is ignored on reading.
 

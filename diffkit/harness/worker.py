@@ -3,17 +3,22 @@ diffkit at import time, so that the command line can start a worker before it im
 itself (both start-ups then overlap).
 
 **Parent side.** :class:`Worker` is one worker process and a thread reading its answers;
-:func:`prestart` starts one, :func:`take` hands it to the next sweep.
+:func:`prestart` starts one, :func:`take` hands it to the next sweep. :meth:`Worker.run`
+runs one case and returns an :class:`Answer`: the worker's record, or the outcome the parent
+decided (a timeout or the memory limit: it kills the process; a death; a failed start). A
+start may take :func:`startup_timeout` (scaled by the machine's load) and is tried twice.
 
 **Child side** (:func:`main`, run as ``python -m diffkit.harness.worker``). It reads one JSON
 case per line on stdin and answers on its original stdout, one JSON message per line:
-``ready`` once imports are done, ``start`` (with n and m) when a case begins, ``result`` with
-the record when it ends. Anything the measured code prints goes to stderr, so it cannot
-corrupt the protocol. The float64 reference of a problem size is computed once and reused by
-every method of that size.
+``ready`` once imports are done, ``start`` (with n and m) when the method's own work begins,
+``result`` with the record when it ends. Anything the measured code prints goes to stderr,
+so it cannot corrupt the protocol. The work shared by the methods of a size (loading the
+user's target, building the inputs, the primal, the float64 reference) is done once and
+reused by every method of that size; the user's code runs only here.
 
-It never outlives the sweep that started it: on Linux the kernel kills it when its parent
-dies (``PR_SET_PDEATHSIG``), and a thread checks every 0.2 s that the parent (named by
+It never outlives the sweep that started it: on Linux a boot script (``_BOOT``) asks the
+kernel to kill it when its parent dies (``PR_SET_PDEATHSIG``) before Python imports anything
+else, then becomes the worker; and a thread checks every 0.2 s that the parent (named by
 ``DIFFKIT_PARENT_PID``) is still its parent, and exits otherwise. Each case's
 ``memory_limit`` is also set as the process's ``RLIMIT_DATA``, so an allocation past it fails
 in the worker (MemoryError, RESOURCE_EXHAUSTED) before the machine runs short.
@@ -348,28 +353,19 @@ def close_spares() -> None:
 
 # ------------------------------------------------------------ the child side
 
-_PR_SET_PDEATHSIG = 1
-_SIGKILL = 9
-
 
 def die_with_parent() -> None:
-    """Exit when the process that started this one exits (even by ``kill -9``)."""
+    """Exit when the process that started this one exits (even by ``kill -9``): at once if
+    it has already, else from a thread that watches it. (On Linux the kernel's parent-death
+    signal, asked for by ``_BOOT``, is quicker still.)"""
     parent = int(os.environ.get("DIFFKIT_PARENT_PID", os.getppid()))
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):
-            pass
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.2)
         os._exit(1)
 
-    if os.getppid() != parent:  # the parent died before the signal was asked for
+    if os.getppid() != parent:  # the parent died while this process started
         os._exit(1)
     threading.Thread(target=watch, daemon=True).start()
 

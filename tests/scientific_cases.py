@@ -755,7 +755,8 @@ def run(name: str, method: str, symbolic_budget: float = 20.0) -> Outcome:
 def refusal_problems(error: BaseException, case: Case) -> list[str]:
     """What is wrong with ``error`` as a refusal: empty when it is a diffkit error of one
     line that names the primitive (a quoted name, or the custom rule) and a source line
-    (``(at file.py:N ...)``), and, where the case says which, the library function the user
+    (``(at file.py:N ...)``, or ``(at lib/file.py:function)`` where JAX kept no line of the
+    user's), and, where the case says which, the library function the user
     called (``entry``)."""
     import re
 
@@ -767,7 +768,7 @@ def refusal_problems(error: BaseException, case: Case) -> list[str]:
         problems.append(f"raw {type(error).__name__}, not a diffkit error")
     if "\n" in message.strip():
         problems.append(f"{message.count(chr(10)) + 1} lines, not one")
-    if not re.search(r"\(at [^()]*\.py:\d+", message):
+    if not re.search(r"\(at [^()]*\.py:[\w<>.]+", message):  # a line, or a library function
         problems.append("no source line '(at file.py:N ...)'")
     if not re.search(r"'[\w\-]+'|custom_vjp|custom_jvp", message):
         problems.append("names no primitive")

@@ -123,9 +123,14 @@ def test_a_worker_that_cannot_start_is_the_cases_outcome(
     res = dk.harness.sweep("mlp", [10, 100], ["jax-rev"], out=out, min_time=0.01)
     assert [r["outcome"] for r in res] == ["error", "error"]
     for rec in res:
-        assert rec["outcome_by"] == "harness"
+        assert rec["outcome_by"] == "harness" and rec["failed_in"] == "startup"
         assert rec["message"].startswith("the worker process failed to start, twice")
     assert len(read_records(out)) == 2
+    monkeypatch.undo()  # a resumed sweep starts them again: nothing of theirs had run
+    kept = out.read_text()
+    again = dk.harness.sweep("mlp", [10, 100], ["jax-rev"], out=out, min_time=0.01, isolate=False)
+    assert [r["outcome"] for r in again] == ["ok", "ok"]
+    assert out.read_text().startswith(kept)  # appended: what was recorded is unchanged
 
 
 def test_a_failed_primal_is_recorded_once(targets: Path) -> None:

@@ -390,8 +390,9 @@ def harness_record(
     (``"startup"``, ``"primal"``: the work shared by its size, ``"method"``)."""
     rec = case.copy()
     rec.update({"n": start.get("n"), "m": start.get("m"), "case_s": case_s})
+    if stage in ("startup", "primal"):
+        rec["failed_in"] = stage
     if stage == "primal":
-        rec["failed_in"] = "primal"
         message = PRIMAL_FAILED + message
     rec = finish_record(rec, outcome, message)
     rec["outcome_by"] = "harness"

@@ -168,7 +168,10 @@ def _retry(rec: Record, budget: float, memory_limit: float | None, force: bool) 
     """Whether a stored record should be measured again by a resumed sweep: a timeout (or a
     size skipped after one) given a larger budget, an out-of-memory (or a size skipped after
     one) given a limit over 10% larger (the default limit moves with the memory available), a
-    crash of the worker; all of them with ``force``. Ok, unsupported and error are kept."""
+    crash of the worker; all of them with ``force``; a worker that failed to start, always.
+    Ok, unsupported and error are kept."""
+    if rec.get("failed_in") == "startup":  # nothing of the case ran
+        return True
     crashed = rec["outcome"] == ERROR and rec.get("outcome_by") == "harness"
     if rec["outcome"] not in RETRYABLE and not crashed:
         return False

@@ -41,6 +41,11 @@ from diffkit._core.trees import (
 )
 from diffkit._core.types import Array, PyTree
 
+#: XLA options for the programs diffkit compiles itself on the CPU: no YNNPACK fusions, which
+#: jax 0.10 (XLA's ``xla_cpu_experimental_ynn_fusion_type``) applies to reductions and which
+#: computed a float32 batched VJP wrongly (see ``Differentiator._map_basis``).
+CPU_SAFE = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
 #: Bytes of intermediates (:func:`~diffkit._core.trees.bytes_per_direction` per direction) one
 #: vectorised chunk of basis directions may take when ``chunk_size`` is not set (the memory
 #: budget still caps): a chunk beyond the caches makes the batched passes memory-bound, each
@@ -189,12 +194,26 @@ class Differentiator:
         return int(max(1, min(n_dirs, budget // max(bytes_per_dir, 1.0))))
 
     def _map_basis(self, fn: Callable[[Array], Array], n_dirs: int, bytes_per_dir: float) -> Array:
-        """Stack ``fn(i)`` for ``i < n_dirs``: vmapped in chunks that fit the memory budget."""
+        """Stack ``fn(i)`` for ``i < n_dirs``: vmapped in chunks that fit the memory budget.
+
+        The map is compiled without XLA's CPU YNNPACK fusions (:data:`CPU_SAFE`): with them,
+        jax 0.10's CPU compiler got a float32 batched VJP wrong once a batch passed ~110
+        directions (ba's Jacobian off by up to 40% from row 110 on; JAX's own ``jax.vjp``,
+        vmapped and jitted, too). ``fn`` closes over the primal pass's values (a VJP's
+        residuals); they reach the compiled map as its arguments."""
         chunk = self._chunk(n_dirs, bytes_per_dir)
         idx = jnp.arange(n_dirs)
-        if chunk >= n_dirs:
-            return jax.vmap(fn)(idx)
-        return lax.map(fn, idx, batch_size=chunk)
+        closed = jax.make_jaxpr(fn)(idx[0])
+
+        def mapped(consts: list[Array], idx: Array) -> Array:
+            def one(i: Array) -> Array:
+                return jax.core.eval_jaxpr(closed.jaxpr, consts, i)[0]
+
+            return jax.vmap(one)(idx) if chunk >= n_dirs else lax.map(one, idx, batch_size=chunk)
+
+        top = not isinstance(idx, jax.core.Tracer)  # else an enclosing jit compiles it all
+        options = CPU_SAFE if top and jax.default_backend() == "cpu" else None
+        return jax.jit(mapped, compiler_options=options)(closed.consts, idx)
 
     def _cols(
         self, fun: TracedFun, primals: tuple[Array, ...], outs: tuple[Array, ...], split=False

@@ -110,6 +110,11 @@ def doctor(
     report = Analysis(prog, prog64, own, ref, dtype if not remark else "float64", wrt).report()
     report.dtype = dtype
     report.remarks = [remark] if remark else []
+    if not scalar:
+        shapes = [tuple(a.shape) for a in avals]
+        report.output = (
+            f"an array of shape {shapes[0]}" if len(shapes) == 1 else f"outputs of shapes {shapes}"
+        )
     return report
 
 

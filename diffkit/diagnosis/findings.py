@@ -47,6 +47,7 @@ class Diagnosis:
     layer_norms: list[float] = field(default_factory=list)
     layer_site: str = ""
     remarks: list[str] = field(default_factory=list)  # limits of this diagnosis
+    output: str = ""  # f's output when not a scalar ("an array of shape (3,)")
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,13 @@ class Diagnosis:
 
     def __str__(self) -> str:
         head = f"gradient doctor: {self.equations} equations walked, {self.dtype}"
-        if self.ok:
+        if self.ok and self.output:
+            lines = [
+                f"{head}: f returns {self.output}, not a scalar loss, so only one "
+                "vector-Jacobian product (a random cotangent) was checked and is healthy; pass "
+                "a scalar loss, or check each output: doctor(lambda x: f(x)[i], x)"
+            ]
+        elif self.ok:
             lines = [head + ": the gradient is healthy (finite, matches finite differences)"]
         else:
             lines = [head, "symptoms:", *(f"  - {s}" for s in self.symptoms)]
@@ -71,4 +78,6 @@ class Diagnosis:
         for n in self.notes:
             lines.append(f"note: [{n.kind}] {n.primitive} at {n.site}: {n.what}")
         lines += [f"note: {r}" for r in self.remarks]
+        if self.output and not self.ok:
+            lines.append(f"note: f returns {self.output}: checked along a random cotangent")
         return "\n".join(lines)

@@ -1,0 +1,102 @@
+"""One test per poor message of issue 31: each is one line naming the bad value and the fix."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import diffkit as dk
+from diffkit._core.errors import DiffkitError, InputTypeError, UnsupportedPrimitiveError
+from diffkit.cli import main
+
+
+def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """The command's one error line (exit code 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_negative_memory_limit_is_named(capsys) -> None:
+    err = _cli_error(capsys, ["compare", "--memory-limit", "-1G"])
+    assert "'-1G' is not positive" in err and "2G" in err
+    assert "expected one argument" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, flag",
+    [(["memory", "--depths", "0"], "--depths"), (["compare", "--devices", "0"], "--devices")],
+)
+def test_zero_count_blames_its_own_flag(capsys, argv, flag) -> None:
+    err = _cli_error(capsys, argv)
+    assert f"argument {flag}: 0 is not positive" in err and "--sizes" not in err
+
+
+def test_unknown_memory_method_fails_before_measuring() -> None:
+    with pytest.raises(DiffkitError, match="unknown differentiator 'nope'; choose one of"):
+        dk.harness.memory_sweep("rnn", [2, 4], ["tape", "nope"], min_time=0.01)
+
+
+def test_doctor_unknown_problem_names_close_ones(capsys) -> None:
+    err = _cli_error(capsys, ["doctor", "rosenbrok"])
+    assert "unknown problem 'rosenbrok'; did you mean rosenbrock?" in err
+    assert "must look like" not in err
+
+
+def test_doctor_on_a_vector_output_says_what_it_checked() -> None:
+    text = str(dk.doctor(lambda x: 2.0 * x, jnp.ones(3)))
+    assert text.count("\n") == 0
+    assert "f returns an array of shape (3,), not a scalar loss" in text
+    assert "the gradient is healthy" not in text and "doctor(lambda x: f(x)[i], x)" in text
+
+
+def _branchy(x):
+    if x.sum() > 0:  # the line the error must name
+        return x.sum()
+    return -x.sum()
+
+
+@pytest.mark.parametrize("method", ["tape", "jax-rev"])
+def test_python_if_on_a_traced_value_names_the_users_line(method) -> None:
+    line = _branchy.__code__.co_firstlineno + 1
+    with pytest.raises(DiffkitError) as info:
+        dk.get(method).grad(_branchy)(jnp.ones(2))
+    text = str(info.value)
+    assert f"test_messages.py:{line} (_branchy)" in text and "jaxpr.py" not in text
+    assert "jnp.where or jax.lax.cond" in text and "\n" not in text
+
+
+def _host_sin(x, vmap_method=None):
+    shape = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    return jax.pure_callback(np.sin, shape, x, vmap_method=vmap_method).sum()
+
+
+def test_fd_refuses_an_unbatchable_callback_in_one_line() -> None:
+    with pytest.raises(UnsupportedPrimitiveError) as info:
+        dk.get("fd").grad(_host_sin)(jnp.ones(3))
+    text = str(info.value)
+    assert "fd: cannot evaluate 'pure_callback'" in text and "test_messages.py:" in text
+    assert "vmap_method='sequential'" in text and "\n" not in text
+    g = dk.get("fd").grad(lambda x: _host_sin(x, "sequential"))(jnp.ones(3))  # the fix works
+    np.testing.assert_allclose(g, np.cos(np.ones(3)), rtol=1e-3)
+
+
+def test_holomorphic_grad_is_supported_like_jax() -> None:
+    f = lambda z: jnp.sum(jnp.sin(z) * z)  # noqa: E731
+    z = jnp.array([1 + 1j, 0.5 - 2j], jnp.complex64)
+    want = jax.grad(f, holomorphic=True)(z)
+    for method in ("tape", "dual", "jax-rev"):
+        np.testing.assert_allclose(dk.get(method).grad(f, holomorphic=True)(z), want, rtol=1e-5)
+    with pytest.raises(InputTypeError, match="holomorphic=True needs complex inputs"):
+        dk.get("tape").grad(jnp.sum, holomorphic=True)(jnp.ones(2))
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_explain_refuses_a_non_finite_point(capsys, value) -> None:
+    err = _cli_error(capsys, ["explain", "m.py:f", "--at", f"{value},1"])
+    assert f"argument --at: '{value}' is not finite" in err and "--at 0.5,2" in err

@@ -161,6 +161,21 @@ def test_a_failed_primal_is_recorded_once(targets: Path) -> None:
     assert res[1]["message"].startswith("primal failed: error: ")
 
 
+def test_a_target_that_cannot_load_stops_the_sweep_in_one_line(targets: Path) -> None:
+    """A missing function is bad input, not a measurement: one line, nothing recorded for it,
+    and the cases recorded before it unchanged."""
+    out = targets.parent / "r.jsonl"
+    dk.harness.sweep("lse", [3], ["jax-rev"], isolate=False, min_time=0.01, out=out)
+    kept = out.read_text()
+    problem = dk.harness.user_problem("abuse_targets.py:nope")
+    with pytest.raises(dk.DiffkitError, match="has no 'nope'") as info:
+        dk.harness.sweep(problem, [3], ["jax-rev"], isolate=False, min_time=0.01, out=out)
+    assert "\n" not in str(info.value) and not str(info.value).startswith("DiffkitError")
+    assert out.read_text() == kept
+    with pytest.raises(dk.DiffkitError, match="file not found"):  # found before any worker
+        dk.harness.sweep(dk.harness.user_problem("nowhere.py:f"), [3], ["jax-rev"], out=out)
+
+
 # ------------------------------------------------------------------ worker processes
 
 

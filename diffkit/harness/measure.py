@@ -506,7 +506,11 @@ def _shared(
     stage = ""
     try:
         if "inst" not in shared:
-            shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
+            try:
+                shared["inst"] = prob.build(rec["size"], rec["dtype"], rec["seed"])
+            except DiffkitError:  # the problem is misstated (a target that cannot load, ...)
+                rec["failed_in"] = "setup"
+                raise
         inst: Instance = shared["inst"]
         if "primal" not in shared:  # kept only once it has run
             t0 = time.perf_counter()
@@ -520,6 +524,8 @@ def _shared(
             shared["reference"] = reference(inst)
             shared["reference_s"] = time.perf_counter() - t0
     except Exception as exc:
+        if rec.get("failed_in") == "setup":
+            raise  # bad input: the sweep stops with its one-line error (sweeps._sweep)
         outcome, message = classify(exc)
         shared["failure"] = outcome, stage + message
         rec["failed_in"] = "primal"

@@ -70,7 +70,8 @@ class Record(TypedDict, total=False):
     outcome: str  # one of OUTCOMES
     message: str
     outcome_by: str  # "harness" when the sweep, not the case, decided the outcome
-    failed_in: str  # "primal": the work shared by a size failed; "startup": the worker's start
+    failed_in: str  # "primal": the work shared by a size; "startup": the worker's start;
+    # "setup": building the problem refused its input (a sweep stops with the message)
     cause: str  # a skipped case: the outcome of the case it was skipped after
     # timings (seconds) and statistics of the samples
     primal_prepare_s: float

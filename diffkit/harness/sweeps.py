@@ -461,6 +461,8 @@ def _sweep(
                 else:
                     cause = stops.cause(case)
                     rec = _skipped(case, cause) if cause else runner.run(prob, case, isolate)
+                    if rec.get("failed_in") == "setup":  # bad input, e.g. no such function
+                        raise DiffkitError(rec["message"].removeprefix("DiffkitError: "))
                     rec.update({"run": run, "budget": budget, "memory_limit": memory_limit})
                     writer.append(rec)
                 stops.note(rec)

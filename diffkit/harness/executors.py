@@ -232,6 +232,8 @@ def remote_sweep(
                     case, answer["outcome"], answer["message"], answer["start"],
                     answer["stage"], time.perf_counter() - started,
                 )  # fmt: skip
+            if rec.get("failed_in") == "setup":  # bad input: one line, as a local sweep
+                raise DiffkitError(rec["message"].removeprefix("DiffkitError: "))
             rec.update(
                 {"host": answer["host"], "device": answer["device"], "wall_s": answer["wall_s"]}
             )

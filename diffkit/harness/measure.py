@@ -106,6 +106,10 @@ def classify(exc: BaseException) -> tuple[str, str]:
     return "error", message
 
 
+#: The message's start of a derivative refused by its estimated footprint (never run).
+ESTIMATED = "out-of-memory (estimated)"
+
+
 class EstimatedOutOfMemory(MemoryError):
     """A derivative whose estimated footprint exceeds the memory limit (never run)."""
 
@@ -546,7 +550,7 @@ def _compile(
     rec["estimated_bytes"] = estimate = footprint(traced.jaxpr)
     if memory_limit and estimate > memory_limit:
         raise EstimatedOutOfMemory(
-            f"out-of-memory (estimated): the traced derivative's intermediates need "
+            f"{ESTIMATED}: the traced derivative's intermediates need "
             f"{format_bytes(estimate)}, over the memory limit of {format_bytes(memory_limit)}; "
             "not run (raise the limit, e.g. --memory-limit, to try it)"
         )

@@ -44,6 +44,7 @@ from diffkit.harness import worker as workers
 from diffkit.harness.families import Problem, get_problem
 from diffkit.harness.gradbench import suite as gradbench_suite
 from diffkit.harness.measure import (
+    ESTIMATED,
     PRIMAL_FAILED,
     finish_record,
     harness_record,
@@ -535,7 +536,9 @@ class _Runner:
         rec = _isolated(
             self.worker, case, self.budget, self.memory_limit, self.min_time, self.accuracy
         )
-        if self.worker.proc.poll() is not None:  # killed or died: restart
+        # killed or died, or out of memory (what it allocated may still be held): restart
+        ran_out = rec["outcome"] == OUT_OF_MEMORY and not rec["message"].startswith(ESTIMATED)
+        if self.worker.proc.poll() is not None or ran_out:
             self.close()
         return rec
 

@@ -144,12 +144,12 @@ def test_a_failed_primal_is_recorded_once(targets: Path) -> None:
     )  # fmt: skip
     case = _by_case(list(res))
     first = case[(1, "jax-rev")]
-    assert first["outcome"] == "error" and first["failed_in"] == "primal"
+    assert first["outcome"] == "error" and first["failed_in"] == "primal" and first["n"] == 1
     assert first["message"].startswith("primal failed: JaxRuntimeError: ValueError: boom")
     assert "abuse_targets.py:" in first["message"] and "in _raise" in first["message"]
     for method in ("tape", "fd"):
         rec = case[(1, method)]
-        assert rec["outcome"] == "skipped" and rec["cause"] == "error"
+        assert rec["outcome"] == "skipped" and rec["cause"] == "error" and rec["n"] == 1
         assert rec["message"].startswith("primal failed: error: JaxRuntimeError: ValueError")
     assert all(case[(2, m)]["outcome"] == "ok" for m in ("jax-rev", "tape", "fd"))
     assert not any("KeyError" in r["message"] or "Traceback" in r["message"] for r in res)

@@ -516,6 +516,7 @@ def _shared(
                 rec["failed_in"] = "setup"
                 raise
         inst: Instance = shared["inst"]
+        rec.update({"n": inst.n, "m": inst.m})
         if "primal" not in shared:  # kept only once it has run
             t0 = time.perf_counter()
             primal = jax.jit(inst.fun).lower(*inst.args).compile()

@@ -588,6 +588,7 @@ def _skipped(case: Record, cause: Record) -> Record:
     elif cause["size"] == case["size"]:
         reason = cause["message"].removeprefix(PRIMAL_FAILED)
         message = f"{PRIMAL_FAILED}{cause['outcome']}: {reason}"
+        case = {**case, "n": cause.get("n"), "m": cause.get("m")}
     else:
         message = f"skipped: the primal's {cause['outcome']} at size {cause['size']}"
     rec = finish_record(case.copy(), SKIPPED, message)

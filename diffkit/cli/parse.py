@@ -191,7 +191,7 @@ def _positive(what: str) -> Callable[[str], float]:
 
 
 _COMPARE_EXAMPLES = """examples:
-  diffkit compare                                    the quick suite (under a minute)
+  diffkit compare                                    the quick suite (under 30 s)
   diffkit compare --suite gradbench --methods jax-rev,jax-fwd,dual,tape --dtype float64
   diffkit compare --problem mlp --sizes 10,100,1e3,1e4 --methods tape,jax-rev,fd \\
                   --dtype float64 --budget 60 --out results/

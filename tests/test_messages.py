@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 import diffkit as dk
-from diffkit._core.errors import DiffkitError, InputTypeError, UnsupportedPrimitiveError
+from diffkit._core.errors import (
+    DiffkitError,
+    GradCheckError,
+    InputTypeError,
+    UnsupportedPrimitiveError,
+)
 from diffkit.cli import main
+
+pytest_plugins = ["pytester"]
 
 
 def _cli_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
@@ -100,3 +107,74 @@ def test_holomorphic_grad_is_supported_like_jax() -> None:
 def test_explain_refuses_a_non_finite_point(capsys, value) -> None:
     err = _cli_error(capsys, ["explain", "m.py:f", "--at", f"{value},1"])
     assert f"argument --at: '{value}' is not finite" in err and "--at 0.5,2" in err
+
+
+# ------------------------------------------------------- gradient checks (issues 31, 32)
+
+WRONG_RULE = """
+import jax
+import jax.numpy as jnp
+
+
+@jax.custom_vjp
+def square(x):
+    return x * x
+
+
+def square_fwd(x):
+    return x * x, x
+
+
+def square_bwd(x, g):
+    return (x * g,)  # the wrong line: forgets the factor 2
+
+
+square.defvjp(square_fwd, square_bwd)
+
+
+def test_square(gradcheck):
+    gradcheck(lambda x: jnp.sum(square(x)), (jnp.arange(1.0, 4.0),))
+"""
+
+
+def test_gradcheck_failure_report_is_short_and_names_the_wrong_bwd(
+    pytester: pytest.Pytester, request: pytest.FixtureRequest
+) -> None:
+    source = pytester.makepyfile(test_wrong_rule=WRONG_RULE).read_text().splitlines()
+    installed = request.config.pluginmanager.has_plugin("diffkit")
+    result = pytester.runpytest("-q", *([] if installed else ["-p", "diffkit.pytest_plugin"]))
+    result.assert_outcomes(failed=1)
+    lines = result.outlines
+    start = next(i for i, line in enumerate(lines) if "FAILURES" in line)
+    end = next(i for i, line in enumerate(lines) if "short test summary" in line)
+    report = lines[start:end]
+    assert len(report) <= 25, "\n".join(report)
+    bwd_line = source.index("def square_bwd(x, g):") + 1
+    assert any(f"its bwd at test_wrong_rule.py:{bwd_line} (square_bwd)" in line for line in report)
+    assert not any("def check_grads(" in line for line in report)  # not check_grads' source
+
+
+@jax.custom_vjp
+def _mean_square(w):
+    return jnp.mean(w**2)
+
+
+def _mean_square_fwd(w):
+    return _mean_square(w), w
+
+
+def _mean_square_bwd(w, g):
+    return (2.0 * w * g,)  # forgets to divide by n
+
+
+_mean_square.defvjp(_mean_square_fwd, _mean_square_bwd)
+
+
+def test_check_grads_with_a_mesh_still_checks_the_derivative() -> None:
+    from diffkit.testing import check_grads
+
+    with pytest.raises(GradCheckError) as info:
+        check_grads(_mean_square, (jnp.linspace(0.5, 1.5, 4),), mesh=1)
+    line = _mean_square_bwd.__code__.co_firstlineno
+    assert f"its bwd at test_messages.py:{line} (_mean_square_bwd)" in str(info.value)
+    assert info.value.report.first.kind == "custom-rule"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
 import jax.numpy as jnp
@@ -323,7 +324,9 @@ class Analysis:
                 f"the custom rule of {fn or 'this function'} disagrees with the derivative of "
                 "its own primal"
             )
-            return self.finding("custom-rule", i, what, why)
+            found = self.finding("custom-rule", i, what, why)
+            rule = _rule_site(step.eqn)  # the rule's own line, where the fix goes
+            return replace(found, site=f"{found.site}, {rule}") if rule else found
         if name == "stop_gradient":
             return self.finding(
                 "stop-gradient", i, what, "stop_gradient zeroes a derivative the value needs"
@@ -446,6 +449,16 @@ def _label(step: Step) -> str:
         name = step.eqn.params.get("name")
         return f"{step.name}[{name}]" if name else step.name
     return step.name
+
+
+def _rule_site(eqn: Any) -> str:
+    """Where a custom rule's derivative is written, e.g. ``its bwd at model.py:15 (square_bwd)``:
+    a custom_vjp's bwd or a custom_jvp's jvp (from JAX's debug info; empty if none)."""
+    vjp = eqn.primitive.name == "custom_vjp_call"
+    rule = eqn.params.get("bwd" if vjp else "jvp_jaxpr_fun")
+    info = getattr(getattr(rule, "debug_info", None), "func_src_info", None) or ""
+    name, _, where = info.rpartition(" at ")
+    return f"its {'bwd' if vjp else 'jvp'} at {where.split('/')[-1]} ({name})" if name else ""
 
 
 def _kink(left: float, right: float, err: float) -> bool:

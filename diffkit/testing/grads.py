@@ -106,9 +106,9 @@ def check_grads(
         rtol, atol: per-element tolerance on rho for the rule check; default ``1e-6``.
         directions: how many random directions (and cotangents) to try.
         seed: the random seed of the directions.
-        mesh: a jax Mesh or a device count: instead, check that the gradient (of scalar
-            ``f``, for ``args[0]``) is the same sharded over it as on one device
-            (:func:`diffkit.testing.check_invariance`, which names the leaf that differs).
+        mesh: a jax Mesh or a device count: after the checks above, also check that the
+            gradient (of scalar ``f``, for ``args[0]``) is the same sharded over it as on one
+            device (:func:`diffkit.testing.check_invariance`, which names the leaf that differs).
 
     Raises:
         GradCheckError: a derivative is wrong; the message says where and by how much, and
@@ -120,14 +120,13 @@ def check_grads(
         >>> from diffkit.testing import check_grads
         >>> check_grads(lambda x: jnp.sum(jnp.sin(x) * x), (jnp.arange(3.0),), order=2)
     """
+    __tracebackhide__ = True  # pytest shows the test's line and the message, not this source
     _check_options(("fwd", "rev") if modes is None else modes, rtol, atol, directions, seed)
     auto = modes is None
     modes = ("fwd", "rev") if modes is None else (modes,) if isinstance(modes, str) else modes
     args = tuple(jax.tree_util.tree_map(jnp.asarray, a) for a in args)
     if not args:
         raise DiffkitError("check_grads: args is empty; pass the point as a tuple, e.g. (x,)")
-    if mesh is not None:  # sharded against unsharded, method by method
-        return check_invariance(f, args, mesh, methods=methods, rtol=rtol)
     bad = [m for m in modes if m not in ("fwd", "rev")]
     if bad or not modes:
         raise DiffkitError(f"check_grads: modes must be 'fwd' and/or 'rev', got {tuple(modes)!r}")
@@ -148,6 +147,11 @@ def check_grads(
             _check_method(f, args, modes, auto, order, reference, engine, tol, directions, seed)
         except GradCheckError as error:
             raise _with_culprit(error, f, args, method) from None
+    if mesh is not None:  # then sharded against unsharded, method by method
+        try:
+            check_invariance(f, args, mesh, methods=methods, rtol=rtol)
+        except GradCheckError as error:
+            raise GradCheckError(str(error)) from None
 
 
 def _check_method(f, args, modes, auto, order, reference, engine: _Engine, tol, directions, seed):
@@ -205,10 +209,12 @@ def _with_culprit(error: GradCheckError, f: Callable, args: tuple, method: str |
         report = doctor(lambda xs: f(*xs), args, method=method)  # every argument
     except Exception:  # the doctor is a help, never a second failure
         return error
-    culprit = report.first
-    if culprit is None:
+    c = report.first
+    if c is None:
         return error
-    new = GradCheckError(f"{error}\ngradient doctor, first culprit: {culprit}")
+    new = GradCheckError(
+        f"{error}\ngradient doctor, first culprit: [{c.kind}] {c.primitive} at {c.site}: {c.why}"
+    )
     new.report = report
     return new
 

@@ -621,31 +621,41 @@ def _count(r: Record, axis: Literal["n", "m"]) -> int:
     return count
 
 
+def _scale(r: Record) -> tuple[int, int]:
+    """(n, size): what orders a problem's gradient cases, the size where n stays put."""
+    return _count(r, "n"), r.get("size") or 0
+
+
+def _at(r: Record, constant: set[str]) -> str:
+    """``n=10 000``; ``n=1, size 16`` for a problem whose n stays put (:func:`constant_n`)."""
+    size = f", size {fmt_n(r['size'])}" if r["problem"] in constant and r.get("size") else ""
+    return f"n={fmt_n(_count(r, 'n'))}{size}"
+
+
 def _gradient_costs(grads: list[Record]) -> str:
     """The cost ratio of each exact mode at the largest gradient size (its own largest where
     it stopped earlier, or on another problem where it ran only there), from the accurate
     results given; the cheapest result's timing, when noisy, is said to be."""
     if not grads:
         return ""
-    top = max(grads, key=lambda r: (r["n"], r["problem"] == "mlp"))
+    constant = constant_n(grads)
+    top = max(grads, key=lambda r: (r["n"], r["problem"] == "mlp", r.get("size") or 0))
     same = [r for r in grads if (r["problem"], r["dtype"]) == (top["problem"], top["dtype"])]
     costs: list[str] = []
     for mode, label in _MODES.items():
         of_mode = [r for r in same if r.get("mode") == mode] or [
             r for r in grads if r.get("mode") == mode and r["dtype"] == top["dtype"]
         ]  # a mode run on other problems only (symbolic in the quick suite)
-        if of_mode:  # at the largest n this mode finished
-            n = max(_count(r, "n") for r in of_mode)
-            rs = sorted((r for r in of_mode if r["n"] == n), key=lambda r: r["ratio"])
+        if of_mode:  # at the largest n (and size) this mode finished
+            largest = max(_scale(r) for r in of_mode)
+            rs = sorted((r for r in of_mode if _scale(r) == largest), key=lambda r: r["ratio"])
             what = " the forward pass" if not costs else ""
-            where = f" at n={fmt_n(n)}" if n != top["n"] else ""
+            where = f" at {_at(rs[0], constant)}" if largest != _scale(top) else ""
             if rs[0]["problem"] != top["problem"]:
                 where += f" on {rs[0]['problem']}"
-            each = ", ".join(r["method"] for r in rs)
-            costs.append(
-                f"{label} {fmt_ratio(rs[0]['ratio'])}{what}{where} ({each}{_noisy(rs[0])})"
-            )
-    head = f"At n={fmt_n(_count(top, 'n'))} ({top['problem']}, {top['dtype']}) a gradient costs: "
+            each = ", ".join(dict.fromkeys(r["method"] for r in rs)) + _noisy(rs[0])
+            costs.append(f"{label} {fmt_ratio(rs[0]['ratio'])}{what}{where} ({each})")
+    head = f"At {_at(top, constant)} ({top['problem']}, {top['dtype']}) a gradient costs: "
     return head + "; ".join(costs) + "."
 
 
@@ -720,8 +730,9 @@ def _noise_note(ok: list[Record]) -> str:
     noisy = [r for r in ok if noise(r)]
     if not noisy:
         return ""
+    constant = constant_n(ok)
     named = "; ".join(
-        f"{r['method']} on {r['problem']} n={fmt_n(_count(r, 'n'))} ({noise(r)})" for r in noisy[:4]
+        f"{r['method']} on {r['problem']} {_at(r, constant)} ({noise(r)})" for r in noisy[:4]
     )
     more = f" and {len(noisy) - 4} more" if len(noisy) > 4 else ""
     return (
@@ -738,8 +749,9 @@ def _accuracy_notes(ok: list[Record]) -> list[str]:
     bad = [r for r in ok if r.get("accurate") is False]
     if not bad:
         return ["Every ok result matched the float64 reference."]
+    constant = constant_n(ok)
     named = ", ".join(
-        f"{r['method']} on {r['problem']} n={r['n']}"
+        f"{r['method']} on {r['problem']} {_at(r, constant)}"
         + (f" m={r['m']}" if _count(r, "m") > 1 else "")
         for r in bad[:4]
     )

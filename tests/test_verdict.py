@@ -186,3 +186,9 @@ def test_particle_in_float32_is_accurate_for_every_exact_method_and_a_wrong_one_
     wrong = dict(recs[0], rho_max=rho(got, reference), tolerance=1e-4, accurate=False)
     rejudge(wrong, shared)
     assert wrong["accurate"] is False and wrong["rho_max"] > 10 * wrong["tolerance"]
+
+
+def test_the_verdict_on_a_constant_n_problem_names_the_size_and_each_method_once() -> None:
+    text = Results(LOGISTIC).verdict()
+    assert "At n=1, size 16 (logistic-map, float32) a gradient costs: reverse mode 1.6x" in text
+    assert "(jax-rev, tape)" in text  # once each, not once per size

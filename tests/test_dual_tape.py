@@ -204,29 +204,64 @@ def test_long_running_reductions_keep_float32_accuracy() -> None:
     assert rho(y_dot, want_jvp) <= 1e-6
 
 
-def _third_party_op():
-    """A primitive of a third-party library that JAX differentiates and diffkit has no row
-    for (``y = 2 x``)."""
+def _third_party_ops():
+    """Primitives of a third-party library, registered with JAX the way lineax and equinox
+    register theirs: ``scale`` (``y = 3 x``: a JVP rule that applies ``scale`` again to the
+    tangent, and a transpose rule), ``cube`` (``y = x**3``: a JVP rule only) and ``opaque``
+    (no derivative rule at all)."""
     from jax.extend.core import Primitive
-    from jax.interpreters import ad
+    from jax.interpreters import ad, batching, mlir
 
-    prim = Primitive("third_party_double")
-    prim.def_impl(lambda x: 2 * x)
-    prim.def_abstract_eval(lambda x: x)
-    ad.defjvp(prim, lambda t, x: 2 * t)
-    return prim.bind
+    def make(name, impl, jvp=None):
+        prim = Primitive(name)
+        prim.def_impl(impl)
+        prim.def_abstract_eval(lambda x: x)
+        mlir.register_lowering(prim, mlir.lower_fun(impl, multiple_results=False))
+        batching.defvectorized(prim)
+        if jvp is not None:
+            ad.primitive_jvps[prim] = jvp
+        return prim
+
+    scale = make("third_party_scale", lambda x: 3 * x)
+    ad.primitive_jvps[scale] = lambda p, t: (
+        scale.bind(*p),
+        ad.Zero(t[0].aval) if type(t[0]) is ad.Zero else scale.bind(*t),
+    )
+    ad.primitive_transposes[scale] = lambda ct, x: [scale.bind(ct)]
+    cube = make(
+        "third_party_cube",
+        lambda x: x**3,
+        lambda p, t: (p[0] ** 3, 3 * p[0] ** 2 * ad.instantiate_zeros(t[0])),
+    )
+    opaque = make("third_party_opaque", lambda x: 2 * x)
+    return scale.bind, cube.bind, opaque.bind
+
+
+@pytest.mark.parametrize("name", HAND)
+def test_third_party_primitives_are_differentiated_by_their_jax_rules(name: str) -> None:
+    """A primitive with no row but with rules in JAX's tables (as lineax, equinox register
+    theirs) is differentiated through those rules, first and second order."""
+    scale, cube, _ = _third_party_ops()
+
+    def f(x):
+        return jnp.sum(jnp.sin(scale(x)) * cube(x))
+
+    x = jnp.array([0.3, -0.7, 1.1])
+    assert rho(dk.get(name).grad(f)(x), jax.grad(f)(x)) <= 1e-6
+    assert rho(dk.get(name).hessian(f)(x), jax.hessian(f)(x)) <= 1e-5
 
 
 @pytest.mark.parametrize("name", HAND)
 def test_unsupported_primitive_error_is_short_and_names_the_users_line(name: str) -> None:
-    op = _third_party_op()
-    assert rho(jax.grad(lambda x: op(x))(1.0), 2.0) == 0  # JAX differentiates it
+    *_, opaque = _third_party_ops()
+    with pytest.raises(NotImplementedError):
+        jax.grad(lambda x: opaque(x))(1.0)  # JAX cannot differentiate it either
     with pytest.raises(dk.UnsupportedPrimitiveError) as info:
-        dk.get(name).grad(lambda x: op(x) * x)(1.0)
+        dk.get(name).grad(lambda x: opaque(x) * x)(1.0)
     message = str(info.value)
-    assert message.startswith(f"{name}: no rule for primitive 'third_party_double'")
+    assert message.startswith(f"{name}: no rule for primitive 'third_party_opaque'")
     assert "test_dual_tape.py" in message  # the user's source line
-    assert "jax-rev" in message and "\n" not in message
+    assert "JAX has no derivative rule for it either" in message and "\n" not in message
     assert len(message) < 300  # no list of every supported primitive
 
 

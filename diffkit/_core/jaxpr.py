@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jex_core
+from jax.interpreters import ad
 
 from diffkit._core.errors import DiffkitError, UnsupportedPrimitiveError
 
@@ -46,9 +47,14 @@ __all__ = [
     "interpret",
     "is_float",
     "located",
+    "registered",
+    "registered_jvp",
+    "registered_transpose",
     "source_line",
     "split_solve",
+    "symbolic_zeros",
     "trace",
+    "transposable",
     "unsupported",
     "user_site",
     "zero_tangent",
@@ -273,22 +279,34 @@ def closed_jaxpr(sub: Any, consts: Sequence[Any] = ()) -> Any:
 # ------------------------------------------------------------ custom rules
 
 
-def custom_jvp_rule(eqn: Any) -> Any:
+def custom_jvp_rule(eqn: Any, in_zeros: Sequence[bool] | None = None) -> tuple[Any, list[bool]]:
     """A ``custom_jvp_call``'s JVP rule as a closed jaxpr ``(*primals, *tangents) ->
     (*outs, *out_tangents)`` over the call's non-constant inputs (JAX gives its hoisted
-    constants, the first ``num_consts`` inputs, no tangent).
+    constants, the first ``num_consts`` inputs, no tangent), and which output tangents the rule
+    gave as symbolic zeros: those are left out of ``out_tangents``, as the tangents of inputs
+    flagged in ``in_zeros`` (symbolic zeros, for rules that ask for them) are left out of
+    ``tangents``.
 
     Example:
         >>> import jax, jax.numpy as jnp
         >>> eqn = jax.make_jaxpr(jax.nn.relu)(0.0).jaxpr.eqns[0]
         >>> eqn = inner_jaxpr(eqn).jaxpr.eqns[0] if inner_jaxpr(eqn) else eqn
-        >>> rule = custom_jvp_rule(eqn)
-        >>> [float(v) for v in jax.core.eval_jaxpr(rule.jaxpr, rule.consts, 0.0, 1.0)]
-        [0.0, 0.0]
+        >>> rule, out_zeros = custom_jvp_rule(eqn)
+        >>> [float(v) for v in jax.core.eval_jaxpr(rule.jaxpr, rule.consts, 0.0, 1.0)], out_zeros
+        ([0.0, 0.0], [False])
     """
     n = len(eqn.invars) - eqn.params["num_consts"]
-    jaxpr, consts, _ = eqn.params["jvp_jaxpr_fun"].call_wrapped(*[False] * n)
-    return closed_jaxpr(jaxpr, consts)
+    zeros = [False] * n if in_zeros is None else list(in_zeros)
+    jaxpr, consts, out_zeros = eqn.params["jvp_jaxpr_fun"].call_wrapped(*zeros)
+    return closed_jaxpr(jaxpr, consts), [bool(z) for z in out_zeros]
+
+
+def symbolic_zeros(eqn: Any, active: Sequence[bool]) -> list[bool]:
+    """Which of a ``custom_jvp_call``'s non-constant inputs get a symbolic-zero tangent: the
+    inactive ones, where the rule asked for symbolic zeros (``symbolic_zeros=True``, as
+    equinox's rules do); none otherwise (JAX instantiates them as zeros)."""
+    asked = bool(eqn.params.get("symbolic_zeros", False))
+    return [asked and not a for a in active[eqn.params["num_consts"] :]]
 
 
 def custom_vjp_forward(eqn: Any, xs: Sequence[Any], needs: Sequence[bool]) -> tuple[list, list]:
@@ -338,6 +356,88 @@ def custom_vjp_backward(eqn: Any, res: Sequence[Any], y_bars: Sequence[Any]) -> 
     return [None] * nc + cts[len(cts) - (len(eqn.invars) - nc) :]
 
 
+# ------------------------------------------------------------ rules registered with JAX
+
+
+def registered(eqn: Any) -> bool:
+    """Whether ``eqn``'s primitive has a JVP rule in JAX's own table: JAX's primitives, and
+    those libraries register (lineax's ``linear_solve``, equinox's ``nondifferentiable``, ...)."""
+    return eqn.primitive in ad.primitive_jvps
+
+
+def transposable(eqn: Any) -> bool:
+    """Whether ``eqn``'s primitive has a transpose rule in JAX's table (it is linear)."""
+    return eqn.primitive in ad.primitive_transposes
+
+
+def _absent(x: Any) -> bool:
+    return type(x).__name__ in ("Zero", "SymbolicZero")
+
+
+def registered_jvp(eqn: Any, xs: Sequence[Any], x_dots: Sequence[Any]) -> tuple[list, list]:
+    """Push tangents through the JVP rule registered with JAX for ``eqn``'s primitive:
+    ``(outputs, output tangents)``, ``None`` for an absent tangent, in and out (a symbolic
+    zero to the rule, as JAX passes it).
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> eqn = jax.make_jaxpr(jnp.sin)(0.0).jaxpr.eqns[0]
+        >>> ys, y_dots = registered_jvp(eqn, [0.0], [2.0])
+        >>> float(ys[0]), float(y_dots[0])
+        (0.0, 2.0)
+    """
+    tangents = [
+        ad.Zero(v.aval.to_tangent_aval()) if t is None else t
+        for v, t in zip(eqn.invars, x_dots, strict=True)
+    ]
+    with _foreign(eqn, "JVP"):
+        ys, y_dots = ad.primitive_jvps[eqn.primitive](list(xs), tangents, **eqn.params)
+    if not eqn.primitive.multiple_results:
+        ys, y_dots = [ys], [y_dots]
+    return list(ys), [None if _absent(t) else t for t in y_dots]
+
+
+def registered_transpose(
+    eqn: Any, xs: Sequence[Any], linear: Sequence[bool], y_bars: Sequence[Any]
+) -> list[Any]:
+    """Pull cotangents back through the transpose rule registered with JAX for ``eqn``'s
+    (linear) primitive: the cotangents of the ``linear`` inputs, ``None`` elsewhere and where
+    the rule gives none. ``y_bars`` holds ``None`` for an absent output cotangent."""
+    args = [
+        ad.UndefinedPrimal(v.aval) if lin else x
+        for v, x, lin in zip(eqn.invars, xs, linear, strict=True)
+    ]
+    cts = [
+        ad.Zero(v.aval.to_ct_aval()) if b is None else b
+        for v, b in zip(eqn.outvars, y_bars, strict=True)
+    ]
+    with _foreign(eqn, "transpose"):
+        out = ad.primitive_transposes[eqn.primitive](
+            cts if eqn.primitive.multiple_results else cts[0], *args, **eqn.params
+        )
+    return [
+        None if b is None or _absent(b) or not lin else b
+        for b, lin in zip(out, linear, strict=True)
+    ]
+
+
+@contextlib.contextmanager
+def _foreign(eqn: Any, which: str) -> Iterator[None]:
+    """A rule someone else registered failed: one line naming the primitive, the rule and the
+    reason (the rule's own last line), never the raw error from inside it."""
+    try:
+        yield
+    except UnsupportedPrimitiveError:
+        raise
+    except Exception as error:  # a library's rule: anything may come out of it
+        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        reason = lines[-1].strip() if lines else type(error).__name__
+        raise UnsupportedPrimitiveError(
+            f"the {which} rule JAX holds for primitive '{eqn.primitive.name}' failed: "
+            f"{type(error).__name__}: {reason}"
+        ) from None
+
+
 # ------------------------------------------------------------ the dispatch
 
 
@@ -381,6 +481,11 @@ class Interpreter:
         """Evaluate ``eqn`` by its rule row (``xs``: the primal values of ``invals``)."""
         raise NotImplementedError
 
+    def foreign(self, eqn: Any, invals: list[Any], xs: list[Any], site: Any) -> list[Any]:
+        """Evaluate ``eqn``, a primitive with no row, by the rules registered for it with JAX
+        (:func:`registered_jvp`, :func:`registered_transpose`)."""
+        raise NotImplementedError
+
     def run(self, closed: Any, args: Sequence[Any], site: Any = None) -> list[Any]:
         """Interpret ``closed`` on ``args`` (``site``: the call equation it was inlined from)."""
         return interpret(closed, args, lambda eqn, invals: self.handle(eqn, invals, site))
@@ -399,6 +504,9 @@ class Interpreter:
         if not any(is_float(v.aval) for v in eqn.outvars):
             return evaluate(eqn, xs)  # comparisons, argmax, ...: nothing to differentiate
         rule = self.rules.get(name)
+        if rule is None and name not in self.refused and registered(eqn):
+            with located(self.who, eqn, site):  # a library's primitive, by its JAX rules
+                return self.foreign(eqn, invals, xs, site)
         if rule is None:
             raise unsupported(self.who, eqn, self.refused, site)
         if getattr(rule, "expand", None) is not None:  # differentiate the program it stands for
@@ -528,7 +636,11 @@ def unsupported(
     what = f"no rule for primitive '{name}'"
     if needed_by is not None:
         what += f", which the derivative of '{needed_by}' needs (a higher-order derivative)"
-    advice = (
-        "" if "custom_jvp" in why else "; use jax-fwd or jax-rev, or add a rule (diffkit.extend)"
-    )
+    if not why and not registered(eqn):
+        why = "; JAX has no derivative rule for it either"
+        advice = "; wrap it in jax.custom_jvp, or add a rule (diffkit.extend)"
+    elif "custom_jvp" in why:
+        advice = ""
+    else:
+        advice = "; use jax-fwd or jax-rev, or add a rule (diffkit.extend)"
     return UnsupportedPrimitiveError(f"{who}: {what} (at {user_site(eqn, site)}){why}{advice}")

@@ -34,7 +34,9 @@ from diffkit._core.jaxpr import (
     evaluate,
     interpret,
     is_float,
+    registered_jvp,
     split_solve,
+    symbolic_zeros,
     user_site,
     zero_tangent,
 )
@@ -196,6 +198,11 @@ class DualInterpreter(Interpreter):
         ys = found[: len(eqn.outvars)]  # after them: the extras the rule computed
         return [y if t is None else Dual(y, t) for y, t in zip(ys, y_dots, strict=False)]
 
+    def foreign(self, eqn: Any, invals: list[Any], xs: list[Any], site: Any) -> list[Any]:
+        x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
+        ys, y_dots = registered_jvp(eqn, xs, x_dots)
+        return [y if t is None else Dual(y, t) for y, t in zip(ys, y_dots, strict=True)]
+
 
 # ------------------------------------------------------------ control flow
 
@@ -274,13 +281,23 @@ def _scan(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> lis
 
 
 def _custom_jvp(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    """The library's JVP rule pushes the tangent (its constants get none, as in JAX)."""
+    """The library's JVP rule pushes the tangent (its constants get none, as in JAX; inactive
+    inputs get symbolic zeros where the rule asked for them)."""
     rest = invals[eqn.params["num_consts"] :]
+    zeros = symbolic_zeros(eqn, _active(invals))
+    rule, out_zeros = custom_jvp_rule(eqn, zeros)
     xs = [_primal(v) for v in rest]
-    x_dots = [v.tangent if isinstance(v, Dual) else zero_tangent(v) for v in rest]
-    outs = interpret(custom_jvp_rule(eqn), [*xs, *x_dots], evaluate)
-    n = len(eqn.outvars)
-    return [Dual(y, t) if is_float(y) else y for y, t in zip(outs[:n], outs[n:], strict=True)]
+    x_dots = [
+        v.tangent if isinstance(v, Dual) else zero_tangent(v)
+        for v, z in zip(rest, zeros, strict=True)
+        if not z
+    ]
+    outs = interpret(rule, [*xs, *x_dots], evaluate)
+    ys, given = outs[: len(eqn.outvars)], iter(outs[len(eqn.outvars) :])
+    y_dots = [None if z else next(given) for z in out_zeros]
+    return [
+        Dual(y, t) if t is not None and is_float(y) else y for y, t in zip(ys, y_dots, strict=True)
+    ]
 
 
 def _custom_vjp(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:

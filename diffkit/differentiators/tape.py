@@ -46,7 +46,11 @@ from diffkit._core.jaxpr import (
     interpret,
     is_float,
     located,
+    registered_jvp,
+    registered_transpose,
     split_solve,
+    symbolic_zeros,
+    transposable,
     user_site,
     zero_tangent,
 )
@@ -106,17 +110,27 @@ class Tape:
 
     @classmethod
     def record(
-        cls, closed: Any, args: Sequence[Any], needs: Sequence[bool], schedule: Any = None
+        cls,
+        closed: Any,
+        args: Sequence[Any],
+        needs: Sequence[bool],
+        schedule: Any = None,
+        linear: bool = False,
     ) -> Tape:
         """Evaluate ``closed`` on ``args``, recording every equation that depends on the
         arguments flagged in ``needs``; each ``scan`` is reversed by ``schedule`` (a
-        :class:`diffkit.checkpoint.Schedule`; ``None``: store every step's state)."""
+        :class:`diffkit.checkpoint.Schedule`; ``None``: store every step's state).
+
+        ``linear``: ``closed`` is a derivative rule, linear in the flagged arguments (its
+        tangents), recorded only to be transposed: as in JAX, a custom_jvp function applied to
+        a tangent is recorded by its body, and a library's primitive by its transpose rule."""
         tape = cls()
         counter = itertools.count()
         tracked = [Tracked(a, next(counter)) if n else a for a, n in zip(args, needs, strict=True)]
         tape.in_keys = [t.key if isinstance(t, Tracked) else None for t in tracked]
         tape.inputs = list(args)
-        tape.outputs = _Recorder(tape.nodes, counter, schedule).run(closed, tracked)
+        recorder = _Recorder(tape.nodes, counter, schedule, linear)
+        tape.outputs = recorder.run(closed, tracked)
         return tape
 
     def sweep(self, out_bars: Sequence[Any], keep: bool = False) -> list[Any]:
@@ -259,8 +273,59 @@ class _Recorder(Interpreter):
     rules = RULES
     refused = REFUSED
 
-    def __init__(self, nodes: list[Node], counter: itertools.count, schedule: Any = None) -> None:
+    def __init__(
+        self, nodes: list[Node], counter: itertools.count, schedule: Any = None, linear=False
+    ) -> None:
         self.nodes, self.counter, self.schedule = nodes, counter, schedule
+        self.linear = linear
+
+    def handle(self, eqn: Any, invals: list[Any], site: Any = None) -> list[Any]:
+        if (
+            self.linear
+            and eqn.primitive.name == "custom_jvp_call"
+            and any(map(self.active, invals))
+        ):
+            # a rule applying its own function to a tangent (optimistix's, lineax's _asarray):
+            # linear there, so its body is what is transposed (as JAX does), not its rule again
+            return self.run(eqn.params["call_jaxpr"], invals, site or eqn)
+        return super().handle(eqn, invals, site)
+
+    def foreign(self, eqn: Any, invals: list[Any], xs: list[Any], site: Any) -> list[Any]:
+        """A library's primitive: in a rule being transposed, by its transpose rule; else by
+        its JVP rule, recorded (linear in the tangents) on a tape of its own and swept back."""
+        needs = [isinstance(v, Tracked) and is_float(v.value) for v in invals]
+        if self.linear:
+            if not transposable(eqn):
+                raise UnsupportedPrimitiveError(
+                    f"no transpose rule for primitive '{eqn.primitive.name}', which its "
+                    "derivative applies to a tangent (JAX has none either)"
+                )
+            ys = evaluate(eqn, xs)
+
+            def pullback(y_bars):
+                return registered_transpose(eqn, xs, needs, y_bars)
+
+            return self.record(eqn, invals, ys, pullback)
+
+        def rule(*dots: Any) -> list[Any]:
+            it = iter(dots)
+            ys, y_dots = registered_jvp(eqn, xs, [next(it) if n else None for n in needs])
+            return [
+                *ys,
+                *(zero_tangent(y) if t is None else t for y, t in zip(ys, y_dots, strict=True)),
+            ]
+
+        dots = [zero_tangent(x) for x, n in zip(xs, needs, strict=True) if n]
+        closed = jax.make_jaxpr(rule)(*dots)
+        tape = Tape.record(closed, dots, [True] * len(dots), linear=True)
+        n_out = len(eqn.outvars)
+        ys = [_value(y) for y in tape.outputs[:n_out]]
+
+        def sweep(y_bars):
+            it = iter(tape.sweep([None] * n_out + list(y_bars)))
+            return [next(it) if n else None for n in needs]
+
+        return self.record(eqn, invals, ys, sweep)
 
     def active(self, v: Any) -> bool:
         return isinstance(v, Tracked)
@@ -405,16 +470,24 @@ def _while(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
 def _custom_jvp(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
     """The library's JVP rule gives the outputs (as in JAX, where they come from the rule)
     and, being linear in the tangents, is recorded with the tangents as the tracked inputs on
-    a tape of its own, swept back for the cotangents (its transpose)."""
+    a tape of its own, swept back for the cotangents (its transpose). Inactive inputs get
+    symbolic zeros where the rule asked for them."""
     nc = eqn.params["num_consts"]
     rest = xs[nc:]
-    tangent_needs = [n and is_float(x) for x, n in zip(rest, needs[nc:], strict=True)]
-    args = [*rest, *map(zero_tangent, rest)]
-    rule = Tape.record(custom_jvp_rule(eqn), args, [False] * len(rest) + tangent_needs)
-    ys = [_value(y) for y in rule.outputs[: len(eqn.outvars)]]
+    zeros = symbolic_zeros(eqn, needs)
+    rule, out_zeros = custom_jvp_rule(eqn, zeros)
+    given = [x for x, z in zip(rest, zeros, strict=True) if not z]
+    tangent_needs = [
+        n and is_float(x) for x, n, z in zip(rest, needs[nc:], zeros, strict=True) if not z
+    ]
+    args = [*rest, *map(zero_tangent, given)]
+    tape = Tape.record(rule, args, [False] * len(rest) + tangent_needs, linear=True)
+    ys = [_value(y) for y in tape.outputs[: len(eqn.outvars)]]
 
     def pullback(y_bars):
-        return [None] * nc + rule.sweep([None] * len(ys) + y_bars)[len(rest) :]
+        out_bars = [b for b, z in zip(y_bars, out_zeros, strict=True) if not z]
+        bars = iter(tape.sweep([None] * len(ys) + out_bars)[len(rest) :])
+        return [None] * nc + [None if z else next(bars) for z in zeros]
 
     return ys, pullback
 

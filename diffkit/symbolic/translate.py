@@ -905,7 +905,7 @@ def _custom_jvp(  # long: body, rule and stop_gradient bookkeeping are one pass 
     if any(is_symbolic(v) for v in invals[:nc]):
         raise Refusal("a custom_jvp function closing over values that depend on the inputs")
     n = len(invals) - nc
-    rule = custom_jvp_rule(eqn)
+    rule, out_zeros = custom_jvp_rule(eqn)
     if any(isinstance(c, jax.core.Tracer) for c in rule.consts):
         raise Refusal("a custom_jvp rule closing over traced values")
     holders: dict[Any, Any] = {}  # placeholder -> the input element it stands for
@@ -941,7 +941,11 @@ def _custom_jvp(  # long: body, rule and stop_gradient bookkeeping are one pass 
     inner_stops = dict(ctx.stops[n_stops:])
     ctx.stops[n_stops:] = [(s, e.xreplace(holders)) for s, e in ctx.stops[n_stops:]]
     outs = []
-    for value, tangent in zip(values, res[len(values) :], strict=True):
+    given = iter(res[len(values) :])  # the rule's tangents, but for its symbolic zeros
+    zeros = [
+        np.zeros(np.shape(v)) if z else next(given) for v, z in zip(values, out_zeros, strict=True)
+    ]
+    for value, tangent in zip(values, zeros, strict=True):
         if not is_symbolic(value) and not is_symbolic(tangent):
             outs.append(value)
             continue

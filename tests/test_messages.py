@@ -178,3 +178,37 @@ def test_check_grads_with_a_mesh_still_checks_the_derivative() -> None:
     line = _mean_square_bwd.__code__.co_firstlineno
     assert f"its bwd at test_messages.py:{line} (_mean_square_bwd)" in str(info.value)
     assert info.value.report.first.kind == "custom-rule"
+
+
+# ------------------------------------------------------------------------ symbolic
+
+
+def test_symbolic_computes_large_coefficients_in_the_dtypes_range() -> None:
+    """logistic-map at 16 steps holds 4**16 = 4294967296, beyond int32: once an
+    OverflowError from JAX's argument parsing; now a float literal, as JAX's arithmetic."""
+    inst = dk.harness.get_problem("logistic-map").build(16, "float32")
+    got = dk.get("symbolic").grad(inst.fun)(*inst.args)
+    want = jax.grad(inst.fun)(*inst.args)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, want, rtol=1e-2)
+
+
+def test_symbolic_alarm_rings_again_when_one_is_lost() -> None:
+    import time
+
+    from diffkit.symbolic.differentiator import BudgetExceeded, _Alarm, _Budget
+
+    budget = _Budget(0.05, 10**9, advice="use backend='symengine', ")
+    lost, start = [], time.perf_counter()
+    with pytest.raises(BudgetExceeded) as info:
+        with budget.stage("cse", "operations"):
+            while time.perf_counter() - start < 5.0:  # a stage that never checks the budget
+                try:
+                    time.sleep(0.001)
+                except _Alarm:  # dropped, as inside a garbage-collector callback
+                    if lost:
+                        raise
+                    lost.append(time.perf_counter())
+    assert lost and time.perf_counter() - start < 1.0
+    text = str(info.value)
+    assert "'cse' stage ran past time_budget=0.05 s" in text and "cse=True" not in text

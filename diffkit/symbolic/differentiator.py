@@ -10,10 +10,11 @@ and the full Jacobian, from which ``jvp`` and ``vjp`` (and so ``grad``, ``jacobi
 
 Every stage is measured -- :meth:`Symbolic.swell` reports how much the expressions swell -- and
 every stage honours a time and a size budget: going over raises :class:`BudgetExceeded` naming
-the stage and the size reached. SymPy cannot be interrupted cooperatively, so on the main
-thread a ``SIGALRM`` timer (``setitimer``) stops a stage that runs past ``time_budget``;
-elsewhere (other threads, platforms without ``setitimer``, or while another interval timer is
-active) the budget is checked between per-equation and per-derivative steps. XLA compilation
+the stage and the size reached. The budget is checked between per-equation and
+per-derivative steps; SymPy cannot be interrupted cooperatively within one step, so on the
+main thread a ``SIGALRM`` timer (``setitimer``) also stops a stage that runs past
+``time_budget``, ringing again every 50 ms in case an alarm is lost (raised inside a
+garbage-collector callback, where Python drops it). XLA compilation
 is never interrupted: it is held back by the size budget on the generated program and its time
 is checked when it returns.
 """
@@ -78,10 +79,11 @@ def _ring(signum: int, frame: Any) -> None:
 class _Budget:
     """Times the stages and holds each to ``seconds`` and ``limit``."""
 
-    def __init__(self, seconds: float, limit: int) -> None:
-        self.seconds, self.limit = seconds, limit
+    def __init__(self, seconds: float, limit: int, advice: str = "") -> None:
+        self.seconds, self.limit, self.advice = seconds, limit, advice
         self.times: dict[str, float] = {}
         self.stage_name, self.unit, self.size, self.deadline = "", "", 0, math.inf
+        self.armed = False
 
     @contextlib.contextmanager
     def stage(self, name: str, unit: str, interruptible: bool = True) -> Iterator[_Budget]:
@@ -94,6 +96,7 @@ class _Budget:
         except _Alarm:
             raise self._error("time") from None
         finally:
+            self.armed = False
             if previous is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)
@@ -116,9 +119,16 @@ class _Budget:
             and signal.getitimer(signal.ITIMER_REAL)[0] == 0
         ):
             return None
-        previous = signal.signal(signal.SIGALRM, _ring)
-        signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        previous = signal.signal(signal.SIGALRM, self._alarm)
+        self.armed = True
+        # rings again every 50 ms past the deadline: Python drops an exception raised inside a
+        # garbage-collector callback (JAX installs one), which would swallow a single alarm
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, 0.05)
         return previous
+
+    def _alarm(self, signum: int, frame: Any) -> None:
+        if self.armed:  # not once the stage is over
+            _ring(signum, frame)
 
     def _error(self, kind: str) -> BudgetExceeded:
         reached = f"{self.size:,} {self.unit}"
@@ -127,8 +137,8 @@ class _Budget:
         else:
             what = f"ran past time_budget={self.seconds:g} s (size reached: {reached})"
         return BudgetExceeded(
-            f"symbolic: the '{self.stage_name}' stage {what}; raise the budget, use cse=True "
-            "or backend='symengine', or differentiate a smaller problem",
+            f"symbolic: the '{self.stage_name}' stage {what}; raise the budget, "
+            f"{self.advice}or differentiate a smaller problem",
             self.stage_name,
             self.size,
         )
@@ -374,7 +384,7 @@ class Symbolic(Differentiator):
         consts = [traced.closed.consts[i] for i in program.const_index]
         strong = [jnp.asarray(a, a.dtype) for a in (*primals, *consts)]  # as compiled: not weak
         values, jac = program.fn(*strong)
-        if self.spot_check and _concrete([*primals, *traced.closed.consts]):
+        if self.spot_check and _concrete([*primals, *traced.closed.consts, *values]):
             want = program.primal(list(traced.closed.consts), *strong[: len(primals)])
             _spot_check(values, want)
         return tuple(values[: traced.n_outs]), tuple(values[traced.n_outs :]), jac
@@ -424,7 +434,9 @@ class Symbolic(Differentiator):
 
     # ------------------------------------------------------------ pipeline
     def _program(self, fun: Callable, primals: tuple, fresh: bool = False):
-        budget = _Budget(self.time_budget, self.size_budget)
+        advice = "" if self.cse else "use cse=True (the default), "
+        advice += "" if self.S.name == "symengine" else "use backend='symengine', "
+        budget = _Budget(self.time_budget, self.size_budget, advice)
         with budget.stage("trace", "equations"):
             # the record of grad/jvp/vjp/jacobian; swell and expressions trace here, timed
             traced = fun if isinstance(fun, TracedFun) else trace(fun, primals)
@@ -718,6 +730,13 @@ def _printer() -> Any:
             return translate.print_jax(self, e)
 
         _print_JaxPredicate = _print_JaxBase
+
+        def _print_Integer(self, e: Any) -> str:  # beyond int32 JAX refuses a Python int:
+            if abs(int(e)) < 2**31:  # a float literal rounds (or overflows to inf) as JAX's
+                return super()._print_Integer(e)  # arithmetic does in the array's dtype
+            return (
+                repr(float(e)) if abs(int(e)) < 2**1023 else f"({int(e) // abs(int(e))} * math.inf)"
+            )
 
         def _print_ComplexInfinity(self, e: Any) -> str:  # x**y at x = 0, log(0) * 0, ...
             raise UnsupportedPrimitiveError(

@@ -596,7 +596,10 @@ def _tfp_transformed():
 
     def loss(p):
         dist = tfd.TransformedDistribution(tfd.Normal(p[0], jnp.exp(p[1])), tfb.Exp())
-        return jnp.sum(dist.log_prob(xs))  # a log-normal
+        # a log-normal. vmapped: called on the same array ``xs`` twice, under two traces, the
+        # bijector's cache hands the second trace the first one's tracer (UnexpectedTracerError
+        # in JAX's own jvp and vjp alike): a TFP cache keyed on the input, not diffkit's
+        return jnp.sum(jax.vmap(dist.log_prob)(xs))
 
     return loss, _f64([0.1, -0.3])
 
@@ -683,7 +686,9 @@ CASES: list[Case] = [
     Case("tfp bijector chain", "tfp", _tfp_bijectors),
     Case("tfp fill_scale_tril", "tfp", _tfp_fill_scale_tril),
     Case("tfp transformed lognormal", "tfp", _tfp_transformed),
-    Case("tfp gamma sample", "tfp", _tfp_gamma_sample),
+    # implicit reparameterisation: JAX's gradient is the derivative of the sample through the
+    # CDF, not of the rejection sampler's arithmetic, which fd sees (22% apart here)
+    Case("tfp gamma sample", "tfp", _tfp_gamma_sample, approx=0.5),
 ]
 
 BY_NAME: dict[str, Case] = {c.name: c for c in CASES}

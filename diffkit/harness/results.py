@@ -166,14 +166,19 @@ def noise(r: Mapping[str, Any]) -> str:
 
 
 def _outcome_note(r: Record) -> str:
-    """The outcome, INACCURATE for an ok result outside the tolerance, with the message;
-    ``noisy (why)`` after an ok outcome whose timing is noisy (:func:`noise`)."""
+    """The outcome, INACCURATE for an ok result outside the tolerance, with the message."""
     outcome = r["outcome"]
-    if outcome != OK:
-        return outcome + f": {r['message'][:50]}" if r.get("message") else outcome
-    note = "INACCURATE" if r.get("accurate") is False else outcome
-    why = noise(r)
-    return f"{note}, noisy ({why})" if why else note
+    if outcome == OK and r.get("accurate") is False:
+        return "INACCURATE"
+    if outcome != OK and r.get("message"):
+        return outcome + f": {r['message'][:50]}"
+    return outcome
+
+
+def _timing_note(r: Record) -> str:
+    """``noisy (why)`` for an ok result whose timing is noisy (:func:`noise`), else ``-``."""
+    why = noise(r) if r["outcome"] == OK else ""
+    return f"noisy ({why})" if why else "-"
 
 
 def _x_primal(r: Record) -> str:
@@ -217,11 +222,12 @@ COLUMNS: dict[str, tuple[str, Callable[[Record], str]]] = {
     "accurate": ("accurate", lambda r: fmt(r.get("accurate"))),
     "message": ("message", lambda r: (r.get("message") or "")[:60]),
     "outcome note": ("outcome", _outcome_note),
+    "timing": ("timing", _timing_note),
 }
 #: Columns of :meth:`Results.table`: every field worth a column.
 TABLE = (
     "problem", "size", "n", "m", "method", "dtype", "outcome", "compile", "time", "iqr%", "samples",
-    "primal", "ratio", "passes", "rho max", "cosine", "2nd moment", "accurate", "message",
+    "primal", "ratio", "passes", "rho max", "cosine", "2nd moment", "accurate", "message", "timing",
 )  # fmt: skip
 #: Columns of ``diffkit compare``'s table: what a reader compares.
 SUMMARY: tuple[str, ...] = (
@@ -234,7 +240,7 @@ SUMMARY: tuple[str, ...] = (
     "x primal",
     "evaluations",
 )
-SUMMARY += ("rho max", "cosine", "outcome note")
+SUMMARY += ("rho max", "cosine", "outcome note", "timing")
 #: Columns shown only where a stochastic estimator's records are in the table.
 ESTIMATOR_COLUMNS = ("cosine", "2nd moment")
 
@@ -353,6 +359,8 @@ class Results:
             columns = [c for c in columns if c not in ESTIMATOR_COLUMNS]
         if not constant_n(self.records):  # n tells the sizes apart: no size column
             columns = [c for c in columns if c != "size"]
+        if not any(r["outcome"] == OK and noise(r) for r in self.records):
+            columns = [c for c in columns if c != "timing"]  # no timing is noisy
         shows = [COLUMNS[c] for c in columns]
         rows = [[str(show(r)) for _, show in shows] for r in sorted(self.records, key=order)]
         return [h for h, _ in shows], rows

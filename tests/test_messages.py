@@ -212,3 +212,10 @@ def test_symbolic_alarm_rings_again_when_one_is_lost() -> None:
     assert lost and time.perf_counter() - start < 1.0
     text = str(info.value)
     assert "'cse' stage ran past time_budget=0.05 s" in text and "cse=True" not in text
+
+
+def test_explain_page_refuses_a_non_finite_point() -> None:
+    from diffkit.html import explain
+
+    with pytest.raises(DiffkitError, match=r"explain: argument 0 is nan; .* give finite numbers"):
+        explain(lambda w, b: w * b, float("nan"), 1.0, methods=False)

@@ -149,6 +149,11 @@ def _explain(
                 f"explain: argument {i} is a {x.dtype}{list(x.shape)}; explain takes one float "
                 "scalar per argument (write the function of its parameters one by one)"
             )
+        if not bool(jnp.isfinite(x)):
+            raise DiffkitError(
+                f"explain: argument {i} is {float(x)}; a derivative is taken at a finite "
+                "point: give finite numbers"
+            )
     names = list(names) if names else _names(f, len(xs))
     walk = cast("TapeReverse", get("tape")).record(f, *xs).walk(names)
     out_value = walk["output"][1]

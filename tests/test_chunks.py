@@ -40,9 +40,11 @@ def _jacobian64(fun, args) -> np.ndarray:
     with jax.enable_x64(True):
         args64 = [
             jax.tree.map(
-                lambda a: jnp.asarray(np.asarray(a), jnp.float64)
-                if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
-                else a,
+                lambda a: (
+                    jnp.asarray(np.asarray(a), jnp.float64)
+                    if jnp.issubdtype(jnp.asarray(a).dtype, jnp.floating)
+                    else a
+                ),
                 a,
             )
             for a in args
@@ -79,3 +81,15 @@ def test_chunk_size_does_not_change_the_jacobian(name, method, dtype):
     if method == "fd":  # its error is the step's, not eps: chunking must not make it worse
         errs = {c: np.abs(J - ref).max() / scale for c, J in got.items()}
         assert max(errs.values()) <= max(4 * errs[None], 64 * eps), f"fd errors by chunk {errs}"
+
+
+@pytest.mark.slow
+def test_the_harness_compiles_tape_s_ba_jacobian_right_in_float32() -> None:
+    """The harness jits each derivative whole (diffkit's own map inlined into it), so it
+    compiles every method, and the primal, with the same safe options: rho was 0.36 before."""
+    from diffkit.harness import sweep
+
+    res = sweep("ba", [100], ["tape"], min_time=0.01, isolate=False)
+    (rec,) = res.records
+    assert rec["outcome"] == "ok" and rec["accurate"], rec
+    assert rec["rho_max"] <= 1e-5

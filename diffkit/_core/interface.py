@@ -46,6 +46,19 @@ from diffkit._core.types import Array, PyTree
 #: computed a float32 batched VJP wrongly (see ``Differentiator._map_basis``).
 CPU_SAFE = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
+
+def safe_compile_options() -> dict[str, Any] | None:
+    """:data:`CPU_SAFE` where JAX's default backend is the CPU, else ``None``: what to pass to
+    ``jax.jit(..., compiler_options=)`` or ``Lowered.compile`` for a top-level program.
+
+    Example:
+        >>> import jax
+        >>> safe_compile_options() == (CPU_SAFE if jax.default_backend() == "cpu" else None)
+        True
+    """
+    return CPU_SAFE if jax.default_backend() == "cpu" else None
+
+
 #: Bytes of intermediates (:func:`~diffkit._core.trees.bytes_per_direction` per direction) one
 #: vectorised chunk of basis directions may take when ``chunk_size`` is not set (the memory
 #: budget still caps): a chunk beyond the caches makes the batched passes memory-bound, each
@@ -212,7 +225,7 @@ class Differentiator:
             return jax.vmap(one)(idx) if chunk >= n_dirs else lax.map(one, idx, batch_size=chunk)
 
         top = not isinstance(idx, jax.core.Tracer)  # else an enclosing jit compiles it all
-        options = CPU_SAFE if top and jax.default_backend() == "cpu" else None
+        options = safe_compile_options() if top else None
         return jax.jit(mapped, compiler_options=options)(closed.consts, idx)
 
     def _cols(

@@ -31,6 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from diffkit._core.errors import DiffkitError
+from diffkit._core.interface import safe_compile_options
 from diffkit._core.registry import resolve
 from diffkit._core.types import Array
 from diffkit.harness.estimators import BIAS_Z, quality
@@ -519,7 +520,7 @@ def _shared(
         rec.update({"n": inst.n, "m": inst.m})
         if "primal" not in shared:  # kept only once it has run
             t0 = time.perf_counter()
-            primal = jax.jit(inst.fun).lower(*inst.args).compile()
+            primal = jax.jit(inst.fun).lower(*inst.args).compile(safe_compile_options())
             jax.block_until_ready(primal(*inst.args))
             shared["primal_prepare_s"] = time.perf_counter() - t0
             shared["primal"] = primal
@@ -557,7 +558,7 @@ def _compile(
         )
     lowered = traced.lower()
     t1 = time.perf_counter()
-    compiled = lowered.compile()
+    compiled = lowered.compile(safe_compile_options())  # every method, and the primal, alike
     t2 = time.perf_counter()
     result = jax.block_until_ready(compiled(*args))
     t3 = time.perf_counter()

@@ -3,7 +3,7 @@
 * the ``gradcheck`` fixture: :func:`diffkit.testing.check_grads` with project-wide defaults;
 * ini options ``diffkit_gradcheck_rtol``, ``diffkit_gradcheck_atol``,
   ``diffkit_gradcheck_modes``, ``diffkit_gradcheck_directions``, ``diffkit_gradcheck_mesh``
-  (a device count: sharding-invariance checks instead; in ``pytest.ini`` or
+  (a device count: sharding-invariance checks as well; in ``pytest.ini`` or
   ``[tool.pytest.ini_options]``);
 * the marker ``@pytest.mark.gradcheck(rtol=..., modes=..., ...)`` to override them per test;
 * a failed gradient check's report gets a "gradient doctor" section: the doctor's findings
@@ -44,7 +44,7 @@ _INI: dict[str, tuple[str, Callable[[str], Any], str]] = {
         "modes checked by default: fwd, rev or both",
     ),
     "directions": ("diffkit_gradcheck_directions", int, "random directions per check"),
-    "mesh": ("diffkit_gradcheck_mesh", int, "devices: check sharded against unsharded instead"),
+    "mesh": ("diffkit_gradcheck_mesh", int, "devices: also check sharded against unsharded"),
 }
 
 

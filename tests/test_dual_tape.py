@@ -251,6 +251,22 @@ def test_third_party_primitives_are_differentiated_by_their_jax_rules(name: str)
     assert rho(dk.get(name).hessian(f)(x), jax.hessian(f)(x)) <= 1e-5
 
 
+def test_ragged_dot_goes_through_jax_s_rules() -> None:
+    """``ragged_dot_general`` has no row: tape pulls back through JAX's registered JVP and
+    transposes; JAX cannot vmap it over directions, so dual's Jacobian says so in one line."""
+    rng = np.random.default_rng(0)
+    lhs = jnp.asarray(rng.standard_normal((6, 3)), jnp.float32)
+    rhs = jnp.asarray(rng.standard_normal((2, 3, 4)), jnp.float32)
+    sizes = jnp.array([2, 4], jnp.int32)
+    f = lambda a, b: jnp.sum(jnp.sin(lax.ragged_dot(a, b, sizes)))  # noqa: E731
+    got = dk.get("tape").grad(f, argnums=(0, 1))(lhs, rhs)
+    for g, want in zip(got, jax.grad(f, argnums=(0, 1))(lhs, rhs), strict=True):
+        assert rho(g, want) <= 1e-6
+    with pytest.raises(dk.UnsupportedPrimitiveError, match="cannot vectorise") as info:
+        dk.get("dual").grad(f)(lhs, rhs)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("name", HAND)
 def test_unsupported_primitive_error_is_short_and_names_the_users_line(name: str) -> None:
     *_, opaque = _third_party_ops()

@@ -29,7 +29,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from diffkit._core.errors import DiffkitError, InputTypeError
+from diffkit._core.errors import DiffkitError, InputTypeError, UnsupportedPrimitiveError
 from diffkit._core.trees import (
     TracedFun,
     as_arrays,
@@ -226,7 +226,15 @@ class Differentiator:
 
         top = not isinstance(idx, jax.core.Tracer)  # else an enclosing jit compiles it all
         options = safe_compile_options() if top else None
-        return jax.jit(mapped, compiler_options=options)(closed.consts, idx)
+        try:
+            return jax.jit(mapped, compiler_options=options)(closed.consts, idx)
+        except NotImplementedError as error:  # a primitive JAX cannot vmap (as jax.jacfwd)
+            last = str(error).strip().splitlines()[0]
+            raise UnsupportedPrimitiveError(
+                f"{self.name}: cannot vectorise the basis directions of this Jacobian ({last}), "
+                "and JAX's jacfwd/jacrev cannot either; take one direction at a time with "
+                f"dk.get({self.name!r}).jvp or .vjp"
+            ) from None
 
     def _cols(
         self, fun: TracedFun, primals: tuple[Array, ...], outs: tuple[Array, ...], split=False

@@ -478,7 +478,6 @@ REFUSED: dict[str, str] = {
         _INTERNAL,
     ),
     "linear_call": "jax.custom_transpose's linear call: not yet supported",
-    "ragged_dot_general": "grouped matmul of ragged groups: not yet supported",
 }
 
 

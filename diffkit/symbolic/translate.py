@@ -1101,6 +1101,7 @@ REFUSED: dict[str, str] = {
     **dict.fromkeys(["complex", "conj", "fft", "imag", "real"], _COMPLEX),
     **dict.fromkeys(["bessel_i0e", "bessel_i1e", "igamma", "igammac", "random_gamma"], _MISSING),
     "regularized_incomplete_beta": _MISSING,
+    "ragged_dot_general": "a grouped matmul of ragged groups: not yet translated",
     "bitcast_convert_type": "a reinterpretation of bits, not a function of the value",
     **dict.fromkeys(["top_k", "approx_top_k", "while"], _ORDER),
     "cumlogsumexp": "not yet translated (cumsum, cumprod, cummax, cummin are)",

@@ -570,11 +570,17 @@ def user_site(eqn: Any, site: Any = None) -> str:
                 name = via.function_name.split(".")[-1]
                 return f"{here}, in {_library(via.file_name)}:{name}"
             return here
-    if site is not None and site is not eqn:
-        return user_site(site)
     called = [g for g in frames if not (_library(g.file_name) or "").startswith(_NOT_CALLED)]
-    if called:  # JAX kept no frame of the user's (a jitted library function): name it
-        return f"{_library(called[-1].file_name)}:{called[-1].function_name.split('.')[-1]}"
+    inner = (
+        f"{_library(called[-1].file_name)}:{called[-1].function_name.split('.')[-1]}"
+        if called
+        else None
+    )
+    if site is not None and site is not eqn:  # inlined from a jitted call: the user's line
+        outer = user_site(site)  # is the call's, the library function the body's own
+        return outer if inner is None else f"{outer.split(', in ')[0]}, in {inner}"
+    if inner is not None:  # JAX kept no frame of the user's (a jitted library function)
+        return inner
     return source_line(eqn) or "<unknown location>"
 
 
@@ -593,6 +599,14 @@ _NOT_CALLED = (
     "jax/numpy/array_methods.py",
     "jax/numpy/ufunc_api.py",
     "contextlib.py",
+    # wrappers around the function a user called (equinox's filter_jit, filter_custom_vjp,
+    # its primitives' bind, jaxtyping's checks): the function inside them is named instead
+    "equinox/_jit.py",
+    "equinox/_ad.py",
+    "equinox/_module",
+    "equinox/_vmap_pmap.py",
+    "equinox/internal/_primitive.py",
+    "jaxtyping/",
 )
 
 

@@ -219,3 +219,11 @@ def test_explain_page_refuses_a_non_finite_point() -> None:
 
     with pytest.raises(DiffkitError, match=r"explain: argument 0 is nan; .* give finite numbers"):
         explain(lambda w, b: w * b, float("nan"), 1.0, methods=False)
+
+
+def test_memory_study_prints_progress_per_case(tmp_path, capsys) -> None:
+    argv = ["memory", "--depths", "2,3", "--methods", "jax-rev,tape", "--min-time", "0.01"]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "[1/4] L=2 jax-rev: ok" in err and "[4/4] L=3 tape: ok" in err
+    assert "Explicitly requested dtype float64" not in err  # no raw JAX warnings

@@ -367,12 +367,19 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _memory(args: argparse.Namespace) -> int:
-    from diffkit.harness.memory import memory_sweep
+    from diffkit.harness.memory import DEFAULT_METHODS, memory_sweep
+
+    depths, methods = parse_sizes(args.depths), split(args.methods)
+    total = len(depths) * len(methods or DEFAULT_METHODS)
+    done = iter(range(1, total + 1))
+
+    def progress(rec: Record) -> None:  # a line per case: the study takes minutes
+        line = f"[{next(done)}/{total}] L={rec['size']} {rec['label']}: {rec['outcome']}"
+        print(line, file=sys.stderr, flush=True)
 
     front = memory_sweep(
-        args.problem, parse_sizes(args.depths), split(args.methods), args.dtype,
-        min_time=args.min_time,
-    )  # fmt: skip
+        args.problem, depths, methods, args.dtype, min_time=args.min_time, progress=progress
+    )
     print(front.table())
     print("log-log slope of XLA temporaries vs L: " + ", ".join(
         f"{label} {slope:.2f}" for label, slope in front.slopes().items()

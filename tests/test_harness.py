@@ -468,3 +468,19 @@ def test_crossover_on_synthetic_timings() -> None:
     cross = Results(rows).crossover("fwd", "rev")
     assert cross["m_over_n"] == pytest.approx(1.0)  # rev costs m, fwd costs n = 4
     assert [r["m_over_n"] for r in cross["rows"]] == [0.25, 0.5, 2.0, 8.0]
+
+
+def test_the_float64_reference_is_not_rounded_to_float32() -> None:
+    """The reference was flattened outside the x64 scope, which rounded it to float32 (and
+    warned): rho below ~1e-7 could not be told from zero."""
+    import warnings
+
+    from diffkit.harness.families import get_problem
+    from diffkit.harness.measure import reference
+
+    inst = get_problem("rosenbrock").build(10, dtype="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # JAX's "float64 ... truncated" warning
+        ref, _ = reference(inst)
+    assert ref.dtype == np.float64
+    assert np.abs(ref - ref.astype(np.float32).astype(np.float64)).max() > 0

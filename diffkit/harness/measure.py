@@ -337,7 +337,7 @@ def reference(inst: Instance) -> tuple[np.ndarray, float]:
         compiled = jax.jit(both).lower(inst.args, v).compile(_QUICK_COMPILE)
         ref_tree, jv, ref_v = compiled(inst.args, v)
         check = _rho(_flat64(jv), _flat64(ref_v))[0]
-    return _flat64(ref_tree), check
+        return _flat64(ref_tree), check  # flattened in x64 scope: outside, JAX would round
 
 
 def _rho(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -20,6 +20,7 @@ jaxpr's equations. They share, all here:
 from __future__ import annotations
 
 import contextlib
+import os
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -415,10 +416,16 @@ def registered_transpose(
         out = ad.primitive_transposes[eqn.primitive](
             cts if eqn.primitive.multiple_results else cts[0], *args, **eqn.params
         )
+    if not isinstance(out, list | tuple):  # a bare Zero (equinox's rules return the class)
+        out = [None] * len(args)
     return [
         None if b is None or _absent(b) or not lin else b
         for b, lin in zip(out, linear, strict=True)
     ]
+
+
+#: DIFFKIT_DEBUG=1 lets a library rule's own error through, traceback and all
+_DEBUG = os.environ.get("DIFFKIT_DEBUG", "") not in ("", "0")
 
 
 @contextlib.contextmanager
@@ -430,7 +437,9 @@ def _foreign(eqn: Any, which: str) -> Iterator[None]:
     except UnsupportedPrimitiveError:
         raise
     except Exception as error:  # a library's rule: anything may come out of it
-        lines = [line for line in str(error).strip().splitlines() if line.strip()]
+        if _DEBUG:
+            raise
+        lines = [line for line in str(error).strip().splitlines() if line.strip(" ()[]{}")]
         reason = lines[-1].strip() if lines else type(error).__name__
         raise UnsupportedPrimitiveError(
             f"the {which} rule JAX holds for primitive '{eqn.primitive.name}' failed: "

@@ -76,6 +76,9 @@ class Node(NamedTuple):
     inputs: tuple[Any, ...]
     outputs: tuple[Any, ...]
     pullback: Callable[[list[Any]], list[Any]]  # output cotangents -> input cotangents
+    #: the pullback takes ``None`` for an output without a cotangent (JAX's symbolic zero),
+    #: rather than zeros: a library's rule may treat the two differently
+    sparse: bool = False
 
 
 def _value(v: Any) -> Any:
@@ -133,9 +136,14 @@ class Tape:
         tape.outputs = recorder.run(closed, tracked)
         return tape
 
-    def sweep(self, out_bars: Sequence[Any], keep: bool = False) -> list[Any]:
-        """The backward sweep: cotangents of the inputs (zeros where none flowed, ``None``
-        for inputs not recorded) from cotangents of the outputs (``None`` for none)."""
+    def sweep(
+        self, out_bars: Sequence[Any], keep: bool = False, instantiate: bool = True
+    ) -> list[Any]:
+        """The backward sweep: cotangents of the inputs (zeros where none flowed, or ``None``
+        without ``instantiate``; ``None`` for inputs not recorded) from cotangents of the
+        outputs (``None`` for none). A rule's pullback passes on ``None`` where nothing flowed,
+        as JAX's symbolic zero: a library's transpose may refuse any other cotangent
+        (equinox's ``nondifferentiable_backward``)."""
         bars: dict[int, Any] = {}
         for out, bar in zip(self.outputs, out_bars, strict=True):
             if isinstance(out, Tracked) and bar is not None:
@@ -148,17 +156,24 @@ class Tape:
                 self.adjoints.update(
                     (k, b) for k, b in zip(node.out_keys, y_bars, strict=True) if k is not None
                 )
-            y_bars = [
-                jnp.zeros_like(y) if b is None and k is not None else b
-                for y, k, b in zip(node.outputs, node.out_keys, y_bars, strict=True)
-            ]
+            if not node.sparse:
+                y_bars = [
+                    jnp.zeros_like(y) if b is None and k is not None else b
+                    for y, k, b in zip(node.outputs, node.out_keys, y_bars, strict=True)
+                ]
             for k, x_bar in zip(node.in_keys, node.pullback(y_bars), strict=True):
                 if k is not None and x_bar is not None:
                     _accumulate(bars, k, x_bar)
         if keep:
             self.adjoints.update((k, bars[k]) for k in self.in_keys if k in bars)
         return [
-            None if k is None else bars[k] if k in bars else jnp.zeros_like(_value(x))
+            None
+            if k is None
+            else bars[k]
+            if k in bars
+            else jnp.zeros_like(_value(x))
+            if instantiate
+            else None
             for k, x in zip(self.in_keys, self.inputs, strict=True)
         ]
 
@@ -305,7 +320,7 @@ class _Recorder(Interpreter):
             def pullback(y_bars):
                 return registered_transpose(eqn, xs, needs, y_bars)
 
-            return self.record(eqn, invals, ys, pullback)
+            return self.record(eqn, invals, ys, pullback, sparse=True)
 
         def rule(*dots: Any) -> list[Any]:
             it = iter(dots)
@@ -322,10 +337,10 @@ class _Recorder(Interpreter):
         ys = [_value(y) for y in tape.outputs[:n_out]]
 
         def sweep(y_bars):
-            it = iter(tape.sweep([None] * n_out + list(y_bars)))
+            it = iter(tape.sweep([None] * n_out + list(y_bars), instantiate=False))
             return [next(it) if n else None for n in needs]
 
-        return self.record(eqn, invals, ys, sweep)
+        return self.record(eqn, invals, ys, sweep, sparse=True)
 
     def active(self, v: Any) -> bool:
         return isinstance(v, Tracked)
@@ -342,12 +357,20 @@ class _Recorder(Interpreter):
         pullback = _bind_rule(rule.vjp, eqn, xs, found, needs)
         return self.record(eqn, invals, ys, pullback)
 
-    def record(self, eqn: Any, invals: list[Any], ys: Sequence[Any], pullback: Callable) -> list:
+    def record(
+        self,
+        eqn: Any,
+        invals: list[Any],
+        ys: Sequence[Any],
+        pullback: Callable,
+        sparse: bool = False,
+    ) -> list:
         """Append the node for ``eqn`` (outputs ``ys``) and return its tracked outputs."""
         out_keys = tuple(next(self.counter) if is_float(v.aval) else None for v in eqn.outvars)
         in_keys = tuple(v.key if isinstance(v, Tracked) else None for v in invals)
         xs = tuple(_value(v) for v in invals)
-        self.nodes.append(Node(eqn.primitive.name, in_keys, out_keys, xs, tuple(ys), pullback))
+        node = Node(eqn.primitive.name, in_keys, out_keys, xs, tuple(ys), pullback, sparse)
+        self.nodes.append(node)
         return [y if k is None else Tracked(y, k) for y, k in zip(ys, out_keys, strict=True)]
 
 
@@ -359,16 +382,17 @@ def _bind_rule(vjp, eqn, xs, ys, needs) -> Callable[[list[Any]], list[Any]]:
     return pullback
 
 
-def _recorded(make: Callable) -> Callable:
+def _recorded(make: Callable, sparse: bool = False) -> Callable:
     """A handler for ``special`` from ``make(eqn, xs, needs, site) -> (ys, pullback)``: the
-    equation is recorded as one node whose pullback ``make`` wrote."""
+    equation is recorded as one node whose pullback ``make`` wrote (``sparse``: it takes
+    ``None`` for an output without a cotangent)."""
 
     def handle(recorder: _Recorder, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
         xs = [_value(v) for v in invals]
         if not any(is_float(v.aval) for v in eqn.outvars):
             return evaluate(eqn, xs)
         ys, pullback = make(eqn, xs, [isinstance(v, Tracked) for v in invals], site)
-        return recorder.record(eqn, invals, ys, pullback)
+        return recorder.record(eqn, invals, ys, pullback, sparse)
 
     return handle
 
@@ -486,7 +510,7 @@ def _custom_jvp(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
 
     def pullback(y_bars):
         out_bars = [b for b, z in zip(y_bars, out_zeros, strict=True) if not z]
-        bars = iter(tape.sweep([None] * len(ys) + out_bars)[len(rest) :])
+        bars = iter(tape.sweep([None] * len(ys) + out_bars, instantiate=False)[len(rest) :])
         return [None] * nc + [None if z else next(bars) for z in zeros]
 
     return ys, pullback
@@ -608,11 +632,11 @@ _Recorder.special = {
     for name, make in {
         "cond": _cond,
         "while": _while,
-        "custom_jvp_call": _custom_jvp,
         "custom_vjp_call": _custom_vjp,
         "custom_linear_solve": _linear_solve,
     }.items()
 }
+_Recorder.special["custom_jvp_call"] = _recorded(_custom_jvp, sparse=True)
 _Recorder.special["scan"] = _scan_handler
 
 

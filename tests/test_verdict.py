@@ -194,3 +194,15 @@ def test_the_verdict_on_a_constant_n_problem_names_the_size_and_each_method_once
     text = Results(LOGISTIC).verdict()
     assert "At n=1, size 16 (logistic-map, float32) a gradient costs: reverse mode 1.6x" in text
     assert "(jax-rev, tape)" in text  # once each, not once per size
+
+
+def test_a_sweep_judges_with_the_problem_s_conditioning() -> None:
+    """Wired into the harness: particle at n = 10 in float32, where JAX's own gradient lands
+    at rho 3.6e-4 (the fixed tolerance is 1e-4), is accurate, and says why."""
+    from diffkit.harness import sweep
+
+    (rec,) = sweep("particle", [10], ["jax-rev"], min_time=0.01, isolate=False).records
+    assert rec["accurate"] and rec["rho_max"] > 1e-4
+    assert rec["conditioning"] > 1e-4 and rec["tolerance"] == pytest.approx(
+        10 * rec["conditioning"]
+    )

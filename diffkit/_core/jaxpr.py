@@ -580,16 +580,16 @@ def user_site(eqn: Any, site: Any = None) -> str:
                 return f"{here}, in {_library(via.file_name)}:{name}"
             return here
     called = [g for g in frames if not (_library(g.file_name) or "").startswith(_NOT_CALLED)]
-    inner = (
+    function = (
         f"{_library(called[-1].file_name)}:{called[-1].function_name.split('.')[-1]}"
         if called
         else None
     )
     if site is not None and site is not eqn:  # inlined from a jitted call: the user's line
         outer = user_site(site)  # is the call's, the library function the body's own
-        return outer if inner is None else f"{outer.split(', in ')[0]}, in {inner}"
-    if inner is not None:  # JAX kept no frame of the user's (a jitted library function)
-        return inner
+        return outer if function is None else f"{outer.split(', in ')[0]}, in {function}"
+    if function is not None:  # JAX kept no frame of the user's (a jitted library function)
+        return function
     return source_line(eqn) or "<unknown location>"
 
 

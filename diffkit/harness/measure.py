@@ -36,7 +36,6 @@ from diffkit._core.registry import resolve
 from diffkit._core.types import Array
 from diffkit.harness.estimators import BIAS_Z, quality
 from diffkit.harness.families import Instance, Problem, get_problem
-from diffkit.harness.tolerance import rejudge
 from diffkit.harness.record import (
     ERROR,
     OK,
@@ -48,6 +47,7 @@ from diffkit.harness.record import (
     is_out_of_memory,
     summarize_error,
 )
+from diffkit.harness.tolerance import rejudge
 
 __all__ = [
     "OUTCOMES",

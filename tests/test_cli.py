@@ -301,7 +301,8 @@ def test_compare_interrupted_keeps_finished_cases(tmp_path) -> None:
 def test_steps_marks_the_optimal_step(tmp_path, capsys) -> None:
     args = ["steps", "--problem", "lse", "--size", "3", "--rules", "forward,central"]
     assert main([*args, "--out", str(tmp_path)]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "2/2" in err  # the progress bar reaches its total
     rows = [r for r in table_rows(out) if re.fullmatch(r"1e[-+]\d+", r[0])]
     assert len(rows) >= 16
     for col, best in ((1, 1e-8), (2, 1e-10)):  # forward ~ eps^(1/2), central ~ eps^(2/3)
@@ -326,7 +327,9 @@ def test_swell(tmp_path, capsys) -> None:
         assert_one_line_error(code, capsys.readouterr().err, "symbolic")
         return
     assert code == 0
-    rows = [r for r in table_rows(capsys.readouterr().out) if r[0].isdigit()]
+    out, err = capsys.readouterr()
+    assert "4/4" in err  # the progress bar reaches its total (it stopped one short)
+    rows = [r for r in table_rows(out) if r[0].isdigit()]
     assert [r[0] for r in rows] == ["1", "2", "3", "4"]
     tree = [int(r[3].replace(",", "")) for r in rows]
     assert all(b > a for a, b in itertools.pairwise(tree))  # the derivative swells

@@ -255,6 +255,7 @@ def _swell(args: argparse.Namespace) -> int:
             progress.update(task, description=what, completed=sizes.index(int(what.split()[-1])))
 
         study = studies.swell_study(args.problem, sizes, args.dtype, args.budget, step)
+        progress.update(task, completed=len(study.reports))  # the last size is done too
     render.swell(study, args.dtype)
     if study.reports:
         prob = study.problem
@@ -279,6 +280,8 @@ def _steps(args: argparse.Namespace) -> int:
             progress.update(task, description=what, advance=1)
 
         study = studies.step_study(args.problem, args.size, args.dtype, rules, step)
+        done = len(study.sweeps)  # the complex step is left out of a non-holomorphic problem
+        progress.update(task, total=done, completed=done)
     name = study.problem.name
     where = f"{name} n={study.n}, {args.dtype}"
     render.steps(study, where)

@@ -313,6 +313,12 @@ def test_steps_marks_the_optimal_step(tmp_path, capsys) -> None:
     assert (tmp_path / "steps-lse-float64.png").stat().st_size > 1000
 
 
+def test_steps_progress_counts_only_the_rules_it_runs(tmp_path, capsys) -> None:
+    assert main(["steps", "--problem", "lse", "--size", "3", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "complex step left out" in err and "3/3" in err and "/4" not in err
+
+
 @pytest.mark.slow  # the command in a subprocess: ~2-3 s on 2 cores
 def test_list_names_every_differentiator_and_problem() -> None:
     done = run("list")

@@ -227,3 +227,15 @@ def test_memory_study_prints_progress_per_case(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "[1/4] L=2 jax-rev: ok" in err and "[4/4] L=3 tape: ok" in err
     assert "Explicitly requested dtype float64" not in err  # no raw JAX warnings
+
+
+def test_a_target_given_too_few_input_shapes_says_how_many_it_takes(tmp_path) -> None:
+    from diffkit.harness.families import get_problem
+
+    (tmp_path / "two.py").write_text("def loss(x, y):\n    return (x * y).sum()\n")
+    problem = get_problem("user", target=f"{tmp_path / 'two.py'}:loss", inputs="n")
+    with pytest.raises(dk.DiffkitError) as info:
+        problem.build(4)
+    message = str(info.value)
+    assert "loss(x, y) takes 2 argument(s)" in message and "--input n,n" in message
+    assert "\n" not in message

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import itertools
 import math
 import os
@@ -377,7 +378,26 @@ def _user(size, dtype, rng, target, inputs):
             )
         shape = tuple(size if s == "n" else int(s) for s in spec.split("x"))
         args.append(_normal(rng, shape, dtype, 0.5))
+    _check_arity(fun, inputs, len(args))
     return fun, tuple(args)
+
+
+def _check_arity(fun: Callable[..., Any], inputs: str, given: int) -> None:
+    """One line when ``--input`` gives a different number of shapes than ``fun`` takes."""
+    try:
+        sig = inspect.signature(fun)
+        sig.bind(*range(given))
+    except ValueError:  # no signature (a builtin): the call will tell
+        return
+    except TypeError:
+        kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        need = [p for p in sig.parameters.values() if p.kind in kinds and p.default is p.empty]
+        name = getattr(fun, "__name__", "the function")
+        raise DiffkitError(
+            f"user problem: {name}{sig} takes {len(need)} argument(s), but --input {inputs!r} "
+            f"gives {given} shape(s); give one shape per argument, e.g. --input "
+            f"{','.join(['n'] * max(len(need), 1))}"
+        ) from None
 
 
 def resolve_target(target: str) -> Callable[..., Any]:

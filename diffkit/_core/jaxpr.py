@@ -392,7 +392,7 @@ def registered_jvp(eqn: Any, xs: Sequence[Any], x_dots: Sequence[Any]) -> tuple[
         for v, t in zip(eqn.invars, x_dots, strict=True)
     ]
     with _foreign(eqn, "JVP"):
-        ys, y_dots = ad.primitive_jvps[eqn.primitive](list(xs), tangents, **eqn.params)
+        ys, y_dots = ad.primitive_jvps[eqn.primitive](_arrays(eqn, xs), tangents, **eqn.params)
     if not eqn.primitive.multiple_results:
         ys, y_dots = [ys], [y_dots]
     return list(ys), [None if _absent(t) else t for t in y_dots]
@@ -406,7 +406,7 @@ def registered_transpose(
     the rule gives none. ``y_bars`` holds ``None`` for an absent output cotangent."""
     args = [
         ad.UndefinedPrimal(v.aval) if lin else x
-        for v, x, lin in zip(eqn.invars, xs, linear, strict=True)
+        for v, x, lin in zip(eqn.invars, _arrays(eqn, xs), linear, strict=True)
     ]
     cts = [
         ad.Zero(v.aval.to_ct_aval()) if b is None else b
@@ -426,6 +426,16 @@ def registered_transpose(
 
 #: DIFFKIT_DEBUG=1 lets a library rule's own error through, traceback and all
 _DEBUG = os.environ.get("DIFFKIT_DEBUG", "") not in ("", "0")
+
+
+def _arrays(eqn: Any, xs: Sequence[Any]) -> list[Any]:
+    """``xs`` as arrays: a literal (a Python or NumPy scalar in the jaxpr) becomes one of its
+    aval's dtype, as a library's rule sees it under JAX (equinox tells arrays from static
+    fields by type, and takes a float literal for a static one)."""
+    return [
+        x if isinstance(x, jax.Array | np.ndarray) else jnp.asarray(x, v.aval.dtype)
+        for v, x in zip(eqn.invars, xs, strict=True)
+    ]
 
 
 @contextlib.contextmanager

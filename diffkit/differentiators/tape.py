@@ -119,6 +119,7 @@ class Tape:
         needs: Sequence[bool],
         schedule: Any = None,
         linear: bool = False,
+        site: Any = None,
     ) -> Tape:
         """Evaluate ``closed`` on ``args``, recording every equation that depends on the
         arguments flagged in ``needs``; each ``scan`` is reversed by ``schedule`` (a
@@ -126,14 +127,15 @@ class Tape:
 
         ``linear``: ``closed`` is a derivative rule, linear in the flagged arguments (its
         tangents), recorded only to be transposed: as in JAX, a custom_jvp function applied to
-        a tangent is recorded by its body, and a library's primitive by its transpose rule."""
+        a tangent is recorded by its body, and a library's primitive by its transpose rule.
+        ``site``: the user's equation ``closed`` stands for, named in errors."""
         tape = cls()
         counter = itertools.count()
         tracked = [Tracked(a, next(counter)) if n else a for a, n in zip(args, needs, strict=True)]
         tape.in_keys = [t.key if isinstance(t, Tracked) else None for t in tracked]
         tape.inputs = list(args)
         recorder = _Recorder(tape.nodes, counter, schedule, linear)
-        tape.outputs = recorder.run(closed, tracked)
+        tape.outputs = recorder.run(closed, tracked, site)
         return tape
 
     def sweep(
@@ -318,7 +320,8 @@ class _Recorder(Interpreter):
             ys = evaluate(eqn, xs)
 
             def pullback(y_bars):
-                return registered_transpose(eqn, xs, needs, y_bars)
+                with located(self.who, eqn, site):
+                    return registered_transpose(eqn, xs, needs, y_bars)
 
             return self.record(eqn, invals, ys, pullback, sparse=True)
 
@@ -332,7 +335,7 @@ class _Recorder(Interpreter):
 
         dots = [zero_tangent(x) for x, n in zip(xs, needs, strict=True) if n]
         closed = jax.make_jaxpr(rule)(*dots)
-        tape = Tape.record(closed, dots, [True] * len(dots), linear=True)
+        tape = Tape.record(closed, dots, [True] * len(dots), linear=True, site=site or eqn)
         n_out = len(eqn.outvars)
         ys = [_value(y) for y in tape.outputs[:n_out]]
 
@@ -505,7 +508,9 @@ def _custom_jvp(eqn: Any, xs: list[Any], needs: list[bool], site: Any):
         n and is_float(x) for x, n, z in zip(rest, needs[nc:], zeros, strict=True) if not z
     ]
     args = [*rest, *map(zero_tangent, given)]
-    tape = Tape.record(rule, args, [False] * len(rest) + tangent_needs, linear=True)
+    tape = Tape.record(
+        rule, args, [False] * len(rest) + tangent_needs, linear=True, site=site or eqn
+    )
     ys = [_value(y) for y in tape.outputs[: len(eqn.outvars)]]
 
     def pullback(y_bars):

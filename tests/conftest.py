@@ -1,8 +1,10 @@
 """Shared fixtures. Float64 is opted into per test with a scoped setting, never globally.
 
-The suite opts into JAX's persistent compilation cache (a directory under the user's cache,
-``~/.cache/diffkit/jax-tests``; ``DIFFKIT_TEST_CACHE=off`` turns it off): a warm run skips
-most XLA compilation. Subprocesses (the CLI, notebooks) inherit it through the environment.
+The suite opts into JAX's persistent compilation cache, one per checkout (``.jax-cache/`` at
+the repository's root, ignored by git; ``DIFFKIT_TEST_CACHE=off`` turns it off): a warm run
+skips most XLA compilation. Suites of different checkouts running at once never share it (a
+shared entry was once seen truncated). Subprocesses (the CLI, notebooks) inherit it through
+the environment.
 
 XLA compiles fast rather than well here (``DIFFKIT_TEST_FAST_COMPILE=off`` turns it off):
 most of the suite's time is compiling thousands of small programs (the spec rows, the
@@ -33,8 +35,8 @@ import jax  # noqa: E402  (after XLA_FLAGS: jax reads it when it starts its CPU 
 import pytest  # noqa: E402
 
 if os.environ.get("DIFFKIT_TEST_CACHE", "on") != "off":
-    _cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "diffkit"
-    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_cache / "jax-tests"))
+    _cache = Path(__file__).resolve().parents[1] / ".jax-cache"  # this checkout's own
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", str(_cache))
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
     jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
     jax.config.update(

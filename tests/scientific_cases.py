@@ -45,6 +45,11 @@ class Case(NamedTuple):
     build: Callable[[], tuple[Callable, Any]]
     approx: float = 0.0  # JAX's gradient's own error (see the module docstring)
     entry: str = ""  # the library function the user called
+    #: how far fd may land from JAX's gradient beyond its own estimate (relative), because the
+    #: function is computed to a solver's tolerance: an adaptive step sequence or an
+    #: iteration count that changes with x makes its value jump by about that tolerance, which
+    #: a difference quotient divides by the step (fd's estimate, from h and 2h, cannot see it)
+    fd_noise: float = 0.0
 
 
 def _rng(seed: int) -> np.random.Generator:
@@ -617,7 +622,13 @@ def _tfp_gamma_sample():
 # ===================================================================================== cases
 CASES: list[Case] = [
     Case("diffrax tsit5", "diffrax", _ode("tsit5"), entry="diffeqsolve"),
-    Case("diffrax dopri5 adaptive", "diffrax", _ode("dopri5", adaptive=True), entry="diffeqsolve"),
+    Case(
+        "diffrax dopri5 adaptive",
+        "diffrax",
+        _ode("dopri5", adaptive=True),
+        entry="diffeqsolve",
+        fd_noise=1e-4,  # PIDController(rtol=1e-6): seen 7.0e-6
+    ),
     Case("diffrax kvaerno5 implicit", "diffrax", _ode("kvaerno5"), entry="diffeqsolve"),
     Case(
         "diffrax kvaerno5 adaptive",
@@ -625,6 +636,7 @@ CASES: list[Case] = [
         _ode("kvaerno5", adaptive=True),
         approx=1e-6,
         entry="diffeqsolve",
+        fd_noise=1e-3,  # PIDController(rtol=1e-6): seen 8.5e-5
     ),
     Case(
         "diffrax tsit5 backsolve",
@@ -639,6 +651,7 @@ CASES: list[Case] = [
         "diffrax",
         _ode("dopri5", "direct", adaptive=True),
         entry="diffeqsolve",
+        fd_noise=1e-4,  # PIDController(rtol=1e-6): seen 7.0e-6
     ),
     Case("diffrax sde heun vbt", "diffrax", _sde, entry="diffeqsolve"),
     Case("diffrax dense evaluate", "diffrax", _dense, entry="diffeqsolve"),
@@ -667,7 +680,14 @@ CASES: list[Case] = [
         approx=1e-8,
         entry="least_squares",
     ),
-    Case("optimistix bfgs minimise", "optimistix", _minimise, approx=1e-8, entry="minimise"),
+    Case(
+        "optimistix bfgs minimise",
+        "optimistix",
+        _minimise,
+        approx=1e-8,
+        entry="minimise",
+        fd_noise=1e-4,  # BFGS's iteration count changes with theta: seen 1.2e-5
+    ),
     Case("optimistix fixed point", "optimistix", _fixed_point, approx=1e-9, entry="fixed_point"),
     Case("equinox filter_jit", "equinox", _filter_jit),
     Case("equinox filter_custom_vjp", "equinox", _filter_custom_vjp),
@@ -812,7 +832,7 @@ def judge(name: str, method: str, outcome: Outcome) -> tuple[str, str]:
         ):
             got, err, ref = (np.asarray(a, np.float64) for a in (got, err, ref))
             scale = np.maximum(1.0, np.abs(ref))
-            over = np.abs(got - ref) - err - case.approx * scale
+            over = np.abs(got - ref) - err - (case.approx + case.fd_noise) * scale
             worst = max(worst, float(np.max(over / scale, initial=-np.inf)))
             bound = max(bound, float(np.max(err / scale, initial=0.0)))
         if worst > 0:

@@ -120,7 +120,6 @@ class FiniteDifferences(Differentiator):
         """All ``n`` coordinate stencils, vmapped in chunks: ``J^T`` as an (n, m) array
         (``split``, for complex inputs in the base class, changes nothing: fd takes real
         inputs only)."""
-        _check_batchable(fun)
         with self._precision():
             x, f_flat = self._flat(fun, primals)
             h = self._steps(x)
@@ -140,7 +139,11 @@ class FiniteDifferences(Differentiator):
 
             per_dir = bytes_per_direction(fun, primals) * max(self.stencil.per_direction, 1)
             per_dir *= 2 if self.scheme == "complex" else 1
-            cols = self._map_basis(col, x.size, per_dir)
+            try:
+                cols = self._map_basis(col, x.size, per_dir)
+            except UnsupportedPrimitiveError:  # name the host call JAX could not batch
+                _check_batchable(fun)
+                raise
         return cols.astype(jnp.result_type(*outs))
 
     # -------------------------------------------------------- error estimate
@@ -279,7 +282,9 @@ _HOST_CALLS = ("pure_callback", "ffi_call")
 
 
 def _check_batchable(fun: FlatFun) -> None:
-    """Refuse, in one line, a host call that fd's batched stencils (``jax.vmap``) cannot map."""
+    """Refuse, in one line, a host call that fd's batched stencils (``jax.vmap``) could not
+    map (called once they failed: a host call JAX never batches, such as equinox's error
+    check under a ``cond`` on an unbatched predicate, is fine)."""
     jaxprs = [fun.closed.jaxpr] if isinstance(fun, TracedFun) else []
     while jaxprs:
         for eqn in jaxprs.pop().eqns:

@@ -81,3 +81,24 @@ def test_scientific(name: str, method: str) -> None:
             return
         problems = sc.refusal_problems(outcome.exception, case)
         assert not problems, f"{method} refused badly ({'; '.join(problems)}): {message}"
+
+
+SECOND_ORDER = ["lineax lu", "optimistix newton root", "diffrax tsit5 direct"]
+
+
+@pytest.mark.parametrize("method", ["dual", "tape"])
+@pytest.mark.parametrize("name", SECOND_ORDER, ids=[sc.case_id(n) for n in SECOND_ORDER])
+def test_second_order_through_library_rules(name: str, method: str) -> None:
+    """Hessians through lineax's primitive, optimistix's implicit rule and diffrax's loop
+    (equinox's batched primitives appear once the inner derivative is vmapped)."""
+    from jax.flatten_util import ravel_pytree
+
+    import diffkit as dk
+
+    with jax.enable_x64(True):
+        f, x = sc.built(name)
+        flat, unravel = ravel_pytree(x)
+        g = lambda v: f(unravel(v))  # noqa: E731
+        want = np.asarray(jax.hessian(g)(flat))
+        got = np.asarray(dk.get(method).hessian(g)(flat))
+    assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()

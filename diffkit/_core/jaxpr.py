@@ -387,12 +387,13 @@ def registered_jvp(eqn: Any, xs: Sequence[Any], x_dots: Sequence[Any]) -> tuple[
         >>> float(ys[0]), float(y_dots[0])
         (0.0, 2.0)
     """
-    tangents = [
+    tangents = tuple(  # tuples, as JAX passes them (rules may vmap over their structure)
         ad.Zero(v.aval.to_tangent_aval()) if t is None else t
         for v, t in zip(eqn.invars, x_dots, strict=True)
-    ]
+    )
+    primals = tuple(_arrays(eqn, xs))
     with _foreign(eqn, "JVP"):
-        ys, y_dots = ad.primitive_jvps[eqn.primitive](_arrays(eqn, xs), tangents, **eqn.params)
+        ys, y_dots = ad.primitive_jvps[eqn.primitive](primals, tangents, **eqn.params)
     if not eqn.primitive.multiple_results:
         ys, y_dots = [ys], [y_dots]
     return list(ys), [None if _absent(t) else t for t in y_dots]

@@ -400,21 +400,35 @@ def _check_arity(fun: Callable[..., Any], inputs: str, given: int) -> None:
         ) from None
 
 
-def resolve_target(target: str) -> Callable[..., Any]:
-    """``"pkg.module:function"`` or ``"path/to/file.py:function"`` to the function."""
+def split_target(target: str) -> tuple[str, str, Path | None]:
+    """``(module or file, function, the file's path or None)`` of a user target, or the
+    one-line error of a malformed one or of a file that is not there (nothing imported).
+
+    Example:
+        >>> split_target("pkg.model:loss")
+        ('pkg.model', 'loss', None)
+    """
     where, sep, attr = target.rpartition(":")
     if not sep or not where or not attr:
         raise DiffkitError(
             f"user problem: {target!r} must look like 'module:function' or 'file.py:function'"
         )
+    if not where.endswith(".py"):
+        return where, attr, None
+    path = Path(where).resolve()
+    if not path.is_file():
+        raise DiffkitError(
+            f"user problem: cannot load {target!r}: file not found ({path}); check the "
+            "path, relative to the working directory"
+        )
+    return where, attr, path
+
+
+def resolve_target(target: str) -> Callable[..., Any]:
+    """``"pkg.module:function"`` or ``"path/to/file.py:function"`` to the function."""
+    where, attr, path = split_target(target)
     try:
-        if where.endswith(".py"):
-            path = Path(where).resolve()
-            if not path.is_file():
-                raise DiffkitError(
-                    f"user problem: cannot load {target!r}: file not found ({path}); check the "
-                    "path, relative to the working directory"
-                )
+        if path is not None:
             spec = importlib.util.spec_from_file_location(path.stem, path)
             if spec is None or spec.loader is None:
                 raise ImportError(f"{path} is not a Python module")

@@ -41,7 +41,7 @@ from diffkit._core.errors import DiffkitError
 from diffkit._core.registry import names, resolve
 from diffkit.harness import executors
 from diffkit.harness import worker as workers
-from diffkit.harness.families import Problem, get_problem
+from diffkit.harness.families import Problem, get_problem, split_target
 from diffkit.harness.gradbench import suite as gradbench_suite
 from diffkit.harness.measure import (
     ESTIMATED,
@@ -386,18 +386,8 @@ def check_target(target: str) -> None:
         ...     print(str(exc).split(" (")[0])
         user problem: cannot load 'nowhere.py:f': file not found
     """
-    where, sep, attr = target.rpartition(":")
-    if not sep or not where or not attr:
-        raise DiffkitError(
-            f"user problem: {target!r} must look like 'module:function' or 'file.py:function'"
-        )
-    if where.endswith(".py"):
-        path = Path(where).resolve()
-        if not path.is_file():
-            raise DiffkitError(
-                f"user problem: cannot load {target!r}: file not found ({path}); check the "
-                "path, relative to the working directory"
-            )
+    where, _, path = split_target(target)
+    if path is not None:
         return
     top = where.partition(".")[0]  # finding a submodule would import its package
     cwd = [os.getcwd()]  # the worker looks there too (families.resolve_target)

@@ -209,25 +209,31 @@ class Differentiator:
     def _map_basis(self, fn: Callable[[Array], Array], n_dirs: int, bytes_per_dir: float) -> Array:
         """Stack ``fn(i)`` for ``i < n_dirs``: vmapped in chunks that fit the memory budget.
 
-        The map is compiled without XLA's CPU YNNPACK fusions (:data:`CPU_SAFE`): with them,
-        jax 0.10's CPU compiler got a float32 batched VJP wrong once a batch passed ~110
-        directions (ba's Jacobian off by up to 40% from row 110 on; JAX's own ``jax.vjp``,
-        vmapped and jitted, too). ``fn`` closes over the primal pass's values (a VJP's
-        residuals); they reach the compiled map as its arguments."""
+        One chunk is ``jax.vmap`` as called (eagerly: primitive by primitive). Several are a
+        ``lax.map``, which XLA compiles whole: outside a user's jit it is compiled without the
+        CPU's YNNPACK fusions (:data:`CPU_SAFE`), with which jax 0.10 got a float32 batched
+        VJP wrong once a batch passed ~110 directions (ba's Jacobian off by up to 40% from
+        row 110 on; JAX's own ``jax.vjp``, vmapped and jitted, too); ``fn``'s closed-over
+        values (a VJP's residuals) reach that program as its arguments."""
         chunk = self._chunk(n_dirs, bytes_per_dir)
         idx = jnp.arange(n_dirs)
-        closed = jax.make_jaxpr(fn)(idx[0])
-
-        def mapped(consts: list[Array], idx: Array) -> Array:
-            def one(i: Array) -> Array:
-                return jax.core.eval_jaxpr(closed.jaxpr, consts, i)[0]
-
-            return jax.vmap(one)(idx) if chunk >= n_dirs else lax.map(one, idx, batch_size=chunk)
-
-        top = not isinstance(idx, jax.core.Tracer)  # else an enclosing jit compiles it all
-        options = safe_compile_options() if top else None
         try:
-            return jax.jit(mapped, compiler_options=options)(closed.consts, idx)
+            if chunk >= n_dirs:
+                return jax.vmap(fn)(idx)
+            if isinstance(idx, jax.core.Tracer):  # inside a jit, which compiles it all
+                return lax.map(fn, idx, batch_size=chunk)
+            closed = jax.make_jaxpr(fn)(idx[0])
+
+            def mapped(consts: list[Array], idx: Array) -> Array:
+                def one(i: Array) -> Array:
+                    return jax.core.eval_jaxpr(closed.jaxpr, consts, i)[0]
+
+                return lax.map(one, idx, batch_size=chunk)
+
+            return jax.jit(mapped, compiler_options=safe_compile_options())(closed.consts, idx)
+        except DiffkitError as error:  # an interpreter's refusal (a NotImplementedError too),
+            first = str(error).splitlines()[0]  # which vmap may have given JAX's footer
+            raise error if first == str(error) else type(error)(first) from None
         except NotImplementedError as error:  # a primitive JAX cannot vmap (as jax.jacfwd)
             last = str(error).strip().splitlines()[0]
             raise UnsupportedPrimitiveError(

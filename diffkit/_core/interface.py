@@ -217,20 +217,22 @@ class Differentiator:
         values (a VJP's residuals) reach that program as its arguments."""
         chunk = self._chunk(n_dirs, bytes_per_dir)
         idx = jnp.arange(n_dirs)
+        top = not isinstance(idx, jax.core.Tracer)  # else inside a jit, which compiles it all
         try:
-            if chunk >= n_dirs:
+            if chunk >= n_dirs and top:
                 return jax.vmap(fn)(idx)
-            if isinstance(idx, jax.core.Tracer):  # inside a jit, which compiles it all
-                return lax.map(fn, idx, batch_size=chunk)
             closed = jax.make_jaxpr(fn)(idx[0])
 
             def mapped(consts: list[Array], idx: Array) -> Array:
                 def one(i: Array) -> Array:
                     return jax.core.eval_jaxpr(closed.jaxpr, consts, i)[0]
 
-                return lax.map(one, idx, batch_size=chunk)
+                return (
+                    jax.vmap(one)(idx) if chunk >= n_dirs else lax.map(one, idx, batch_size=chunk)
+                )
 
-            return jax.jit(mapped, compiler_options=safe_compile_options())(closed.consts, idx)
+            options = safe_compile_options() if top else None
+            return jax.jit(mapped, compiler_options=options)(closed.consts, idx)
         except DiffkitError as error:  # an interpreter's refusal (a NotImplementedError too),
             first = str(error).splitlines()[0]  # which vmap may have given JAX's footer
             raise error if first == str(error) else type(error)(first) from None

@@ -43,7 +43,8 @@ import numpy as np
 from diffkit._core.errors import DiffkitError, GradCheckError, NonDifferentiableError
 from diffkit._core.registry import get
 from diffkit._core.types import PyTree
-from diffkit.testing.invariance import check_invariance
+from diffkit.sharding import device_mesh
+from diffkit.testing.invariance import _bind_mesh, check_invariance
 
 __all__ = ["RTOL_FLOAT32", "RTOL_RULE", "TaylorResult", "check_grads", "taylor_test"]
 
@@ -141,12 +142,15 @@ def check_grads(
                 "check_grads differentiates real floating-point arguments only"
             )
     tol = _Tol(rtol if rtol is not None else RTOL_RULE, atol if atol is not None else 0.0)
+    # with a mesh, the ordinary check runs on one device (f given a one-device mesh, if it
+    # takes a mesh parameter), as check_invariance's unsharded side does
+    one = f if mesh is None else _bind_mesh(f, device_mesh(1))
     for method in methods if methods is not None else (None,):
         engine = _Engine(method)
         try:
-            _check_method(f, args, modes, auto, order, reference, engine, tol, directions, seed)
+            _check_method(one, args, modes, auto, order, reference, engine, tol, directions, seed)
         except GradCheckError as error:
-            raise _with_culprit(error, f, args, method) from None
+            raise _with_culprit(error, one, args, method) from None
     if mesh is not None:  # then sharded against unsharded, method by method
         try:
             check_invariance(f, args, mesh, methods=methods, rtol=rtol)

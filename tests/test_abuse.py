@@ -16,6 +16,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
+from _proc import alive
 
 import diffkit as dk
 from diffkit.harness import worker as workers
@@ -268,14 +269,6 @@ def test_a_hanging_target_times_out_after_the_budget(targets: Path) -> None:
     assert {recs[(4, m)]["outcome"] for m in ("jax-rev", "tape")} == {"skipped"}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has ended; only its parent's wait is missing
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG, /proc")
 @pytest.mark.parametrize("when", ["at once", "importing JAX"])
 def test_a_worker_dies_with_its_parent_while_it_starts(when: str) -> None:
@@ -293,15 +286,15 @@ def test_a_worker_dies_with_its_parent_while_it_starts(when: str) -> None:
         maps = Path(f"/proc/{pid}/maps")
         while when != "at once" and b"jaxlib" not in maps.read_bytes() and time.time() < end:
             time.sleep(0.005)  # until JAX's compiled libraries are being loaded
-        assert _alive(pid) and (when == "at once" or b"jaxlib" in maps.read_bytes())
+        assert alive(pid) and (when == "at once" or b"jaxlib" in maps.read_bytes())
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(timeout=10)
         killed = time.time()
-        while _alive(pid) and time.time() < killed + 2.0:
+        while alive(pid) and time.time() < killed + 2.0:
             time.sleep(0.02)
-        assert not _alive(pid), "the worker outlived its parent by 2 s"
+        assert not alive(pid), "the worker outlived its parent by 2 s"
     finally:
         if parent.poll() is None:
             parent.kill()
-        if "pid" in locals() and _alive(pid):
+        if "pid" in locals() and alive(pid):
             os.kill(pid, signal.SIGKILL)

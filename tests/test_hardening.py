@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _proc import alive, children
 
 import diffkit as dk
 from diffkit import pytest_plugin
@@ -153,22 +154,6 @@ class Slow(Differentiator):
 """
 
 
-def _children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(c) for c in text.split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")  # a zombie has ended; only its parent's wait is missing
-
-
 @pytest.mark.slow  # two command-line runs and a worker killed with its parent: ~4 s
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_results_are_never_lost_and_the_worker_dies_with_its_parent(tmp_path, capsys) -> None:
@@ -192,8 +177,8 @@ def test_results_are_never_lost_and_the_worker_dies_with_its_parent(tmp_path, ca
             time.sleep(0.1)
         kept = results.read_text()
         assert json.loads(kept)["outcome"] == "ok" and json.loads(kept)["run"]
-        workers = _children(first.pid)
-        assert len(workers) == 1 and _alive(workers[0])  # now measuring Slow
+        workers = children(first.pid)
+        assert len(workers) == 1 and alive(workers[0])  # now measuring Slow
 
         # a second run into the same folder while the first runs: refused in one line
         code, err = cli([*argv, "--methods", "jax-rev", "--resume"], capsys)
@@ -207,14 +192,14 @@ def test_results_are_never_lost_and_the_worker_dies_with_its_parent(tmp_path, ca
         # that it dies, not how fast: a deadline, not a timing (a loaded machine takes
         # seconds to tear down a JAX process; a worker left running never ends)
         end = time.time() + 60.0
-        while time.time() < end and _alive(workers[0]):
+        while time.time() < end and alive(workers[0]):
             time.sleep(0.05)
-        assert not _alive(workers[0]), "the worker outlived its parent (60 s)"
+        assert not alive(workers[0]), "the worker outlived its parent (60 s)"
     finally:
         if first.poll() is None:
             first.kill()
         first.stderr.close()  # type: ignore[union-attr]
-        for pid in _children(first.pid):
+        for pid in children(first.pid):
             os.kill(pid, signal.SIGKILL)
 
     # --resume keeps the finished case; --fresh moves the file aside, never deletes it

@@ -291,7 +291,11 @@ class _Recorder(Interpreter):
     refused = REFUSED
 
     def __init__(
-        self, nodes: list[Node], counter: itertools.count, schedule: Any = None, linear=False
+        self,
+        nodes: list[Node],
+        counter: itertools.count,
+        schedule: Any = None,
+        linear: bool = False,
     ) -> None:
         self.nodes, self.counter, self.schedule = nodes, counter, schedule
         self.linear = linear

@@ -206,3 +206,18 @@ def test_a_sweep_judges_with_the_problem_s_conditioning() -> None:
     assert rec["conditioning"] > 1e-4 and rec["tolerance"] == pytest.approx(
         10 * rec["conditioning"]
     )
+
+
+def test_a_narrow_log_axis_gets_three_readable_ticks() -> None:
+    """Ratios near 1 (0.995-1.012) showed a single tick label, '1': rounded to 2 digits every
+    tick collapsed onto it."""
+    from diffkit.harness.plots import _plain_ticks, pyplot
+
+    fig, ax = pyplot().subplots()
+    ax.loglog([1, 2, 4], [0.995, 1.003, 1.012])
+    _plain_ticks(ax.yaxis)
+    lo, hi = ax.get_ylim()
+    ticks = [t for t in ax.yaxis.get_majorticklocs() if lo <= t <= hi]
+    labels = {ax.yaxis.get_major_formatter()(t, 0) for t in ticks}
+    pyplot().close(fig)
+    assert len(ticks) >= 3 and len(labels) == len(ticks), labels

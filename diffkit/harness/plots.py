@@ -217,9 +217,13 @@ def _plain_ticks(axis: Any) -> None:
     if lo <= 0 or not np.isfinite([lo, hi]).all():
         return
     inside = [t for t in axis.get_majorticklocs() if lo <= t <= hi]
-    if len(inside) < 3:  # round values (2 significant digits) spread over the range
-        ticks = {float(f"{t:.2g}") for t in np.geomspace(lo, hi, 5)}
-        axis.set_major_locator(FixedLocator(sorted(t for t in ticks if lo <= t <= hi)))
+    if len(inside) < 3:  # round values spread over the range, with as many significant
+        for digits in (2, 3, 4, 6):  # digits as a narrow range (ratios near 1) needs
+            rounded = {float(f"{t:.{digits}g}") for t in np.geomspace(lo, hi, 5)}
+            ticks = sorted(t for t in rounded if lo <= t <= hi)
+            if len(ticks) >= 3:
+                break
+        axis.set_major_locator(FixedLocator(ticks))
 
 
 def swell_figure(reports: list[tuple[int, Any]], name: str, size_means: str, path: Path) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import pytest
-from _proc import alive
+from _proc import alive, children
 
 import diffkit as dk
 from diffkit.harness import worker as workers
@@ -298,3 +298,17 @@ def test_a_worker_dies_with_its_parent_while_it_starts(when: str) -> None:
             parent.kill()
         if "pid" in locals() and alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc")
+def test_proc_helpers_see_a_child_start_and_end() -> None:
+    """tests/_proc.py, which the kill tests rely on: a running child is alive and listed
+    among its parent's children; once it has ended it is neither."""
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert alive(child.pid) and child.pid in children(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert not alive(child.pid) and child.pid not in children(os.getpid())

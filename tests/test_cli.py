@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import pytest
 
 import diffkit as dk
@@ -365,13 +366,15 @@ def test_bad_arguments_are_one_line_errors(tmp_path, capsys) -> None:
         assert_one_line_error(code, capsys.readouterr().err, needle)
 
 
-def test_settings_of_an_in_process_run_do_not_leak(monkeypatch, capsys) -> None:
+def test_settings_of_an_in_process_run_do_not_leak(monkeypatch, capsys, tmp_path) -> None:
     """main() called in-process (a notebook, a test) restores the environment: a leaked
     JAX_PLATFORMS made every later diffkit subprocess of that process fail to start."""
     monkeypatch.delenv("JAX_PLATFORMS", raising=False)
     monkeypatch.delenv("JAX_DEFAULT_MATMUL_PRECISION", raising=False)
+    monkeypatch.chdir(tmp_path)  # no results/ of an earlier run to refuse (exit 2 for that)
+    jax.devices()  # JAX started on the CPU first, as after any earlier test in this worker
     argv = ["compare", "--problem", "lse", "--sizes", "3", "--methods", "jax-rev"]
-    assert main([*argv, "--backend", "tpu", "--matmul-precision", "highest"]) != 0
-    capsys.readouterr()
+    assert main([*argv, "--backend", "tpu", "--matmul-precision", "highest"]) == 2
+    assert "--backend tpu: JAX cannot start a tpu backend" in capsys.readouterr().err
     assert "JAX_PLATFORMS" not in os.environ
     assert "JAX_DEFAULT_MATMUL_PRECISION" not in os.environ

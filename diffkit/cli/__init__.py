@@ -477,8 +477,8 @@ def _check_backend(backend: str | None) -> None:
         return
     import jax
 
-    try:
-        jax.devices()
+    try:  # the platform by name: JAX started earlier in this process keeps its first backend
+        jax.devices(PLATFORMS[backend])
     except Exception as exc:
         why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CLIError(

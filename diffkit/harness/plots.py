@@ -1,6 +1,6 @@
 """Every figure of diffkit, as PNG files: sweep results, expression swell, finite-difference
-error by step. matplotlib is imported only when plotting, by :func:`pyplot`, always with the
-non-interactive Agg backend."""
+error by step. matplotlib is imported only when plotting, by :func:`pyplot`, with the
+non-interactive Agg backend (a Jupyter kernel keeps its own, so notebooks show figures)."""
 
 from __future__ import annotations
 
@@ -53,13 +53,25 @@ def colours(methods: Iterable[str]) -> dict[str, str]:
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot with the non-interactive Agg backend: the one set-up of every plot."""
+    """matplotlib.pyplot, the one set-up of every plot: the non-interactive Agg backend
+    (headless PNGs for the command line), except inside a Jupyter kernel, where the
+    notebook's own backend (inline) is left alone so that ``plt.show()`` still shows."""
     import matplotlib
 
-    matplotlib.use("Agg", force=False)
+    if not _inside_jupyter():
+        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _inside_jupyter() -> bool:
+    """Whether this process is a Jupyter (IPython) kernel: its shell has a kernel."""
+    import sys
+
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def _save(fig: Any, path: Path) -> Path:

@@ -3,9 +3,12 @@
 The notebooks run with Jupyter's inline backend, which renders every figure to PNG as a
 reader sees it; just before each figure is rendered, a hook injected into the kernel checks
 that each of its axes is labelled and that no plotted series is all NaN/inf (or, on a log
-axis, has no positive point to draw). A warning
-printed by any cell fails the run, as does any cell's error (a notebook states its measured
-facts as assertions, so a text that its numbers contradict fails here too).
+axis, has no positive point to draw). Every figure made must reach the reader: the run fails
+on a figure created but never displayed (closed unshown, or drawn on the Agg backend, where
+``plt.show()`` shows nothing), and the executed notebook must carry at least one PNG output per
+figure shown. A warning printed by any cell fails the run, as does any cell's error (a
+notebook states its measured facts as assertions, so a text that its numbers contradict
+fails here too).
 ``benchmarks/notebooks_full.py`` runs the same checks on the full-size runs.
 
 Claims about time (one method's time against another's, ratios to the forward pass) are
@@ -35,8 +38,29 @@ _CHECK_FIGURES = """
 import numpy as _np
 from matplotlib.backend_bases import FigureCanvasBase as _Canvas
 
-_FIGURE_PROBLEMS, _FIGURES = [], []
+import sys as _sys
+from matplotlib.figure import Figure as _Figure
+
+_FIGURE_PROBLEMS, _FIGURES, _CREATED = [], [], []
 _render = _Canvas.print_figure
+_make = _Figure.__init__
+
+
+def _record_creation(self, *args, **kwargs):  # every figure, with the cell that made it
+    _make(self, *args, **kwargs)
+    _CREATED.append((self, get_ipython().execution_count))
+
+
+_Figure.__init__ = _record_creation
+
+
+def _for_the_reader():  # rendered by IPython's display machinery (the inline backend's show)
+    frame = _sys._getframe(2)
+    while frame is not None:
+        if frame.f_code.co_filename.endswith("pylabtools.py"):
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _labelled(ax, which):
@@ -63,6 +87,8 @@ def _invisible_on_log(values):
 
 def _check_then_render(self, *args, **kwargs):
     fig = self.figure
+    if _for_the_reader():
+        fig._shown_to_the_reader = True
     if not getattr(fig, "_checked_by_the_tests", False):  # once per figure (ids are reused)
         fig._checked_by_the_tests = True
         _FIGURES.append(fig.number)
@@ -90,13 +116,21 @@ _Canvas.print_figure = _check_then_render
 """
 
 _REPORT_FIGURES = """
-import matplotlib.pyplot as _plt
+import matplotlib as _mpl
 
-for _n in _plt.get_fignums():  # figures never shown: render them too
-    _plt.figure(_n).canvas.draw()
-    _plt.figure(_n).canvas.print_figure(__import__("io").BytesIO())
+assert "inline" in _mpl.get_backend(), (
+    f"the notebook ended on matplotlib's {_mpl.get_backend()!r} backend: plt.show() shows "
+    "nothing there; leave Jupyter's inline backend alone (diffkit.harness.plots.pyplot does)"
+)
+_UNSEEN = [
+    f"a figure made in cell In[{_cell}] ({', '.join(a.get_title() for a in _fig.axes)!r})"
+    for _fig, _cell in _CREATED
+    if not getattr(_fig, "_shown_to_the_reader", False)
+]
+assert not _UNSEEN, "never displayed: " + "; ".join(_UNSEEN) + " (plt.show() it)"
 assert not _FIGURE_PROBLEMS, "; ".join(_FIGURE_PROBLEMS)
-print(f"{len(_FIGURES)} figures checked")
+_SHOWN = sum(1 for _fig, _ in _CREATED if getattr(_fig, "_shown_to_the_reader", False))
+print(f"{len(_FIGURES)} figures checked, {_SHOWN} shown")
 """
 
 _WARNING = re.compile(r"\w*Warning\b|\bWARNING\b")
@@ -138,7 +172,25 @@ def run_notebook(path: Path, quick: bool, timeout: int = 600) -> nbformat.Notebo
         for output in cell.get("outputs", []):
             text = output.get("text", "") if output.get("output_type") == "stream" else ""
             assert not _WARNING.search(text), f"{path.name}, cell {index}: a warning\n{text}"
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs)  # a stream may split
+    shown = re.search(r"figures checked, (\d+) shown", printed)
+    assert shown, f"{path.name}: the figure report did not run\n{printed}"
+    images = image_outputs(nb)
+    assert int(shown[1]) >= 1 and len(images) >= int(shown[1]), (
+        f"{path.name}: {shown[1]} figures shown but {len(images)} PNG outputs in the executed "
+        "notebook; every notebook shows its measurements as figures"
+    )
     return nb
+
+
+def image_outputs(nb: nbformat.NotebookNode) -> list[str]:
+    """The base64 PNGs the executed notebook carries, in order (the reader sees these)."""
+    return [
+        output["data"]["image/png"]
+        for cell in nb.cells[1:-1]
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -179,3 +231,59 @@ def test_a_printed_warning_fails(tmp_path: Path) -> None:
     nbformat.write(noisy, path)
     with pytest.raises(AssertionError, match="RuntimeWarning"):
         run_notebook(path, quick=True)
+
+
+def _one_cell(tmp_path: Path, source: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    path = tmp_path / "one.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_a_figure_never_displayed_fails(tmp_path: Path) -> None:
+    path = _one_cell(
+        tmp_path,
+        "import matplotlib.pyplot as plt\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.plot([1, 2], [3, 4])\n"
+        "ax.set(xlabel='x', ylabel='y', title='made, then closed unshown')\n"
+        "plt.close(fig)\n"
+        "fig2, ax2 = plt.subplots()\n"
+        "ax2.plot([1, 2], [3, 4])\n"
+        "ax2.set(xlabel='x', ylabel='y', title='shown')\n"
+        "plt.show()",
+    )
+    with pytest.raises(nbclient.exceptions.CellExecutionError) as info:
+        run_notebook(path, quick=True)
+    assert "never displayed" in str(info.value) and "made, then closed unshown" in str(info.value)
+    assert "'shown'" not in str(info.value)
+
+
+def test_the_agg_backend_inside_a_notebook_fails(tmp_path: Path) -> None:
+    path = _one_cell(
+        tmp_path,
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "import matplotlib.pyplot as plt\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.plot([1, 2], [3, 4])\n"
+        "ax.set(xlabel='x', ylabel='y')\n"
+        "plt.show()",
+    )
+    with pytest.raises(nbclient.exceptions.CellExecutionError, match=r"'[Aa]gg' backend"):
+        run_notebook(path, quick=True)
+
+
+def test_diffkit_pyplot_keeps_the_inline_backend(tmp_path: Path) -> None:
+    path = _one_cell(
+        tmp_path,
+        "from diffkit.harness.plots import pyplot\n"
+        "plt = pyplot()\n"
+        "fig, ax = plt.subplots()\n"
+        "ax.plot([1, 2], [3, 4])\n"
+        "ax.set(xlabel='x', ylabel='y')\n"
+        "plt.show()",
+    )
+    nb = run_notebook(path, quick=True)
+    assert len(image_outputs(nb)) == 1

@@ -34,7 +34,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -48,9 +48,19 @@ from diffkit._core.interface import Differentiator
 from diffkit._core.jaxpr import inner_jaxpr, interpret, trace
 from diffkit._core.registry import register
 from diffkit._core.trees import TracedFun, flatten_fun, select_args, unravel_like
-from diffkit.symbolic import translate
+from diffkit.symbolic import arrays, translate
 
-__all__ = ["BudgetExceeded", "Sizes", "SpotCheckError", "Swell", "Symbolic", "SymbolicForm"]
+if TYPE_CHECKING:
+    from diffkit.symbolic.printing import ArrayExpression
+
+__all__ = [
+    "BudgetExceeded",
+    "Sizes",
+    "SpotCheckError",
+    "Swell",
+    "Symbolic",
+    "SymbolicForm",
+]
 
 _CACHE: collections.OrderedDict[Any, _Program] = collections.OrderedDict()
 _CACHE_SIZE = 128
@@ -191,6 +201,10 @@ class Swell:
     times: dict[str, float]
     backend: str
     cse: bool
+    #: the same function and derivative as array expressions (the array level; ``None``
+    #: where it could not build them): see :class:`diffkit.symbolic.arrays.ArraySizes`
+    array_function: arrays.ArraySizes | None = None
+    array_derivative: arrays.ArraySizes | None = None
 
     @property
     def ratios(self) -> dict[str, float]:
@@ -228,6 +242,13 @@ class Swell:
         lines = [self._head(), f"  {'':22}{'function':>14}{'derivative':>14}{'ratio':>9}"]
         lines += [f"  {a:22}{b:>14}{c:>14}{d:>9}" for a, b, c, d in self._rows()]
         lines.append(f"  seconds: {self._times()}")
+        if self.array_function is not None and self.array_derivative is not None:
+            f, d = self.array_function, self.array_derivative
+            lines.append(
+                f"  array level: {f.array_nodes:,} -> {d.array_nodes:,} array operations "
+                f"(scalarised: {f.scalar_ops:,} -> {d.scalar_ops:,} operations, "
+                f"{f.scalar_tree:,} -> {d.scalar_tree:,} as trees)"
+            )
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -326,9 +347,15 @@ class Symbolic(Differentiator):
         time_budget: float = 300.0,
         size_budget: int = 200_000,
         spot_check: bool = True,
+        level: str = "array",
         **base: Any,
     ) -> None:
         super().__init__(**base)
+        if level not in ("array", "scalar"):
+            raise DiffkitError(f"symbolic: level must be 'array' or 'scalar', got {level!r}")
+        self.level = level
+        if level == "array":  # the adjoint expression: VJPs native, JVPs through their rows
+            self.__dict__["native"] = frozenset({"vjp"})
         options = (("cse", cse), ("simplify", simplify), ("memoize", memoize))
         for opt, value in (*options, ("spot_check", spot_check)):
             if not isinstance(value, bool):
@@ -361,16 +388,24 @@ class Symbolic(Differentiator):
             >>> dk.get("symbolic").passes("jacobian", n=100, m=10)
             1
         """
+        if self.level == "array":  # rows by VJPs of the adjoint expression
+            return super().passes(op, n, m)
         super().passes(op, n, m)  # validates op
         return 1
 
     # ------------------------------------------------------- the primitives
     def _jvp(self, fun, primals, tangents):
+        if self.level == "array" and self._array(fun, primals) is not None:
+            return Differentiator._jvp(self, fun, primals, tangents)  # J x_dot by VJPs
         outs, aux, jac = self._evaluate(fun, primals)
         x_dot = ravel_pytree(tangents)[0].astype(jac.dtype)
         return outs, unravel_like(outs, jac @ x_dot), aux
 
     def _vjp(self, fun, primals):
+        if self.level == "array":
+            program = self._array(fun, primals)
+            if program is not None:
+                return program.vjp(fun, primals)
         outs, aux, jac = self._evaluate(fun, primals)
 
         def vjp_fn(out_bars):
@@ -388,6 +423,70 @@ class Symbolic(Differentiator):
             want = program.primal(list(traced.closed.consts), *strong[: len(primals)])
             _spot_check(values, want)
         return tuple(values[: traced.n_outs]), tuple(values[traced.n_outs :]), jac
+
+    def _rows(self, fun, primals, vjp_fn, outs):
+        """As the base's, with the memory one direction needs read from the adjoint program
+        (only the nodes that depend on the cotangent grow with the directions: the residuals
+        of the forward program are shared by all of them)."""
+        program = self._array(fun, primals) if self.level == "array" else None
+        if program is None:
+            return super()._rows(fun, primals, vjp_fn, outs)
+        y, unravel = ravel_pytree(outs)
+        n_dirs = 2 * y.size if jnp.iscomplexobj(y) else y.size
+
+        def row(j: jax.Array) -> jax.Array:
+            e = jax.nn.one_hot(j % y.size, y.size, dtype=y.dtype)
+            e = jnp.where(j < y.size, e, 1j * e) if n_dirs > y.size else e
+            return ravel_pytree(vjp_fn(unravel(e)))[0]
+
+        return self._map_basis(row, n_dirs, program.bytes_per_direction)
+
+    # ------------------------------------------------------ the array level
+    def _array(self, fun: Any, primals: tuple) -> _ArrayProgram | None:
+        """The array-level program of ``fun`` (cached), or ``None`` where the array level
+        cannot build it (the scalar level is then used for this program: ``fallback`` on
+        the instance says why)."""
+        traced = fun if isinstance(fun, TracedFun) else trace(fun, primals)
+        key = _array_key(traced, primals)
+        found = _ARRAY_CACHE.get(key)
+        if found is None:
+            budget = _Budget(self.time_budget, self.size_budget)
+            try:
+                found = _ArrayProgram.build(traced, primals, budget)
+            except BudgetExceeded:
+                raise
+            except DiffkitError as error:  # refused at the array level: the scalar level
+                found = str(error)
+            except Exception as error:  # noqa: BLE001  never a raw error: say why, fall back
+                found = f"symbolic: the array level failed ({type(error).__name__}: {error})"
+            _ARRAY_CACHE[key] = found
+            while len(_ARRAY_CACHE) > _CACHE_SIZE:
+                _ARRAY_CACHE.popitem(last=False)
+        _ARRAY_CACHE.move_to_end(key)
+        if isinstance(found, str):
+            self.fallback = found
+            return None
+        return found
+
+    def expression(
+        self, f: Callable, *args: Any, argnums: int | Sequence[int] = 0
+    ) -> ArrayExpression:
+        """The derivative of ``f`` at the array level, printable as a matrix expression
+        (``str``) and as LaTeX (``.latex``; Jupyter renders it): the gradient of a scalar
+        output, or the adjoint of a cotangent ``ybar`` otherwise. Arguments are named as
+        ``f``'s parameters; a constant equal to a dimension prints as its name (``n``).
+
+        Example:
+            >>> import diffkit as dk, jax.numpy as jnp
+            >>> def f(w, X, y):
+            ...     return jnp.sum((X @ w - y) ** 2) / y.shape[0]
+            >>> e = dk.get("symbolic").expression(f, jnp.ones(3), jnp.ones((5, 3)), jnp.ones(5))
+            >>> print(e)
+            2*X.T*(X*w - y)/n
+        """
+        from diffkit.symbolic import printing
+
+        return printing.expression(f, args, argnums)
 
     # ------------------------------------------------------ public extras
     def swell(self, f: Callable, *args: Any, argnums: int | Sequence[int] = 0) -> Swell:
@@ -609,6 +708,87 @@ class Symbolic(Differentiator):
             return [], list(exprs)
         replacements, reduced = self.S.cse(exprs, prefix)
         return list(replacements), list(reduced)
+
+
+# ---------------------------------------------------------------- the array level
+
+_ARRAY_CACHE: collections.OrderedDict[Any, _ArrayProgram | str] = collections.OrderedDict()
+
+
+def _array_key(traced: Any, primals: tuple) -> tuple:
+    return (
+        re.sub(r" at 0x[0-9a-f]+", "", str(traced.closed.jaxpr)),
+        traced.n_outs,
+        tuple((tuple(np.shape(p)), str(jnp.result_type(p))) for p in primals),
+        tuple(_const_key(c) if _runtime(c) else ("v", id(c)) for c in traced.closed.consts),
+    )
+
+
+@dataclasses.dataclass
+class _ArrayProgram:
+    """The array-level program: ``forward(*primals, *consts) -> (*values, *residuals)`` and
+    ``backward(*residuals, *out_bars) -> grads`` (only those that flow), both jitted."""
+
+    form: arrays.ArrayForm
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
+    n_values: int
+    given: tuple[bool, ...]
+    times: dict[str, float]
+    bytes_per_direction: float = 0.0
+
+    @classmethod
+    def build(cls, traced: Any, primals: tuple, budget: _Budget) -> _ArrayProgram:
+        with budget.stage("build", "array nodes"):
+            form = arrays.differentiate(
+                traced.closed, primals, traced.n_outs, size_check=budget.check
+            )
+        with budget.stage("lower", "array nodes"):
+            grads = [g for g in form.grads if g is not None]
+            dep = arrays.depends_on(grads, form.bars)
+            needed = arrays._needed(grads)
+            residuals: dict[int, arrays.Expr] = {}
+            for e in needed:
+                if e.id in dep:
+                    for a in e.args:
+                        if a.id not in dep and a.op != "const":
+                            residuals[a.id] = a
+                elif e in grads and e.op != "const":
+                    residuals[e.id] = e
+            res = sorted(residuals.values(), key=lambda e: e.id)
+            fwd = arrays.lower([*form.inputs, *form.consts], [*form.outputs, *res])
+            bwd = arrays.lower([*res, *form.bars], grads)
+            budget.check(len(needed))
+        given = tuple(g is not None for g in form.grads)
+        per_dir = float(
+            sum(e.size * np.dtype(e.dtype).itemsize for e in needed if e.id in dep and e.dtype)
+        )
+        return cls(
+            form, jax.jit(fwd), jax.jit(bwd), len(form.outputs), given, budget.times, per_dir
+        )
+
+    def vjp(self, fun: Any, primals: tuple) -> tuple[tuple, Callable, tuple]:
+        consts = [fun.closed.consts[i] for i in self.form.const_index]
+        found = self.forward(*(jnp.asarray(a, jnp.result_type(a)) for a in primals), *consts)
+        values, res = found[: self.n_values], found[self.n_values :]
+        n = fun.n_outs
+
+        def vjp_fn(out_bars: tuple) -> tuple:
+            bars = [
+                jnp.asarray(b, o.dtype) if is_float_dtype(o.dtype) else jnp.zeros(o.shape, o.dtype)
+                for b, o in zip(out_bars, values[:n], strict=True)
+            ]
+            it = iter(self.backward(*res, *bars))
+            return tuple(
+                next(it) if g else jnp.zeros_like(p)
+                for g, p in zip(self.given, primals, strict=True)
+            )
+
+        return tuple(values[:n]), vjp_fn, tuple(values[n:])
+
+
+def is_float_dtype(dtype: Any) -> bool:
+    return bool(jnp.issubdtype(dtype, jnp.inexact))
 
 
 # ---------------------------------------------------------------- helpers

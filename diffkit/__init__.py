@@ -28,6 +28,7 @@ _EXPORTS = {
     "extend": "",
     "fd": "",
     "harness": "",
+    "sparse": "",
     "testing": "",
     "DiffkitError": "diffkit._core.errors",
     "GradCheckError": "diffkit._core.errors",
@@ -48,6 +49,8 @@ _EXPORTS = {
     "doctor": "diffkit.diagnosis",
     "check_grads": "diffkit.testing",
     "compare": "diffkit.harness",
+    "jacobian_sparsity": "diffkit.sparse",
+    "hessian_sparsity": "diffkit.sparse",
     "sweep": "diffkit.harness",
 }
 
@@ -65,6 +68,7 @@ if TYPE_CHECKING:
     from diffkit import extend as extend
     from diffkit import fd as fd
     from diffkit import harness as harness
+    from diffkit import sparse as sparse
     from diffkit import testing as testing
     from diffkit._core.errors import DiffkitError as DiffkitError
     from diffkit._core.errors import GradCheckError as GradCheckError
@@ -78,6 +82,8 @@ if TYPE_CHECKING:
     from diffkit._core.registry import register as register
     from diffkit._core.registry import unregister as unregister
     from diffkit.checkpoint import accumulate as accumulate
+    from diffkit.sparse import hessian_sparsity as hessian_sparsity
+    from diffkit.sparse import jacobian_sparsity as jacobian_sparsity
     from diffkit.diagnosis import Diagnosis as Diagnosis
     from diffkit.diagnosis import doctor as doctor
     from diffkit.differentiators.dual import Dual as Dual

@@ -399,11 +399,14 @@ class Differentiator:
         argnums: int | Sequence[int] = 0,
         has_aux: bool = False,
         strategy: Strategy | None = None,
+        sparsity: Any = None,
     ) -> Callable:
         """Full Jacobian, shaped like :func:`jax.jacfwd`'s (output shape + input shape).
 
         Columns come from JVPs or rows from VJPs (``strategy="fwd"``/``"rev"``); by default the
-        cheaper of the two for this differentiator and these shapes.
+        cheaper of the two for this differentiator and these shapes. ``sparsity="auto"`` (or a
+        boolean pattern): one pass per colour, returned as an ``(m, n)`` BCOO of the flattened
+        outputs and inputs (:mod:`diffkit.sparse`, docs/sparse.md).
 
         Example:
             >>> import diffkit as dk, jax.numpy as jnp
@@ -411,6 +414,10 @@ class Differentiator:
             [[2.0, 0.0], [0.0, 6.0]]
         """
         where = f"{self.name}.jacobian"
+        if sparsity is not None:
+            from diffkit.sparse.compressed import sparse_jacobian
+
+            return sparse_jacobian(self, f, argnums, has_aux, sparsity, strategy)
         check_callable(where, f)
         if strategy not in (None, "fwd", "rev"):
             raise DiffkitError(f"{where}: strategy must be 'fwd', 'rev' or None, got {strategy!r}")
@@ -436,14 +443,22 @@ class Differentiator:
 
         return jacobian_f
 
-    def hessian(self, f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
-        """Second derivatives: the Jacobian of this differentiator's own gradient.
+    def hessian(
+        self, f: Callable, argnums: int | Sequence[int] = 0, sparsity: Any = None
+    ) -> Callable:
+        """Second derivatives: the Jacobian of this differentiator's own gradient
+        (``sparsity="auto"`` or a pattern: an ``(n, n)`` BCOO from one Hessian-vector product
+        per colour of a star colouring, :mod:`diffkit.sparse`).
 
         Example:
             >>> import diffkit as dk, jax.numpy as jnp
             >>> dk.get("jax-rev").hessian(lambda x: jnp.sum(x**3))(jnp.array([1.0, 2.0])).tolist()
             [[6.0, 0.0], [0.0, 12.0]]
         """
+        if sparsity is not None:
+            from diffkit.sparse.compressed import sparse_hessian
+
+            return sparse_hessian(self, f, argnums, sparsity)
         return self.jacobian(self.grad(f, argnums), argnums)
 
     # ------------------------------------------------------------- internals

@@ -200,9 +200,12 @@ class Stochastic(Differentiator):
     def _rows(self, fun, primals, vjp_fn, outs) -> Array:
         return self._cols(fun, primals, outs).T
 
-    def hessian(self, f: Callable, argnums: int | Sequence[int] = 0) -> Callable:
+    def hessian(
+        self, f: Callable, argnums: int | Sequence[int] = 0, sparsity: Any = None
+    ) -> Callable:
         """An unbiased Hessian estimate: the estimated Jacobian (one key) of the estimated
-        gradient (an independent key). With one key for both, ``E[P H P] != H``.
+        gradient (an independent key). With one key for both, ``E[P H P] != H``. (No
+        ``sparsity``: an estimate is not compressed; diffkit.sparse refuses it.)
 
         Example:
             >>> import diffkit as dk, jax, jax.numpy as jnp
@@ -210,6 +213,10 @@ class Stochastic(Differentiator):
             >>> jax.jit(h)(jnp.ones(3)).shape
             (3, 3)
         """
+        if sparsity is not None:
+            from diffkit.sparse.compressed import sparse_hessian
+
+            return sparse_hessian(self, f, argnums, sparsity)  # refuses in one line
         outer, inner = jax.random.split(self.key)
         return self.with_key(outer).jacobian(self.with_key(inner).grad(f, argnums), argnums)
 

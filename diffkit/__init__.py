@@ -82,13 +82,13 @@ if TYPE_CHECKING:
     from diffkit._core.registry import register as register
     from diffkit._core.registry import unregister as unregister
     from diffkit.checkpoint import accumulate as accumulate
-    from diffkit.sparse import hessian_sparsity as hessian_sparsity
-    from diffkit.sparse import jacobian_sparsity as jacobian_sparsity
     from diffkit.diagnosis import Diagnosis as Diagnosis
     from diffkit.diagnosis import doctor as doctor
     from diffkit.differentiators.dual import Dual as Dual
     from diffkit.harness import compare as compare
     from diffkit.harness import sweep as sweep
     from diffkit.html import explain as explain
+    from diffkit.sparse import hessian_sparsity as hessian_sparsity
+    from diffkit.sparse import jacobian_sparsity as jacobian_sparsity
     from diffkit.symbolic import BudgetExceeded as BudgetExceeded
     from diffkit.testing import check_grads as check_grads

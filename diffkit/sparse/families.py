@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-
 from typing import Any
 
 import jax.numpy as jnp

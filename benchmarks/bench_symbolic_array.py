@@ -93,7 +93,7 @@ def hessians(n: int) -> None:
         end_to_end = time.perf_counter() - start
         h_jax = jax.jit(jax.hessian(f))
         err = rho(got, h_jax(w))
-        t = _interleaved({"symbolic": lambda: h_sym(w), "jax": lambda: h_jax(w)}, 5, 3)
+        t = _interleaved({"symbolic": lambda h=h_sym: h(w), "jax": lambda h=h_jax: h(w)}, 5, 3)
         print(
             f"hessian {name} n={n}: rho={err:.2e}  end-to-end {end_to_end:.2f} s  steady "
             f"symbolic {t['symbolic'] * 1e3:.2f} ms  jax.hessian {t['jax'] * 1e3:.2f} ms  "

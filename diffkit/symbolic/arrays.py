@@ -130,7 +130,7 @@ class Expr:
         self.op, self.prim, self.params, self.args = op, prim, params, args
         self.shape, self.dtype, self.id, self.name, self.value = shape, dtype, ident, name, value
         self.avals, self.weak = avals, weak
-        self.active = any(a.active for a in args)
+        self.active: bool = any(a.active for a in args)
 
     @property
     def size(self) -> int:
@@ -193,7 +193,7 @@ class Graph:
     def _new(self, key: Any, *args: Any, **kwargs: Any) -> Expr:
         if key is not None and key in self.table:
             return self.table[key]
-        e = Expr(*args, ident=next(self.counter), **kwargs)
+        e = Expr(*args, ident=next(self.counter), **kwargs)  # type: ignore[misc]
         self.nodes.append(e)
         if key is not None:
             self.table[key] = e
@@ -212,12 +212,14 @@ class Graph:
         if isinstance(value, jax.core.Tracer):
             raise DiffkitError("symbolic: a traced constant cannot be a constant node")
         if jax.dtypes.issubdtype(getattr(value, "dtype", np.float32), jax.dtypes.extended):
-            key = ("const-ext", id(value))
+            key: tuple[Any, ...] = ("const-ext", id(value))
             dtype = value.dtype
             return self._new(
                 key, "const", None, {}, (), tuple(value.shape), dtype, value=value, weak=weak
             )
         a = np.asarray(value)
+        if a.dtype != object:
+            a = a.astype(jax.dtypes.canonicalize_dtype(a.dtype), copy=False)
         key = ("const", a.shape, str(a.dtype), a.tobytes(), weak)
         return self._new(key, "const", None, {}, (), a.shape, a.dtype, value=a, weak=weak)
 
@@ -239,9 +241,15 @@ class Graph:
             node = self._new(key, prim.name, prim, params, args, (), None, avals=tuple(avals))
             return [
                 self._new(
-                    ("out", node.id, i), "out", None, {"index": i}, (node,), tuple(av.shape),
-                    av.dtype, weak=getattr(av, "weak_type", False),
-                )  # fmt: skip
+                    ("out", node.id, i),
+                    "out",
+                    None,
+                    {"index": i},
+                    (node,),
+                    tuple(av.shape),
+                    av.dtype,
+                    weak=getattr(av, "weak_type", False),
+                )
                 for i, av in enumerate(avals)
             ]
         av = avals[0]
@@ -310,7 +318,8 @@ class Graph:
 
         def read(v: Any) -> Expr:
             if isinstance(v, jex_core.Literal):
-                return self.const(v.val, weak=bool(getattr(v.aval, "weak_type", False)))
+                value = np.asarray(v.val, v.aval.dtype) if hasattr(v.aval, "dtype") else v.val
+                return self.const(value, weak=bool(getattr(v.aval, "weak_type", False)))
             return env[v]
 
         for var, c in zip(jaxpr.constvars, closed.consts, strict=True):
@@ -399,7 +408,9 @@ def differentiate(
     """
     g = Graph(size_check)
     names = list(names) if names else [f"x{k}" for k in range(len(primals))]
-    inputs = [g.input(n, np.shape(p), jnp.result_type(p)) for n, p in zip(names, primals)]
+    inputs = [
+        g.input(n, np.shape(p), jnp.result_type(p)) for n, p in zip(names, primals, strict=True)
+    ]
     for k, x in enumerate(inputs):
         x.active = is_float(x) and (active is None or bool(active[k]))
     const_index = tuple(i for i, c in enumerate(closed.consts) if _runtime(c))
@@ -516,9 +527,7 @@ def _local(
 # ------------------------------------------------------------------- lowering
 
 
-def lower(
-    params_in: Sequence[Expr], outputs: Sequence[Expr]
-) -> Callable[..., list[jax.Array]]:
+def lower(params_in: Sequence[Expr], outputs: Sequence[Expr]) -> Callable[..., list[jax.Array]]:
     """A function of arrays for ``params_in`` computing ``outputs``: each needed node one
     ``bind`` of its primitive, in the order they were made (a topological order).
 

@@ -347,7 +347,7 @@ class Symbolic(Differentiator):
         time_budget: float = 300.0,
         size_budget: int = 200_000,
         spot_check: bool = True,
-        level: str = "array",
+        level: str = "scalar",
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -446,7 +446,7 @@ class Symbolic(Differentiator):
         """The array-level program of ``fun`` (cached), or ``None`` where the array level
         cannot build it (the scalar level is then used for this program: ``fallback`` on
         the instance says why)."""
-        traced = fun if isinstance(fun, TracedFun) else trace(fun, primals)
+        traced = fun if hasattr(fun, "closed") else trace(fun, primals)
         key = _array_key(traced, primals)
         found = _ARRAY_CACHE.get(key)
         if found is None:
@@ -457,7 +457,7 @@ class Symbolic(Differentiator):
                 raise
             except DiffkitError as error:  # refused at the array level: the scalar level
                 found = str(error)
-            except Exception as error:  # noqa: BLE001  never a raw error: say why, fall back
+            except Exception as error:
                 found = f"symbolic: the array level failed ({type(error).__name__}: {error})"
             _ARRAY_CACHE[key] = found
             while len(_ARRAY_CACHE) > _CACHE_SIZE:
@@ -507,7 +507,39 @@ class Symbolic(Differentiator):
             jax.block_until_ready(program.fn(*inputs))
             runs.append(time.perf_counter() - start)
         times = {**program.report.times, "run": statistics.median(runs[1:])}
-        return dataclasses.replace(program.report, times=times)
+        found = self.array_sizes(f, *args, argnums=argnums)
+        return dataclasses.replace(
+            program.report,
+            times=times,
+            array_function=found[0] if found else None,
+            array_derivative=found[1] if found else None,
+        )
+
+    def array_sizes(
+        self, f: Callable, *args: Any, argnums: int | Sequence[int] = 0
+    ) -> tuple[arrays.ArraySizes, arrays.ArraySizes] | None:
+        """Sizes of ``f`` and of its adjoint at the array level (whatever ``level`` is):
+        ``(function, derivative)``, or ``None`` where the array level cannot build them.
+        Cheap at any size: the expressions are over whole arrays.
+
+        Example:
+            >>> import diffkit as dk, jax.numpy as jnp
+            >>> d = dk.get("symbolic")
+            >>> small = d.array_sizes(lambda x: jnp.sum(jnp.sin(x) ** 2), jnp.ones(10))
+            >>> large = d.array_sizes(lambda x: jnp.sum(jnp.sin(x) ** 2), jnp.ones(10_000))
+            >>> small[1].array_nodes == large[1].array_nodes, large[1].scalar_ops > 1000
+            (True, True)
+        """
+        g, diff_args, _ = select_args(f"{self.name}.array_sizes", f, args, {}, argnums)
+        leaves, in_tree = jax.tree_util.tree_flatten(diff_args)
+        fun, _ = flatten_fun(g, in_tree, False)
+        traced = trace(fun, tuple(leaves))
+        program = self._array(traced, tuple(leaves))
+        if program is None:
+            return None
+        form = program.form
+        outs = form.outputs[: traced.n_outs]
+        return arrays.sizes(outs), arrays.sizes([x for x in form.grads if x is not None])
 
     def expressions(
         self, f: Callable, *args: Any, argnums: int | Sequence[int] = 0

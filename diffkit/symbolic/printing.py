@@ -165,7 +165,9 @@ def _dimensions(shapes: Sequence[tuple[int, ...]], taken: set[str]) -> dict[int,
     return dims
 
 
-def expression(f: Callable, args: Sequence[Any], argnums: int | Sequence[int] = 0) -> ArrayExpression:
+def expression(
+    f: Callable, args: Sequence[Any], argnums: int | Sequence[int] = 0
+) -> ArrayExpression:
     """The derivative of ``f`` at ``args`` with respect to the arguments ``argnums``, as
     printed array expressions (see the module docstring).
 
@@ -196,8 +198,13 @@ def expression(f: Callable, args: Sequence[Any], argnums: int | Sequence[int] = 
     traced = trace(flat, leaves)
     starts = np.cumsum([0, *leaves_per])
     active = [any(starts[k] <= i < starts[k + 1] for k in nums) for i in range(len(leaves))]
-    scalar = all(np.size(v.aval.shape) == 0 or np.prod(v.aval.shape) == 1 for v in traced.closed.jaxpr.outvars)
-    form = arrays.differentiate(traced.closed, leaves, traced.n_outs, names, ones=scalar, active=active)
+    scalar = all(
+        np.size(v.aval.shape) == 0 or np.prod(v.aval.shape) == 1
+        for v in traced.closed.jaxpr.outvars
+    )
+    form = arrays.differentiate(
+        traced.closed, leaves, traced.n_outs, names, ones=scalar, active=active
+    )
     dims = _dimensions([tuple(np.shape(x)) for x in leaves], set(names))
     picked = [(names[i], form.grads[i]) for i in range(len(leaves)) if active[i]]
     printer = _Printer(dims)
@@ -274,16 +281,15 @@ class _Printer:
         for e in arrays._needed(roots):
             for a in set(e.args):
                 uses[a.id] += 1
-        out = []
+        out: list[tuple[str, _P]] = []
         for e in arrays._needed(roots):
             if (
                 uses[e.id] > 1
                 and e.op not in ("input", "const", "out", *_TRANSPARENT)
                 and e.shape != ()
-                or (uses[e.id] > 1 and e.op in _FUNCTIONS)
-            ):
+            ) or (uses[e.id] > 1 and e.op in _FUNCTIONS):
                 p = self.node(e)
-                if p.body is None or p.prec == _ATOM and "(" not in (p.body or ""):
+                if p.body is None or (p.prec == _ATOM and "(" not in (p.body or "")):
                     continue
                 name = f"t{len(out) + 1}"
                 out.append((name, p))
@@ -363,13 +369,14 @@ class _Printer:
         if op == "dot_general" and any(a.shape == () for a in args):
             op = "mul"
         if op == "mul" and len(ps) == 2 and e.shape != ():
-            for x, r in ((ps[0], ps[1]), (ps[1], ps[0])):
-                if r.recip is not None and x.body is not None and x.recip is None:
-                    den = r.recip
+            for px, pr in ((ps[0], ps[1]), (ps[1], ps[0])):
+                if pr.recip is not None and px.body is not None and px.recip is None:
+                    den = pr.recip
                     return _P(
-                        x.coef * r.coef,
-                        f"{_wrap(x.body, x.prec, _MUL)}./{_wrap(den.body, den.prec, _POW)}",
-                        f"{_twrap(x.tex or '', x.prec, _MUL)} \\oslash {_twrap(den.tex, den.prec, _POW)}",
+                        px.coef * pr.coef,
+                        f"{_wrap(px.body, px.prec, _MUL)}./{_wrap(den.body, den.prec, _POW)}",
+                        f"{_twrap(px.tex or '', px.prec, _MUL)} \\oslash "
+                        f"{_twrap(den.tex, den.prec, _POW)}",
                         _MUL,
                     )
         if op in ("mul", "div") and len(ps) == 2:
@@ -380,7 +387,9 @@ class _Printer:
                 tex = rf"\frac{{1}}{{{b.tex}}}"
                 return _P(a.coef / b.coef, f"1{'/' if scalar else './'}{body}", tex, _MUL)
             if b.body is None and (op == "mul" or b.coef != 0):
-                return dataclasses.replace(a, coef=a.coef * b.coef if op == "mul" else a.coef / b.coef)
+                return dataclasses.replace(
+                    a, coef=a.coef * b.coef if op == "mul" else a.coef / b.coef
+                )
             if a.body is None and op == "mul":
                 return dataclasses.replace(b, coef=a.coef * b.coef)
             scalar = args[0].shape == () or args[1].shape == ()
@@ -392,7 +401,7 @@ class _Printer:
                     f"{_wrap(a.body or '', a.prec, _MUL)}{sym}{_wrap(b.body or '', b.prec, _POW)}",
                     rf"\frac{{{a.tex}}}{{{b.tex}}}" if scalar else
                     f"{_twrap(a.tex or '', a.prec, _MUL)}{tex}{_twrap(b.tex or '', b.prec, _POW)}",
-                    _MUL if not scalar else _MUL,
+                    _MUL,
                 )  # fmt: skip
             return _P(
                 a.coef * b.coef,
@@ -407,9 +416,17 @@ class _Printer:
             if a.body is None and b.body is None:
                 return _P(a.coef + b.coef)
             if a.body is not None and b.body is not None and a.coef == b.coef:
-                return _P(a.coef, *self._sum(dataclasses.replace(a, coef=one), dataclasses.replace(b, coef=one)), _ADD)
+                return _P(
+                    a.coef,
+                    *self._sum(dataclasses.replace(a, coef=one), dataclasses.replace(b, coef=one)),
+                    _ADD,
+                )
             if a.body is not None and b.body is not None and a.coef == -b.coef:
-                return _P(a.coef, *self._sum(dataclasses.replace(a, coef=one), dataclasses.replace(b, coef=-one)), _ADD)
+                return _P(
+                    a.coef,
+                    *self._sum(dataclasses.replace(a, coef=one), dataclasses.replace(b, coef=-one)),
+                    _ADD,
+                )
             return _P(one, *self._sum(a, b), _ADD)
         if op == "integer_pow":
             a, y = ps[0], e.params["y"]
@@ -418,7 +435,12 @@ class _Printer:
             tex = f"{_latex(dataclasses.replace(a, coef=one), _ATOM)}^{{{y}}}"
             if args[0].shape != ():
                 tex = f"{_latex(dataclasses.replace(a, coef=one), _ATOM)}^{{\\circ {y}}}"
-            return _P(a.coef**y if a.body is not None else a.coef**y, body if a.body else None, tex if a.body else None, _POW)
+            return _P(
+                a.coef**y,
+                body if a.body else None,
+                tex if a.body else None,
+                _POW,
+            )
         if op in _FUNCTIONS:
             name, tex = _FUNCTIONS[op]
             return _P(one, f"{name}({_text(ps[0])})", rf"{tex}\left({_latex(ps[0])}\right)")
@@ -429,7 +451,11 @@ class _Printer:
         if op == "transpose":
             a = ps[0]
             if len(args[0].shape) == 2 and a.body is not None:
-                return _P(a.coef, f"{_wrap(a.body, a.prec, _ATOM)}.T", f"{_twrap(a.tex or '', a.prec, _ATOM)}^{{\\top}}")
+                return _P(
+                    a.coef,
+                    f"{_wrap(a.body, a.prec, _ATOM)}.T",
+                    f"{_twrap(a.tex or '', a.prec, _ATOM)}^{{\\top}}",
+                )
         if op == "reduce_sum" and ps[0].body is not None:
             a, axes = ps[0], tuple(e.params["axes"])
             if all(args[0].shape[i] == 1 for i in axes):
@@ -492,7 +518,7 @@ class _Printer:
             return None
         if ra == 1 and rb_ == 2:  # v . M = M.T v, as a column
             return [(b, rc[0] == 0), (a, False)]
-        return [(a, ra == 2 and lc[0] == 0 or ra == 1), (b, rb_ == 2 and rc[0] == 1)]
+        return [(a, (ra == 2 and lc[0] == 0) or ra == 1), (b, rb_ == 2 and rc[0] == 1)]
 
     def _product(self, factors: list[tuple[_P, bool]]) -> _P:
         coef, texts, texes = sympy.Integer(1), [], []
@@ -502,7 +528,13 @@ class _Printer:
                 texts.append(f"{_wrap(p.body or '', p.prec, _ATOM)}.T")
                 texes.append(f"{_twrap(p.tex or '', p.prec, _ATOM)}^{{\\top}}")
             else:
-                texts.append(_wrap(p.body or "", p.prec, _MUL if p.prec == _MUL and not p.body.count(".") else _POW))
+                texts.append(
+                    _wrap(
+                        p.body or "",
+                        p.prec,
+                        _MUL if p.prec == _MUL and "." not in (p.body or "") else _POW,
+                    )
+                )
                 texes.append(_twrap(p.tex or "", p.prec, _POW))
         return _P(coef, "*".join(texts), " ".join(texes), _MUL)
 

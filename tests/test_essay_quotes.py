@@ -59,7 +59,7 @@ def essay_sections() -> dict[str, str]:
 
 def quotations(text: str) -> list[tuple[str, str | None]]:
     """Every “quotation” in ``text`` with the section it names (None where it names none)."""
-    return [(_squash(q), s.strip() if s else None) for q, s in QUOTE.findall(text)]
+    return [(_squash(q), _squash(s) if s else None) for q, s in QUOTE.findall(text)]
 
 
 def check_quotation(quote: str, section: str | None, sections: dict[str, str]) -> str | None:

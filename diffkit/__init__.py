@@ -28,6 +28,8 @@ _EXPORTS = {
     "extend": "",
     "fd": "",
     "harness": "",
+    "operators": "",
+    "taylor": "",
     "sparse": "",
     "testing": "",
     "DiffkitError": "diffkit._core.errors",
@@ -68,6 +70,8 @@ if TYPE_CHECKING:
     from diffkit import extend as extend
     from diffkit import fd as fd
     from diffkit import harness as harness
+    from diffkit import operators as operators
+    from diffkit import taylor as taylor
     from diffkit import sparse as sparse
     from diffkit import testing as testing
     from diffkit._core.errors import DiffkitError as DiffkitError

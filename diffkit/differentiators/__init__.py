@@ -13,3 +13,4 @@ from diffkit.differentiators.stochastic import ForwardGradient as ForwardGradien
 from diffkit.differentiators.tape import TapeReverse as TapeReverse
 from diffkit.fd.differentiator import FiniteDifferences as FiniteDifferences
 from diffkit.symbolic.differentiator import Symbolic as Symbolic
+from diffkit.taylor.differentiator import TaylorMode as TaylorMode

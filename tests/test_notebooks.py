@@ -200,6 +200,20 @@ def test_notebook_runs(path: Path) -> None:
     assert "figures checked" in printed, printed
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_quick_mode_says_its_timings_are_illustrations(path: Path) -> None:
+    """A notebook that keeps a claim for full mode (``if not QUICK:``) prints, in quick mode,
+    a banner saying that the timings it shows are illustrations, not measurements."""
+    nb = nbformat.read(path, as_version=4)
+    source = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    if "not QUICK" not in source:
+        pytest.skip("no claim kept for full mode")
+    assert re.search(r"if QUICK:\s+print\(\s+\"QUICK MODE: .*?illustration", source, re.S), (
+        f"{path.name}: print a banner in quick mode ('QUICK MODE: ... timings ... are "
+        "illustrations ...'), as notebooks 04 and 05 do"
+    )
+
+
 def test_every_story_is_there() -> None:
     numbers = [p.name[:2] for p in NOTEBOOKS]
     assert numbers[: len(STORIES)] == STORIES, numbers

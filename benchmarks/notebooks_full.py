@@ -2,10 +2,12 @@
 
     PYTHONPATH=. python benchmarks/notebooks_full.py            # notebooks/*.ipynb, in order
     PYTHONPATH=. python benchmarks/notebooks_full.py 03 05      # those whose names start so
+    PYTHONPATH=. python benchmarks/notebooks_full.py 10 --images out/   # and save its figures
 
 Each notebook runs top to bottom in a fresh kernel, as ``tests/test_notebooks.py`` runs the
 quick mode: the inline backend renders every figure, each figure's axes must be labelled and
-no series all NaN/inf, no cell may print a warning, and every claim's assertion must hold on
+no series all NaN/inf, every figure made must be displayed (the executed notebook carries a
+PNG per figure shown), no cell may print a warning, and every claim's assertion must hold on
 the full-size numbers, the claims about time included (asserted here only: the test suite's
 quick mode prints them). Prints one line per notebook (wall time, outcome, figures checked)
 as it finishes; exits non-zero if any failed.
@@ -14,6 +16,7 @@ as it finishes; exits non-zero if any failed.
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import re
 import sys
@@ -50,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("prefixes", nargs="*", help="run only notebooks whose names start so")
     parser.add_argument("--timeout", type=int, default=1200, help="seconds per cell (1200)")
+    parser.add_argument(
+        "--images", type=Path, help="write each notebook's PNG outputs here, to look at them"
+    )
     args = parser.parse_args(argv)
     tests = _runner()
     chosen = [
@@ -64,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             nb = tests.run_notebook(path, quick=False, timeout=args.timeout)
             outcome = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
+            if args.images is not None:
+                args.images.mkdir(parents=True, exist_ok=True)
+                for k, png in enumerate(tests.image_outputs(nb)):
+                    (args.images / f"{path.stem}-{k}.png").write_bytes(base64.b64decode(png))
         except Exception as exc:  # report it and go on to the next notebook
             failed += 1
             outcome = f"FAILED: {_why(exc)}"

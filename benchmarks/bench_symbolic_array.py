@@ -14,9 +14,11 @@ of tests/scientific_cases.py at both levels.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -101,23 +103,92 @@ def hessians(n: int) -> None:
         )
 
 
+def coverage(levels: list[str], budget: float, only: str = "") -> int:
+    """Exact / refused / crash / wrong per library, at each level, on the scientific cases
+    (tests/scientific_cases.py, judged by its ``judge``) and the real-code cases of
+    tests/test_real_code.py (exact: rho <= 1e-10 against jax.grad)."""
+    import diffkit as dk
+    import scientific_cases as sc
+    from diffkit.accuracy import rho_tree
+
+    fallbacks: list[str] = []
+
+    def attempt(f: Callable, x: Any, level: str) -> tuple[Any, BaseException | None, float]:
+        start = time.perf_counter()
+        d = dk.get("symbolic", level=level, time_budget=budget)
+        try:
+            return jax.block_until_ready(d.grad(f)(x)), None, time.perf_counter() - start
+        except Exception as e:  # noqa: BLE001  judged below
+            return None, e, time.perf_counter() - start
+        finally:
+            if getattr(d, "fallback", None):
+                fallbacks.append(f"{getattr(f, '__name__', f)}: {d.fallback[:150]}")
+
+    table: dict[tuple[str, str], Counter] = {}
+    listing = []
+    for case in sc.CASES:
+        if only not in case.name:
+            continue
+        f, x = sc.built(case.name)
+        sc.reference(case.name)
+        for level in levels:
+            grad, exc, secs = attempt(f, x, level)
+            out = sc.Outcome(grad=grad, exception=exc, seconds=secs)
+            verdict, message = sc.judge(case.name, "symbolic", out)
+            table.setdefault((case.library, level), Counter())[verdict] += 1
+            if verdict != "exact":
+                listing.append(f"{level:6} {case.name}: {verdict}: {message[:150]}")
+    import test_real_code as rc  # the real-code cases (flax, optax, numpyro, ...)
+
+    for name, case in rc.CASES.items():
+        if only not in name:
+            continue
+        f, x = case.build(jnp.dtype("float64"))
+        want = jax.jit(jax.grad(f))(x)
+        lib = name.split()[0] if case.realcode else "jax"
+        for level in levels:
+            grad, exc, secs = attempt(f, x, level)
+            if exc is not None:
+                one = isinstance(exc, dk.DiffkitError) and "\n" not in str(exc).strip()
+                verdict = "refused" if one else "crash"
+                message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:150]}"
+            else:
+                err = rho_tree(grad, want)
+                verdict = "exact" if err <= 1e-10 else "wrong"
+                message = f"rho {err:.2e}"
+            table.setdefault((f"rc:{lib}", level), Counter())[verdict] += 1
+            if verdict != "exact":
+                listing.append(f"{level:6} {name}: {verdict}: {message}")
+    print(f"{'library':14} {'level':7} exact/refused/crash/wrong")
+    totals: dict[str, Counter] = {}
+    for (lib, level), c in table.items():
+        totals.setdefault(level, Counter()).update(c)
+        print(f"{lib:14} {level:7} {c['exact']}/{c['refused']}/{c['crash']}/{c['wrong']}")
+    for level, c in totals.items():
+        print(f"{'all':14} {level:7} {c['exact']}/{c['refused']}/{c['crash']}/{c['wrong']}")
+    print("\n".join(listing))
+    print(f"array level fell back to the scalar level {len(fallbacks)} times")
+    print("\n".join(fallbacks))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000, help="MLP parameters")
     parser.add_argument("--hessian-n", type=int, default=1_000)
     parser.add_argument("--coverage", action="store_true")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
+    parser.add_argument("--levels", default="array", help="comma-separated: array,scalar")
+    parser.add_argument("--cases", default="", help="only cases whose name contains this")
+    parser.add_argument("--budget", type=float, default=20.0, help="symbolic seconds per stage")
     args = parser.parse_args(argv)
     jax.config.update("jax_enable_x64", True)
     if args.coverage:
-        from coverage_symbolic import coverage  # type: ignore[import-not-found]
-
-        return coverage(args.timeout)
+        return coverage(args.levels.split(","), args.budget, args.cases)
     mlp(args.n)
     hessians(args.hessian_n)
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
     raise SystemExit(main())

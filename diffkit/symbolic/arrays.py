@@ -67,6 +67,9 @@ _IMPURE = {
     "debug_print",
 }
 
+#: primitives through which no derivative flows (the zero rows of the rule table)
+_ZERO = {"bitcast_convert_type", "ceil", "floor", "round", "sign", "stop_gradient"}
+
 #: array-level operations that move elements without arithmetic (0 scalar operations)
 STRUCTURAL = {
     "broadcast_in_dim",
@@ -239,7 +242,7 @@ class Graph:
                 return folded
         if prim.multiple_results:
             node = self._new(key, prim.name, prim, params, args, (), None, avals=tuple(avals))
-            return [
+            outs = [
                 self._new(
                     ("out", node.id, i),
                     "out",
@@ -252,9 +255,15 @@ class Graph:
                 )
                 for i, av in enumerate(avals)
             ]
+            for o in outs:
+                o.active = o.active and is_float(o) and prim.name not in _ZERO
+            return outs
         av = avals[0]
         weak = bool(getattr(av, "weak_type", False))
-        return self._new(key, prim.name, prim, params, args, tuple(av.shape), av.dtype, weak=weak)
+        e = self._new(key, prim.name, prim, params, args, tuple(av.shape), av.dtype, weak=weak)
+        if e.active and (prim.name in _ZERO or not is_float(e)):
+            e.active = False  # no derivative flows through it (stop_gradient, floor, ...)
+        return e
 
     def _avals(self, prim: Any, params: dict[str, Any], args: tuple[Expr, ...]) -> list[Any]:
         specs = [_spec(a) for a in args]

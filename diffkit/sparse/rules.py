@@ -94,7 +94,7 @@ def rows_of(v: Any, n: int, size: int | None = None) -> Any:
 
 def _carries(v: Any) -> bool:
     """Whether ``v`` is unknown and floating point (it can carry a derivative)."""
-    return isinstance(v, Dep) and v.dtype.kind in "fc"
+    return isinstance(v, Dep) and bool(jnp.issubdtype(v.dtype, jnp.inexact))
 
 
 def _outs(eqn: Any, rows: list[Any], n: int) -> list[Any]:
@@ -119,6 +119,15 @@ def _take(rows: Any, src: np.ndarray, n: int) -> Any:
     src = np.asarray(src, np.int64).ravel()
     ext = sp.vstack([rows, empty(1, n)], format="csr")
     return ext[np.where(src < 0, ext.shape[0] - 1, src)]
+
+
+def _mask_rows(rows: Any, keep: np.ndarray) -> Any:
+    """``rows`` with the rows where ``keep`` is false emptied."""
+    rows = sp.csr_array(rows)
+    counts = np.diff(rows.indptr)
+    entries = np.repeat(keep, counts)
+    indptr = np.concatenate([[0], np.cumsum(counts * keep)])
+    return sp.csr_array((rows.data[entries], rows.indices[entries], indptr), shape=rows.shape)
 
 
 def _matmul(p: Any, rows: Any) -> Any:
@@ -162,7 +171,7 @@ def elementwise(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:
             src = np.broadcast_to(np.arange(v.size).reshape(v.shape), shape)
             rows = rows + _take(v.rows, src, n)
     if not keep.all():
-        rows = sp.csr_array(sp.diags_array(keep.astype(bool), format="csr") @ rows, dtype=bool)
+        rows = _mask_rows(rows, keep)
     return _outs(eqn, [rows] * len(eqn.outvars), n)
 
 
@@ -376,7 +385,7 @@ def scatter(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:
         if eqn.primitive.name == "scatter":  # overwritten entries forget the operand
             written = np.zeros(size, bool)
             written[dest[landed]] = True
-            rows = sp.csr_array(sp.diags_array(~written, format="csr") @ rows, dtype=bool)
+            rows = _mask_rows(rows, ~written)
         out = out + rows
     return _outs(eqn, [out], n)
 
@@ -410,6 +419,8 @@ STRUCTURAL = (
     "dynamic_slice",
     "split",
     "tile",
+    "stack",
+    "unstack",
 )
 SAME = (  # one output shaped like the (first) input, entry for entry
     "copy",

@@ -38,6 +38,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import itertools
 import math
 from collections.abc import Callable, Sequence
@@ -491,7 +492,9 @@ def _local(
     (adjoints of the args that get one)``, and which args get one: the rule of the shared
     table (control flow, custom rules and library primitives by tape's handlers), traced
     once per (primitive, parameters, shapes) and cached."""
-    from diffkit.differentiators.tape import Tape
+    # the tape is a layer above (it registers symbolic): reached by name, as the registry
+    # reaches the built-ins (docs/ARCHITECTURE.md, Layers)
+    Tape = importlib.import_module("diffkit.differentiators.tape").Tape
 
     key = (
         node.prim.name,

@@ -107,8 +107,9 @@ def coverage(levels: list[str], budget: float, only: str = "") -> int:
     """Exact / refused / crash / wrong per library, at each level, on the scientific cases
     (tests/scientific_cases.py, judged by its ``judge``) and the real-code cases of
     tests/test_real_code.py (exact: rho <= 1e-10 against jax.grad)."""
-    import diffkit as dk
     import scientific_cases as sc
+
+    import diffkit as dk
     from diffkit.accuracy import rho_tree
 
     fallbacks: list[str] = []
@@ -118,7 +119,7 @@ def coverage(levels: list[str], budget: float, only: str = "") -> int:
         d = dk.get("symbolic", level=level, time_budget=budget)
         try:
             return jax.block_until_ready(d.grad(f)(x)), None, time.perf_counter() - start
-        except Exception as e:  # noqa: BLE001  judged below
+        except Exception as e:
             return None, e, time.perf_counter() - start
         finally:
             if getattr(d, "fallback", None):

@@ -121,7 +121,12 @@ _PROBLEMS: dict[str, Problem] = {}
 
 #: Modules that register more families when imported, loaded by name on the first lookup (as
 #: the differentiator registry loads its built-ins): GradBench's evals, the memory study's.
-FAMILIES = ("diffkit.harness.gradbench", "diffkit.harness.memory", "diffkit.sparse.families")
+FAMILIES = (
+    "diffkit.harness.gradbench",
+    "diffkit.harness.memory",
+    "diffkit.sparse.families",
+    "diffkit.operators.families",
+)
 _loaded = [False]
 
 

@@ -315,9 +315,10 @@ class _Printer:
             if divisor and (named := self.named(int(abs(v)))) is not None:
                 return sign * named
             return sympy.Integer(int(v))
-        if v != 0 and float(1 / v).is_integer() and (named := self.named(round(abs(1 / v)))):
-            return sign / named
-        r = sympy.nsimplify(v, rational=True, tolerance=1e-12)
+        eps = float(np.finfo(a.dtype).eps) if np.issubdtype(a.dtype, np.floating) else 1e-15
+        r = sympy.nsimplify(v, rational=True, tolerance=8 * eps * abs(v))
+        if r.q > 1 and (named := self.named(int(r.q))) is not None:
+            return r.p / named  # 1/n, 2/n: a dimension's size as the denominator
         return r if r.q < 1000 else sympy.Float(v, 6)
 
     def named(self, size: int) -> Any:

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -54,7 +55,7 @@ class Detector(Interpreter):
 
     who = "sparsity"
     rules = RULES
-    special: ClassVar[dict[str, Any]] = {}
+    special: Any = MappingProxyType({})  # control flow has its own table, CONTROL
 
     def __init__(self, n: int) -> None:
         self.n = n
@@ -78,8 +79,7 @@ class Detector(Interpreter):
 
     def run(self, closed: Any, args: Sequence[Any], site: Any = None) -> list[Any]:
         consts = [
-            blank(jax.core.get_aval(c), self.n) if isinstance(c, jax.core.Tracer) else c
-            for c in closed.consts
+            blank(c.aval, self.n) if isinstance(c, jax.core.Tracer) else c for c in closed.consts
         ]
         return interpret(
             jex_core.ClosedJaxpr(closed.jaxpr, consts), args, lambda e, v: self.handle(e, v)
@@ -225,12 +225,12 @@ def _scan(det: Detector, eqn: Any, invals: list[Any]) -> list[Any]:
         if not grew:
             break
     out = det.run(body, [*consts, *carry, *x_all])
-    ys = []
+    tiled: list[Any] = []
     for y, a in zip(out[nk:], y_avals, strict=True):
         size = int(np.prod(a.shape[1:], dtype=np.int64))
         one = rows_of(y, det.n, size) if isinstance(y, Dep) else empty(size, det.n)
-        ys.append(Dep(a.shape, a.dtype, sp.vstack([one] * length, format="csr")))
-    return [*carry, *ys]
+        tiled.append(Dep(a.shape, a.dtype, sp.vstack([one] * length, format="csr")))
+    return [*carry, *tiled]
 
 
 def _through_primal(det: Detector, eqn: Any, invals: list[Any]) -> list[Any]:

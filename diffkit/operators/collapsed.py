@@ -12,8 +12,10 @@ of them -- which is where the saving comes from. For ``K = 2`` this is the forwa
 the summed second-order coefficient.
 
 The per-direction part reuses Taylor mode's rules (:mod:`diffkit.taylor.rules`), ``jax.vmap``
-over the directions. Control flow and custom rules are refused in one line (use
-``method="taylor"``, which handles them).
+over the directions. Control flow (``cond``, ``scan``, ``while``) and custom rules
+(``custom_jvp``, ``custom_linear_solve``) run Taylor mode's own handlers per direction and
+are collapsed at their outputs (exact, without the saving inside them); a primitive Taylor
+mode refuses is refused in one line.
 
 Example:
     >>> import jax.numpy as jnp
@@ -95,12 +97,16 @@ class _Collapse:
         if not any(is_float(v.aval) for v in eqn.outvars):
             return evaluate(eqn, xs)
         if name in CUSTOM or name in ("cond", "while", "scan"):
+            # control flow and custom rules: one full jet per direction (Taylor mode's own
+            # handlers), collapsed at the outputs
+            return self._general(eqn, invals, xs)
+        try:
+            kind = how(name)
+        except UnsupportedPrimitiveError as error:
             raise UnsupportedPrimitiveError(
-                f"collapsed Taylor mode: '{name}' (at {user_site(eqn)}) is not supported; "
-                "use method='taylor' (one jet per direction), which handles control flow "
-                "and custom rules"
-            )
-        kind = how(name)  # raises the one-line refusal
+                f"collapsed Taylor mode: {str(error).removeprefix('taylor: ')} "
+                f"(at {user_site(eqn)})"
+            ) from None
         row = RULES.get(name)
         if row is not None and row.expand is not None:
             program = jax.make_jaxpr(lambda *a: row.expand(*a, **eqn.params))(*xs)

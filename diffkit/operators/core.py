@@ -32,7 +32,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -69,6 +69,7 @@ EXACT = (
 STOCHASTIC = ("hutchinson", "stde")
 
 
+@jax.tree_util.register_dataclass
 @dataclass(frozen=True)
 class Estimate:
     """A stochastic estimate: the mean of ``samples`` one-probe estimates, its standard
@@ -84,7 +85,7 @@ class Estimate:
     value: Any
     std_error: Any
     variance: Any
-    samples: int
+    samples: int = field(metadata={"static": True})
 
     @staticmethod
     def of(draws: Any) -> Estimate:

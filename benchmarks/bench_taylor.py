@@ -1,0 +1,168 @@
+"""Higher-order derivatives: the Laplacian six ways, and the K-th derivative against K.
+
+Two measurements, side by side in one run (``python benchmarks/bench_taylor.py``):
+
+* **Laplacian** of a PINN-style MLP ``u: R^d -> R`` (d = 256, width 256, depth 4, tanh,
+  float32, CPU): collapsed Taylor mode (= the forward Laplacian), nested reverse (the
+  Hessian by ``jacrev(grad)``, then its trace), forward-over-reverse HVPs over the basis,
+  Taylor mode (one 2-jet per direction), ``jax.experimental.jet`` (2-jets, vmapped) and folx's
+  ``forward_laplacian`` (if installed: ``pip install -e ".[operators-bench]"``). Each method is
+  one jitted function; times are medians of interleaved steady-state calls
+  (``measure.time_interleaved``). Before timing, every exact method is checked against the
+  others in float64 (rho <= 1e-10) at the same sizes.
+* **K-th directional derivative** ``d^K/dt^K u(x + t v)`` for K = 1..6 on a smaller MLP
+  (d = 64, width 64, depth 3): Taylor mode (one K-jet: ``diffkit.taylor.directional``)
+  against K nested ``jax.jvp``; the fitted exponent of time against K (log-log, the
+  polynomial law) and the growth factor per order (log-linear, the exponential law).
+  ``--plot PATH`` saves the figure.
+
+``--quick`` runs small sizes only (seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's diffkit
+from diffkit.accuracy import rho
+from diffkit.harness.measure import time_interleaved
+from diffkit.operators import laplacian
+from diffkit.operators.families import mlp, mlp_params
+from diffkit.taylor import directional
+
+METHODS = ("collapsed", "nested-reverse", "hvp", "taylor", "jet")
+
+
+def _folx() -> Callable[[Callable, Any], Any] | None:
+    try:
+        from folx import forward_laplacian
+    except ImportError:
+        return None
+
+    def lap(f: Callable, x: Any) -> Any:
+        return forward_laplacian(f, sparsity_threshold=0)(x).laplacian
+
+    return lap
+
+
+def laplacians(d: int, width: int, depth: int, dtype: Any) -> dict[str, Callable[[Any], Any]]:
+    params = mlp_params(d, width, depth, dtype, np.random.default_rng(0))
+
+    def u(x: Any) -> Any:
+        return mlp(params, x)
+
+    fns = {m: jax.jit(functools.partial(laplacian, u, method=m)) for m in METHODS}
+    folx = _folx()
+    if folx is not None:
+        fns["folx"] = jax.jit(functools.partial(folx, u))
+    return fns
+
+
+def bench_laplacian(d: int, width: int, depth: int, min_time: float) -> None:
+    print(f"Laplacian of an MLP R^{d} -> R (width {width}, depth {depth}, tanh)")
+    with jax.enable_x64(True):
+        x64 = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, d))
+        values = {m: f(x64) for m, f in laplacians(d, width, depth, jnp.float64).items()}
+        ref = values["nested-reverse"]
+        worst = max(rho(v, ref) for v in values.values())
+        print(
+            f"  float64 agreement: max rho against nested reverse {worst:.1e} "
+            f"({'ok' if worst <= 1e-10 else 'FAILS'} at 1e-10); value {float(ref):.6g}"
+        )
+    x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, d), jnp.float32)
+    fns = laplacians(d, width, depth, jnp.float32)
+    if "folx" not in fns:
+        print("  folx not installed: pip install -e '.[operators-bench]' to compare")
+    times = time_interleaved({m: functools.partial(f, x) for m, f in fns.items()}, min_time)
+    base = times["nested-reverse"]["median"]
+    print(f"  {'method':16} {'median ms':>10} {'/ nested-rev':>13} {'/ folx':>8}  n")
+    for m, t in times.items():
+        vs_folx = f"{t['median'] / times['folx']['median']:8.2f}" if "folx" in times else "       -"
+        print(
+            f"  {m:16} {1e3 * t['median']:10.2f} {t['median'] / base:13.2f} {vs_folx}  {t['n']}"
+        )
+
+
+def _nested(f: Callable, x: Any, v: Any, K: int) -> Any:
+    g = lambda t: f(x + t * v)  # noqa: E731
+    for _ in range(K):
+        g = (lambda h: lambda t: jax.jvp(h, (t,), (jnp.ones_like(t),))[1])(g)
+    return g(jnp.zeros((), x.dtype))
+
+
+def bench_orders(d: int, width: int, depth: int, orders: range, min_time: float, plot: str):
+    print(f"K-th directional derivative of an MLP R^{d} -> R (width {width}, depth {depth})")
+    params = mlp_params(d, width, depth, jnp.float32, np.random.default_rng(0))
+
+    def u(x: Any) -> Any:
+        return mlp(params, x)
+
+    rng = np.random.default_rng(2)
+    x = jnp.asarray(rng.uniform(-1, 1, d), jnp.float32)
+    v = jnp.asarray(rng.normal(size=d) / np.sqrt(d), jnp.float32)
+    fns = {}
+    for K in orders:
+        fns[f"taylor K={K}"] = functools.partial(
+            jax.jit(functools.partial(directional, u, order=K)), x, v
+        )
+        fns[f"nested K={K}"] = functools.partial(
+            jax.jit(functools.partial(_nested, u, K=K)), x, v
+        )
+    for K in orders:
+        a, b = fns[f"taylor K={K}"](), fns[f"nested K={K}"]()
+        assert rho(a, b) <= 1e-3, (K, a, b)
+    times = time_interleaved(fns, min_time)
+    ks = np.array(list(orders), float)
+    out = {}
+    for name in ("taylor", "nested"):
+        t = np.array([times[f"{name} K={K}"]["median"] for K in orders])
+        power = np.polyfit(np.log(ks), np.log(t), 1)[0]
+        growth = np.exp(np.polyfit(ks, np.log(t), 1)[0])
+        out[name] = t
+        print(
+            f"  {name:7} ms: {' '.join(f'{1e3 * s:7.3f}' for s in t)}   fitted exponent in K "
+            f"{power:.2f}, growth per order x{growth:.2f}"
+        )
+    print(f"  nested / taylor at K={orders[-1]}: {out['nested'][-1] / out['taylor'][-1]:.1f}x")
+    if plot:
+        from diffkit.harness.plots import pyplot
+
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        ax.semilogy(ks, 1e3 * out["taylor"], "o-", label="Taylor mode (one K-jet)")
+        ax.semilogy(ks, 1e3 * out["nested"], "s-", label="K nested jax.jvp")
+        ax.set_xlabel("order K")
+        ax.set_ylabel("median time (ms)")
+        ax.set_title(f"K-th directional derivative, MLP d={d}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(plot, dpi=120)
+        print(f"  figure: {plot}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
+    parser.add_argument("--plot", default="", help="save the order sweep's figure here")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds per method")
+    args = parser.parse_args(argv)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    if args.quick:
+        bench_laplacian(16, 32, 2, 0.05)
+        bench_orders(8, 16, 2, range(1, 5), 0.05, args.plot)
+        return
+    bench_laplacian(256, 256, 4, args.min_time)
+    bench_orders(64, 64, 3, range(1, 7), args.min_time / 2, args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -36,6 +36,9 @@ Progress = Callable[[str], None]
 
 SWELL_HEADERS: tuple[str, ...] = ("size", "jaxpr eqns", "f tree ops", "f' tree ops", "growth")
 SWELL_HEADERS += ("f' DAG nodes", "f' ops after CSE", "growth (CSE)", "differentiate", "compile")
+#: the same derivative at the array level (issue 27): its array operations, and the scalar
+#: operations that array expression stands for
+SWELL_HEADERS += ("f' array ops", "f' array ops scalarised")
 
 
 @dataclass
@@ -59,6 +62,7 @@ class SwellStudy:
                     "-" if df.cse_ops is None else f"{df.cse_ops:,}",
                     _growth(prev, rep, "cse_ops"),
                     f"{times.get('differentiate', 0):.3g} s", f"{times.get('compile', 0):.3g} s",
+                    *_array_cells(rep),
                 ]
             )  # fmt: skip
             prev = rep
@@ -77,6 +81,11 @@ class SwellStudy:
             f"{last} at the last step); after CSE it has {r1.derivative.cse_ops or 0:,} "
             f"operations and the function's jaxpr {r1.jaxpr_eqns} equations."
         )
+
+
+def _array_cells(rep: Any) -> list[str]:
+    a = getattr(rep, "array_derivative", None)
+    return ["-", "-"] if a is None else [f"{a.array_nodes:,}", f"{a.scalar_ops:,}"]
 
 
 def _growth(prev: Any, rep: Any, key: str) -> str:

@@ -12,6 +12,10 @@ budget that stops it cleanly, and SymEngine where installed.
 
 Sigmoid network of width 2 (6 parameters per layer): the gradient's sizes by layer, and the
 budget stopping plain ``sympy.diff`` and codegen without CSE.
+
+The array level (``level='array'``, ``--array-only`` for this table alone): least squares at
+n = 10 .. 1e5, the gradient's array operations (the same at every n), its scalarised size, the
+time to build it and the jitted gradient's run time over jax.grad's.
 """
 
 from __future__ import annotations
@@ -167,11 +171,49 @@ def network_table(depths: list[int]) -> None:
     print()
 
 
+def array_table(sizes: list[int]) -> None:
+    """The array level by n: least squares ``sum((X w - y)**2) / n`` with X of n x 10. The
+    gradient's array expression, its scalarised size, the time to build it and run it
+    (jitted) against jax.grad's, side by side."""
+    print("\nArray level (level='array'), least squares, X of n x 10, float64")
+    print(f"{'n':>8} {'array ops':>9} {'scalarised ops':>15} {'build':>9} {'run/jax.grad':>13}")
+    d = dk.get("symbolic", level="array")
+
+    def loss(w, X, y):
+        return jnp.sum((X @ w - y) ** 2) / y.shape[0]
+
+    for n in sizes:
+        k = jax.random.split(jax.random.key(n), 3)
+        args = (
+            jax.random.normal(k[0], (10,)),
+            jax.random.normal(k[1], (n, 10)),
+            jax.random.normal(k[2], (n,)),
+        )
+        start = time.perf_counter()
+        _, grad_sizes = d.array_sizes(loss, *args)
+        build = time.perf_counter() - start
+        ours, theirs = median_time(
+            [jax.jit(d.grad(loss)), jax.jit(jax.grad(loss))], args, repeats=100
+        )
+        print(
+            f"{n:>8,} {grad_sizes.array_nodes:>9,} {grad_sizes.scalar_ops:>15,} "
+            f"{build * 1e3:>7.1f}ms {ours / theirs:>13.2f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--depths", default="1-13", help="logistic-map depths, e.g. 1-13")
     parser.add_argument("--net-depths", default="1-6", help="sigmoid-network depths")
+    parser.add_argument(
+        "--array-sizes", default="10,1000,100000", help="least-squares n at the array level"
+    )
+    parser.add_argument("--array-only", action="store_true", help="only the array-level table")
     args = parser.parse_args()
+    if args.array_only:
+        with jax.enable_x64(True):
+            array_table([int(n) for n in args.array_sizes.split(",")])
+        return
     depths, net_depths = span(args.depths), span(args.net_depths)
     start = time.perf_counter()
     with jax.enable_x64(True):
@@ -188,6 +230,7 @@ def main() -> None:
             lambda L: (lambda p, L=L: sigmoid_net(p, L), jnp.linspace(-1.0, 1.0, 6 * L)),
             net_depths,
         )
+        array_table([int(n) for n in args.array_sizes.split(",")])
     print(f"total {time.perf_counter() - start:.1f} s")
     assert math.isfinite(start)
 

@@ -12,7 +12,7 @@ interleaved (each round times every contender once):
   (``jax.jit(dk.get("jax-fwd").jacobian(f, sparsity=pattern))``), asdex's
   (``jacobian_from_coloring``), sparsejac's (``sparsejac.jacfwd`` with the same pattern as a
   BCOO) and JAX's dense ``jax.jacfwd``; the ratios dense/compressed and diffkit/asdex;
-* with ``--sweep``: diffkit's compressed Jacobian at N = 16, 32, 64, 128 against the
+* with ``--sweep``: diffkit's compressed Jacobian at N = 32, 64, 128, 256 against the
   function itself, with the fitted exponents of each in n.
 
 asdex and sparsejac are optional (``pip install -e ".[sparse-bench]"``); a contender that
@@ -146,7 +146,7 @@ def main() -> None:
 
 def _sweep(_: bool) -> None:
     sizes, t_jac, t_f = [], [], []
-    for g in (16, 32, 64, 128):
+    for g in (32, 64, 128, 256):
         f = brusselator(g)
         n = 2 * g * g
         x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, n), jnp.float32)
@@ -154,8 +154,8 @@ def _sweep(_: bool) -> None:
         fj = jax.jit(f)
         _block(jac(x))
         _block(fj(x))
-        tj = statistics.median(_time(lambda jac=jac, x=x: jac(x)) for _ in range(7))
-        tf = statistics.median(_time(lambda fj=fj, x=x: fj(x)) for _ in range(21))
+        tj = statistics.median(_time(lambda jac=jac, x=x: jac(x)) for _ in range(11))
+        tf = statistics.median(_time(lambda fj=fj, x=x: fj(x)) for _ in range(51))
         plan = dk.sparse.prepare_jacobian(f, x)
         print(
             f"  N = {g:4d} n = {n:6d}: colours {plan.n_colours:2d}, "

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -303,9 +304,21 @@ def _can(d: Any, mode: str) -> bool:
     return ("jvp" if mode == "fwd" else "vjp") in d.native
 
 
+def _whole(d: Any, n_colours: int, per_dir: float) -> Any:
+    """``d``, or a copy that maps every colour in one vectorised pass: a handful of colours
+    fit the memory budget together, and one batch of them beats a loop of cache-sized
+    chunks (the dense Jacobian's default, :data:`~diffkit._core.interface.CACHE_BYTES`)."""
+    if d.chunk_size is not None or n_colours * per_dir > d.memory_budget:
+        return d
+    whole = copy.copy(d)
+    whole.chunk_size = max(n_colours, 1)
+    return whole
+
+
 def _passes(d: Any, fun: Any, x_leaves: tuple, plan: Plan) -> tuple[Any, Any]:
     """The ``(n_colours, len)`` array of seeded passes, and the aux outputs."""
     c = plan.n_colours
+    d = _whole(d, c, bytes_per_direction(fun, x_leaves) * 3)
     x, unravel = ravel_pytree(x_leaves)
     per_dir = bytes_per_direction(fun, x_leaves)
     if plan.mode == "rev":
@@ -416,7 +429,8 @@ def sparse_hessian(
 
         if plan.n_colours == 0:
             return plan.assemble(jnp.zeros((0, x.size), x.dtype))
-        compressed = d._map_basis(hvp, plan.n_colours, 8.0 * x.size * x.dtype.itemsize)
+        per_dir = 8.0 * x.size * x.dtype.itemsize
+        compressed = _whole(d, plan.n_colours, per_dir)._map_basis(hvp, plan.n_colours, per_dir)
         return plan.assemble(compressed)
 
     return hessian_f

@@ -11,10 +11,11 @@ Two measurements, side by side in one run (``python benchmarks/bench_taylor.py``
   (``measure.time_interleaved``). Before timing, every exact method is checked against the
   others in float64 (rho <= 1e-10) at the same sizes.
 * **K-th directional derivative** ``d^K/dt^K u(x + t v)`` for K = 1..6 on a smaller MLP
-  (d = 64, width 64, depth 3): Taylor mode (one K-jet: ``diffkit.taylor.directional``)
-  against K nested ``jax.jvp``; the fitted exponent of time against K (log-log, the
-  polynomial law) and the growth factor per order (log-linear, the exponential law).
-  ``--plot PATH`` saves the figure.
+  (d = 64, width 128, depth 3, vmapped over 128 points): Taylor mode (one K-jet:
+  ``diffkit.taylor.directional``) against K nested ``jax.jvp``: time, XLA's flop count of
+  the compiled program, and the jaxpr's equation count (the program before XLA), each with
+  its fitted exponent in K (log-log, the polynomial law) and its factor per order
+  (log-linear, the exponential law). ``--plot PATH`` saves the figure.
 
 ``--quick`` runs small sizes only (seconds).
 """
@@ -87,9 +88,7 @@ def bench_laplacian(d: int, width: int, depth: int, min_time: float) -> None:
     print(f"  {'method':16} {'median ms':>10} {'/ nested-rev':>13} {'/ folx':>8}  n")
     for m, t in times.items():
         vs_folx = f"{t['median'] / times['folx']['median']:8.2f}" if "folx" in times else "       -"
-        print(
-            f"  {m:16} {1e3 * t['median']:10.2f} {t['median'] / base:13.2f} {vs_folx}  {t['n']}"
-        )
+        print(f"  {m:16} {1e3 * t['median']:10.2f} {t['median'] / base:13.2f} {vs_folx}  {t['n']}")
 
 
 def _nested(f: Callable, x: Any, v: Any, K: int) -> Any:
@@ -99,40 +98,74 @@ def _nested(f: Callable, x: Any, v: Any, K: int) -> Any:
     return g(jnp.zeros((), x.dtype))
 
 
-def bench_orders(d: int, width: int, depth: int, orders: range, min_time: float, plot: str):
-    print(f"K-th directional derivative of an MLP R^{d} -> R (width {width}, depth {depth})")
+def _count(jaxpr: Any) -> int:
+    """Equations of a jaxpr, those of its sub-jaxprs included: the program's size before XLA."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += 1
+        for p in eqn.params.values():
+            inner = getattr(p, "jaxpr", p)
+            if hasattr(inner, "eqns"):
+                total += _count(inner)
+    return total
+
+
+def _flops(f: Callable, *args: Any) -> float:
+    cost = f.lower(*args).compile().cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    return float((cost or {}).get("flops", float("nan")))
+
+
+def _fit(ks: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
+    """The exponent of a power law ``y ~ K^p`` and the factor per order of ``y ~ g^K``."""
+    return np.polyfit(np.log(ks), np.log(ys), 1)[0], np.exp(np.polyfit(ks, np.log(ys), 1)[0])
+
+
+def bench_orders(
+    d: int, width: int, depth: int, batch: int, orders: range, min_time: float, plot: str
+) -> None:
+    print(
+        f"K-th directional derivative of an MLP R^{d} -> R (width {width}, depth {depth}), "
+        f"vmapped over {batch} points"
+    )
     params = mlp_params(d, width, depth, jnp.float32, np.random.default_rng(0))
 
     def u(x: Any) -> Any:
         return mlp(params, x)
 
     rng = np.random.default_rng(2)
-    x = jnp.asarray(rng.uniform(-1, 1, d), jnp.float32)
+    xs = jnp.asarray(rng.uniform(-1, 1, (batch, d)), jnp.float32)
     v = jnp.asarray(rng.normal(size=d) / np.sqrt(d), jnp.float32)
-    fns = {}
+    fns, size, flops = {}, {}, {}
     for K in orders:
-        fns[f"taylor K={K}"] = functools.partial(
-            jax.jit(functools.partial(directional, u, order=K)), x, v
-        )
-        fns[f"nested K={K}"] = functools.partial(
-            jax.jit(functools.partial(_nested, u, K=K)), x, v
-        )
-    for K in orders:
+        for name, one in (
+            ("taylor", functools.partial(directional, u, v=v, order=K)),
+            ("nested", functools.partial(_nested, u, v=v, K=K)),
+        ):
+            f = jax.jit(jax.vmap(one))
+            fns[f"{name} K={K}"] = functools.partial(f, xs)
+            size[f"{name} K={K}"] = _count(jax.make_jaxpr(jax.vmap(one))(xs).jaxpr)
+            flops[f"{name} K={K}"] = _flops(f, xs)
         a, b = fns[f"taylor K={K}"](), fns[f"nested K={K}"]()
-        assert rho(a, b) <= 1e-3, (K, a, b)
+        assert rho(a, b) <= 1e-3, (K, rho(a, b))
     times = time_interleaved(fns, min_time)
     ks = np.array(list(orders), float)
     out = {}
     for name in ("taylor", "nested"):
-        t = np.array([times[f"{name} K={K}"]["median"] for K in orders])
-        power = np.polyfit(np.log(ks), np.log(t), 1)[0]
-        growth = np.exp(np.polyfit(ks, np.log(t), 1)[0])
+        keys = [f"{name} K={K}" for K in orders]
+        t = np.array([times[k]["median"] for k in keys])
         out[name] = t
-        print(
-            f"  {name:7} ms: {' '.join(f'{1e3 * s:7.3f}' for s in t)}   fitted exponent in K "
-            f"{power:.2f}, growth per order x{growth:.2f}"
-        )
-    print(f"  nested / taylor at K={orders[-1]}: {out['nested'][-1] / out['taylor'][-1]:.1f}x")
+        for what, ys, fmt in (
+            ("time ms", 1e3 * t, "{:8.3f}"),
+            ("XLA flops", np.array([flops[k] for k in keys]), "{:8.2g}"),
+            ("jaxpr eqns", np.array([size[k] for k in keys], float), "{:8.0f}"),
+        ):
+            power, growth = _fit(ks, ys)
+            print(
+                f"  {name:7} {what:10} {' '.join(fmt.format(y) for y in ys)}   exponent in K "
+                f"{power:5.2f}, x{growth:.2f} per order"
+            )
+    print(f"  nested / taylor time at K={orders[-1]}: {out['nested'][-1] / out['taylor'][-1]:.2f}")
     if plot:
         from diffkit.harness.plots import pyplot
 
@@ -142,7 +175,7 @@ def bench_orders(d: int, width: int, depth: int, orders: range, min_time: float,
         ax.semilogy(ks, 1e3 * out["nested"], "s-", label="K nested jax.jvp")
         ax.set_xlabel("order K")
         ax.set_ylabel("median time (ms)")
-        ax.set_title(f"K-th directional derivative, MLP d={d}")
+        ax.set_title(f"K-th directional derivative, MLP d={d}, {batch} points")
         ax.legend()
         fig.tight_layout()
         fig.savefig(plot, dpi=120)
@@ -158,10 +191,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
     if args.quick:
         bench_laplacian(16, 32, 2, 0.05)
-        bench_orders(8, 16, 2, range(1, 5), 0.05, args.plot)
+        bench_orders(8, 16, 2, 4, range(1, 5), 0.05, args.plot)
         return
     bench_laplacian(256, 256, 4, args.min_time)
-    bench_orders(64, 64, 3, range(1, 7), args.min_time / 2, args.plot)
+    bench_orders(64, 128, 3, 128, range(1, 7), args.min_time / 2, args.plot)
 
 
 if __name__ == "__main__":

@@ -46,7 +46,9 @@ def test_weighted_trace_and_shapes(x64: None) -> None:
     # x of any shape: the Laplacian over all its entries
     g = lambda z: jnp.sum(jnp.sin(z) ** 2)  # noqa: E731
     z = jnp.arange(6.0).reshape(2, 3) / 7
-    assert float(jax.jit(laplacian, static_argnums=(0,))(g, z)) == pytest.approx(float(jnp.sum(2 * jnp.cos(2 * z))), rel=1e-12)
+    assert float(jax.jit(laplacian, static_argnums=(0,))(g, z)) == pytest.approx(
+        float(jnp.sum(2 * jnp.cos(2 * z))), rel=1e-12
+    )
 
 
 def test_hvp_methods_agree_with_the_hessian(x64: None) -> None:
@@ -147,7 +149,9 @@ def test_harness_families_compute_what_they_say(x64: None) -> None:
     against jax.hessian and nested jax.jvp."""
     inst = dk.harness.get_problem("poisson-loss").build(2, "float64")
     theta, xs = inst.args
-    unravel = jax.flatten_util.ravel_pytree(mlp_params(2, 16, 2, jnp.float64, np.random.default_rng(0)))[1]
+    unravel = jax.flatten_util.ravel_pytree(
+        mlp_params(2, 16, 2, jnp.float64, np.random.default_rng(0))
+    )[1]
 
     def reference(theta, xs):
         u = lambda z: mlp(unravel(theta), z)  # noqa: E731

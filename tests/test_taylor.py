@@ -59,9 +59,13 @@ def nested(f, xs, ss):
 
     out, h = [], g
     for _ in range(len(ss[0])):
-        h = (lambda h: lambda t: jax.jvp(h, (t,), (jnp.ones_like(t),))[1])(h)
+        h = _derivative(h)
         out.append(h(jnp.zeros((), xs[0].dtype)))
     return out
+
+
+def _derivative(h):
+    return lambda t: jax.jvp(h, (t,), (jnp.ones_like(t),))[1]
 
 
 def _per_order(terms):

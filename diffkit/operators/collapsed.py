@@ -108,8 +108,9 @@ class _Collapse:
                 f"(at {user_site(eqn)})"
             ) from None
         row = RULES.get(name)
-        if row is not None and row.expand is not None:
-            program = jax.make_jaxpr(lambda *a: row.expand(*a, **eqn.params))(*xs)
+        expand = getattr(row, "expand", None)
+        if expand is not None:
+            program = jax.make_jaxpr(lambda *a: expand(*a, **eqn.params))(*xs)
             return self.run(program, invals)
         if kind == "zero":
             return evaluate(eqn, xs)
@@ -171,14 +172,16 @@ class _Collapse:
             coefficients(o, 1)[1] if is_float(v.aval) else None
             for v, o in zip(eqn.outvars, first.handle(eqn, jets), strict=True)
         ]
-        lower_out, top_out = [], []
+        lower_out: list[Any] = []
+        top_out: list[Any] = []
         for p, lin in zip(per, linear, strict=True):
             if p is None:
                 lower_out.append(None)
                 top_out.append(None)
                 continue
             lower_out.append(p[: K - 1])
-            top_out.append(jnp.tensordot(self.w.astype(p[K - 1].dtype), p[K - 1], 1) + lin)
+            summed = jnp.tensordot(self.w.astype(p[K - 1].dtype), p[K - 1], 1)
+            top_out.append(summed if lin is None else summed + lin)
         lower = [[lo[k] if lo is not None else None for lo in lower_out] for k in range(K - 1)]
         return self._join(eqn, outs, lower, top_out)
 

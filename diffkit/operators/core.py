@@ -337,6 +337,11 @@ def biharmonic(f: Callable, x: Any, method: str = "collapsed") -> Any:
     )
 
 
+def _along(h: Callable, e: Any) -> Callable:
+    """``z -> d/dt h(z + t e)`` at 0 (one ``jax.jvp``)."""
+    return lambda z: jax.jvp(h, (z,), (e,))[1]
+
+
 def _polarise(index: Sequence[int], d: int) -> tuple[list[np.ndarray], list[float]]:
     """``d_{i1} .. d_{im} f = 1/(m! 2^m) sum_eps (prod eps) D^m f[sum_j eps_j e_ij]^m``."""
     m = len(index)
@@ -384,8 +389,7 @@ def linear_operator(
         if method == "nested":
             g = fun
             for i in index:
-                e = jnp.zeros(d, xf.dtype).at[i].set(1.0)
-                g = (lambda h, e: lambda z: jax.jvp(h, (z,), (e,))[1])(g, e)
+                g = _along(g, jnp.zeros(d, xf.dtype).at[i].set(1.0))
             total = total + c * g(xf)
             continue
         dirs, weights = _polarise(index, d)

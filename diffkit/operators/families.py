@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import jax
@@ -46,7 +47,7 @@ def mlp_params(
             jnp.asarray(rng.normal(size=(a, b)) / np.sqrt(a), dtype),
             jnp.asarray(0.1 * rng.normal(size=(b,)), dtype),
         )
-        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        for a, b in itertools.pairwise(sizes)
     ]
 
 

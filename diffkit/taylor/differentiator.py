@@ -68,13 +68,12 @@ def jet(
     orders = {len(s) for s in series}
     if len(orders) != 1:
         raise InputTypeError(
-            f"jet: every argument's series must have the same number of terms, got "
-            f"{sorted(orders)}"
+            f"jet: every argument's series must have the same number of terms, got {sorted(orders)}"
         )
     K = orders.pop()
     flat, leaves, store = _flat(f, primals)
     leaves = [jnp.asarray(x) for x in leaves]
-    term_leaves = []
+    term_leaves: list[Any] = []
     for p, s in zip(primals, series, strict=True):
         per = [jax.tree.leaves(t) for t in s]
         n = len(jax.tree.leaves(p))
@@ -115,7 +114,7 @@ def derivatives(f: Callable, x: PyTree, v: PyTree, order: int) -> list[PyTree]:
     Example:
         >>> import jax.numpy as jnp
         >>> [float(d) for d in derivatives(jnp.sin, 0.0, 1.0, 4)]  # cos, -sin, -cos, sin at 0
-        [1.0, -0.0, -1.0, 0.0]
+        [1.0, 0.0, -1.0, 0.0]
     """
     if not isinstance(order, int) or order < 1:
         raise InputTypeError(f"derivatives: order must be a positive int, got {order!r}")

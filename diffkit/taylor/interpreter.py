@@ -21,7 +21,7 @@ Custom rules are part of the program's meaning:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -62,7 +62,7 @@ class TaylorInterpreter(Interpreter):
 
     who = "taylor"
     rules = RULES
-    refused = {**REFUSED, **column.REFUSED_TAYLOR}
+    refused: Mapping[str, str] = {**REFUSED, **column.REFUSED_TAYLOR}
 
     def __init__(self, order: int) -> None:
         self.order = order
@@ -128,10 +128,10 @@ def _while(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any) -> lis
     body, cond = p["body_jaxpr"], p["cond_jaxpr"]
     mask = carry_mask(body.jaxpr, _active(bconsts), _active(init))
 
-    def pred(carry: list[Any]) -> Any:
+    def pred(carry: Any) -> Any:
         return interpret(cond, [*cconsts, *[_primal(c) for c in carry]], evaluate)[0]
 
-    def body_fun(carry: list[Any]) -> list[Any]:
+    def body_fun(carry: Any) -> Any:
         new = _promote_float(tm, tm.run(body, [*bconsts, *carry], site), mask)
         if jnp.ndim(cond.out_avals[0]) == 0:
             return new

@@ -269,9 +269,7 @@ def _bilinear(eqn: Any, invals: list[Any], K: int) -> Any:
     return make(ys[0], ys)
 
 
-def _coefficient_wise(
-    eqn: Any, invals: list[Any], xs: list[Any], row: Any, K: int
-) -> list[Any]:
+def _coefficient_wise(eqn: Any, invals: list[Any], xs: list[Any], row: Any, K: int) -> list[Any]:
     found = row.outputs(eqn, xs)
     n = len(eqn.outvars)
     s = [series_of(v, K) for v in invals]

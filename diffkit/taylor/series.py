@@ -148,7 +148,7 @@ def sqrt(x: Sequence[Any]) -> Series:
     """From ``y^2 = x``: ``y_k = (x_k - sum_{j=1}^{k-1} y_j y_(k-j)) / (2 y_0)``."""
     y: Series = [jnp.sqrt(x[0])]
     for k in range(1, len(x)):
-        r = _plus(x[k], _neg(cauchy(y + [None], y + [None], k, 1)))
+        r = _plus(x[k], _neg(cauchy([*y, None], [*y, None], k, 1)))
         y.append(None if r is None else r / (2 * y[0]))
     return y
 

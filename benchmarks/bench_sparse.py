@@ -12,7 +12,7 @@ interleaved (each round times every contender once):
   (``jax.jit(dk.get("jax-fwd").jacobian(f, sparsity=pattern))``), asdex's
   (``jacobian_from_coloring``), sparsejac's (``sparsejac.jacfwd`` with the same pattern as a
   BCOO) and JAX's dense ``jax.jacfwd``; the ratios dense/compressed and diffkit/asdex;
-* with ``--sweep``: diffkit's compressed Jacobian at N = 32, 64, 128, 256 against the
+* with ``--sweep``: diffkit's compressed Jacobian at N = 64, 128, 256 against the
   function itself, with the fitted exponents of each in n.
 
 asdex and sparsejac are optional (``pip install -e ".[sparse-bench]"``); a contender that
@@ -145,8 +145,11 @@ def main() -> None:
 
 
 def _sweep(_: bool) -> None:
+    """The compressed Jacobian's cost against n at fixed colours, beside the function's own
+    (interleaved: each round times both at each size)."""
+    grids = (64, 128, 256)
     sizes, t_jac, t_f = [], [], []
-    for g in (32, 64, 128, 256):
+    for g in grids:
         f = brusselator(g)
         n = 2 * g * g
         x = jnp.asarray(np.random.default_rng(0).uniform(0.5, 2.0, n), jnp.float32)
@@ -154,16 +157,20 @@ def _sweep(_: bool) -> None:
         fj = jax.jit(f)
         _block(jac(x))
         _block(fj(x))
-        tj = statistics.median(_time(lambda jac=jac, x=x: jac(x)) for _ in range(11))
-        tf = statistics.median(_time(lambda fj=fj, x=x: fj(x)) for _ in range(51))
+        tj, tf = [], []
+        for _ in range(15):
+            tj.append(_time(lambda jac=jac, x=x: jac(x)))
+            for _ in range(3):
+                tf.append(_time(lambda fj=fj, x=x: fj(x)))
         plan = dk.sparse.prepare_jacobian(f, x)
+        mj, mf = statistics.median(tj), statistics.median(tf)
         print(
             f"  N = {g:4d} n = {n:6d}: colours {plan.n_colours:2d}, "
-            f"J {tj * 1e3:8.3f} ms, f {tf * 1e3:8.4f} ms"
+            f"J {mj * 1e3:8.3f} ms, f {mf * 1e3:8.4f} ms, J/f {mj / mf:6.1f}"
         )
         sizes.append(n)
-        t_jac.append(tj)
-        t_f.append(tf)
+        t_jac.append(mj)
+        t_f.append(mf)
     ln = np.log(sizes)
     ej = np.polyfit(ln, np.log(t_jac), 1)[0]
     ef = np.polyfit(ln, np.log(t_f), 1)[0]

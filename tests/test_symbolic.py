@@ -203,7 +203,7 @@ def test_hessian_and_jit(x64: None) -> None:
 
 def test_unsupported_primitive_is_a_clear_error() -> None:
     """Refusals are one line naming the primitive and the user's own source line."""
-    d = dk.get("symbolic")
+    d = dk.get("symbolic", level="scalar")
     f = lambda x: lax.while_loop(lambda c: c < 10.0, lambda c: c * 2.0, x)  # noqa: E731
     with pytest.raises(dk.UnsupportedPrimitiveError, match=r"symbolic: no rule for .*'while'"):
         d.grad(f)(1.0)
@@ -282,12 +282,14 @@ def test_logistic_swell_grows_like_a_tree_but_cse_does_not() -> None:
 def test_size_budget_stops_each_stage() -> None:
     f = lambda x: logistic(x, 12)  # noqa: E731
     with pytest.raises(dk.BudgetExceeded, match=r"'build' stage reached \d+ DAG nodes") as info:
-        dk.get("symbolic", size_budget=10).grad(f)(0.3)
+        dk.get("symbolic", level="scalar", size_budget=10).grad(f)(0.3)
     assert info.value.stage == "build" and info.value.size > 10
     with pytest.raises(dk.BudgetExceeded, match=r"'codegen' stage reached [\d,]+ operations"):
-        dk.get("symbolic", cse=False, size_budget=20_000).grad(f)(0.3)
+        dk.get("symbolic", level="scalar", cse=False, size_budget=20_000).grad(f)(0.3)
     with pytest.raises(dk.BudgetExceeded, match="'differentiate'"):
-        dk.get("symbolic", size_budget=40).grad(lambda x: 2.0 * logistic(x, 6))(0.3)  # uncached
+        dk.get("symbolic", level="scalar", size_budget=40).grad(lambda x: 2.0 * logistic(x, 6))(
+            0.3
+        )  # uncached
 
 
 def test_time_budget_interrupts_sympy(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -300,7 +302,9 @@ def test_time_budget_interrupts_sympy(monkeypatch: pytest.MonkeyPatch) -> None:
         raise sym_module._Alarm
 
     monkeypatch.setattr(sym_module, "_ring", ring)
-    d = dk.get("symbolic", memoize=False, time_budget=0.5)  # plain sympy.diff: exponential
+    d = dk.get(
+        "symbolic", level="scalar", memoize=False, time_budget=0.5
+    )  # plain sympy.diff: exponential
     with pytest.raises(dk.BudgetExceeded, match=r"'differentiate' stage ran past time_budget=0.5"):
         d.grad(lambda x: logistic(x, 16))(0.3)
     assert rang == [signal.SIGALRM]
@@ -308,12 +312,12 @@ def test_time_budget_interrupts_sympy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_options_are_checked() -> None:
     with pytest.raises(dk.DiffkitError, match="unknown backend 'maple'"):
-        dk.get("symbolic", backend="maple")
+        dk.get("symbolic", level="scalar", backend="maple")
     with pytest.raises(dk.DiffkitError, match="size_budget must be a positive int"):
-        dk.get("symbolic", size_budget=0)
+        dk.get("symbolic", level="scalar", size_budget=0)
     with pytest.raises(dk.DiffkitError, match="cse must be True or False"):
-        dk.get("symbolic", cse="yes")
-    assert dk.get("symbolic").passes("jacobian", n=50, m=7) == 1
+        dk.get("symbolic", level="scalar", cse="yes")
+    assert dk.get("symbolic", level="scalar").passes("jacobian", n=50, m=7) == 1
 
 
 # ---------------------------------------------------------- cache, options

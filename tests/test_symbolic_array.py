@@ -120,3 +120,14 @@ def test_refusal_is_one_line(x64: None) -> None:
 def test_level_is_checked() -> None:
     with pytest.raises(dk.DiffkitError, match="level must be 'array' or 'scalar'"):
         dk.get("symbolic", level="tensor")
+
+
+def test_semantics_follow_jax_grad(x64: None) -> None:
+    """The array level follows the rule table, as jax.grad: a NaN derivative in the branch a
+    select does not take leaks in (the scalar level gives JAX's JVP value, 0), and
+    exp(x) - exp(x) is not simplified away (inf - inf at x = 1000 is NaN, as in JAX)."""
+    f = lambda x: jnp.where(x > 0.0, jnp.sqrt(x), 0.0)  # noqa: E731
+    assert np.isnan(_sym().grad(f)(-1.0)) and np.isnan(jax.grad(f)(-1.0))
+    g = lambda x: jnp.exp(x) - jnp.exp(x) + x  # noqa: E731
+    assert np.isnan(_sym().grad(g)(1000.0)) and np.isnan(jax.grad(g)(1000.0))
+    assert _sym().passes("jacobian", n=50, m=7) == 7  # rows by VJPs

@@ -64,7 +64,7 @@ def test_select_differentiates_as_jax_jvp(x64: None) -> None:
     """where(c, a, b) differentiates as JAX's JVP: the branch taken. (jax.grad multiplies
     the branch not taken by a zero cotangent, so a NaN derivative there leaks in: NaN.)"""
     f = lambda x: jnp.where(x > 0.0, jnp.sqrt(x), 0.0)  # noqa: E731
-    got = dk.get("symbolic").grad(f)(-1.0)
+    got = dk.get("symbolic", level="scalar").grad(f)(-1.0)
     assert float(got) == float(jax.jvp(f, (-1.0,), (1.0,))[1]) == 0.0
     assert np.isnan(jax.grad(f)(-1.0))
 
@@ -72,11 +72,13 @@ def test_select_differentiates_as_jax_jvp(x64: None) -> None:
 def test_spot_check_refuses_a_wrong_value(x64: None) -> None:
     """SymPy simplifies exp(x) - exp(x) to 0; JAX computes inf - inf = NaN at x = 1000."""
     f = lambda x: jnp.exp(x) - jnp.exp(x) + x  # noqa: E731
-    d = dk.get("symbolic")
+    d = dk.get("symbolic", level="scalar")
     assert same(d.value_and_grad(f)(1.0), (1.0, 1.0))  # ordinary point: fine
     with pytest.raises(SpotCheckError, match=r"give 1000\.0 where JAX gives nan"):
         d.grad(f)(1000.0)
-    assert float(dk.get("symbolic", spot_check=False).grad(f)(1000.0)) == 1.0  # opted out
+    assert (
+        float(dk.get("symbolic", level="scalar", spot_check=False).grad(f)(1000.0)) == 1.0
+    )  # opted out
 
 
 # ---------------------------------------------- new rules and kinks (item 2)
@@ -202,9 +204,9 @@ def test_stop_gradient_inside_a_custom_jvp_function(x64: None) -> None:
     f.defjvp(lambda p, t: (f(*p), t[0]))
     g = lambda x: jnp.sum(f(x) * x)  # noqa: E731
     x = jnp.array([1.0, 2.0])
-    assert np.array_equal(dk.get("symbolic").grad(g)(x), jax.grad(g)(x))
+    assert np.array_equal(dk.get("symbolic", level="scalar").grad(g)(x), jax.grad(g)(x))
 
     h = jax.custom_jvp(lambda x: x * 2.0)
     h.defjvp(lambda p, t: (h(*p), t[0] * jax.lax.stop_gradient(p[0])))
     with pytest.raises(dk.UnsupportedPrimitiveError, match="stop_gradient"):
-        dk.get("symbolic").grad(lambda x: jnp.sum(h(x)))(x)
+        dk.get("symbolic", level="scalar").grad(lambda x: jnp.sum(h(x)))(x)

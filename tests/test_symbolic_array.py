@@ -131,3 +131,13 @@ def test_semantics_follow_jax_grad(x64: None) -> None:
     g = lambda x: jnp.exp(x) - jnp.exp(x) + x  # noqa: E731
     assert np.isnan(_sym().grad(g)(1000.0)) and np.isnan(jax.grad(g)(1000.0))
     assert _sym().passes("jacobian", n=50, m=7) == 7  # rows by VJPs
+
+
+def test_closed_over_constants_are_not_mixed_up(x64: None) -> None:
+    """A scalar constant is folded into the program (cached by value); an array constant is
+    its argument (new values, no new symbolic work): both follow the function's values."""
+    x = jnp.arange(3.0)
+    for c in (2.0, 3.0):
+        s, v = jnp.array(c), jnp.full(3, c)
+        f = lambda x, s=s, v=v: jnp.sum(jnp.sin(x * s) * v)  # noqa: E731
+        assert rho(_sym().grad(f)(x), jax.grad(f)(x)) <= 1e-15, c

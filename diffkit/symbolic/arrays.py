@@ -160,8 +160,12 @@ def _freeze(obj: Any) -> Any:
     try:
         hash(obj)
     except TypeError:
+        _ALIVE[id(obj)] = obj  # kept alive: its id may not be reused by another object
         return ("id", id(obj))
     return obj
+
+
+_ALIVE: dict[int, Any] = {}
 
 
 def _uniform(e: Expr) -> Any:
@@ -397,7 +401,9 @@ class ArrayForm:
     grads: list[Expr | None]
 
 
-def _runtime(c: Any) -> bool:
+def is_runtime(c: Any) -> bool:
+    """Whether a constant the function holds is an argument of the program (a floating-point
+    array of more than one element, or anything traced) rather than folded in."""
     if isinstance(c, jax.core.Tracer):
         return True
     if jax.dtypes.issubdtype(getattr(c, "dtype", np.float32), jax.dtypes.extended):
@@ -434,7 +440,7 @@ def differentiate(
     ]
     for k, x in enumerate(inputs):
         x.active = is_float(x) and (active is None or bool(active[k]))
-    const_index = tuple(i for i, c in enumerate(closed.consts) if _runtime(c))
+    const_index = tuple(i for i, c in enumerate(closed.consts) if is_runtime(c))
     consts: list[Any] = list(closed.consts)
     symbols = []
     for j, i in enumerate(const_index):

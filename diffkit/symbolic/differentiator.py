@@ -752,8 +752,17 @@ def _array_key(traced: Any, primals: tuple) -> tuple:
         re.sub(r" at 0x[0-9a-f]+", "", str(traced.closed.jaxpr)),
         traced.n_outs,
         tuple((tuple(np.shape(p)), str(jnp.result_type(p))) for p in primals),
-        tuple(_const_key(c) if _runtime(c) else ("v", id(c)) for c in traced.closed.consts),
+        tuple(_array_const_key(c) for c in traced.closed.consts),
     )
+
+
+def _array_const_key(c: Any) -> tuple:
+    """A constant as the array level's program depends on it: by shape and dtype where it is
+    an argument of the program (:func:`diffkit.symbolic.arrays.is_runtime`), else by value."""
+    if arrays.is_runtime(c):
+        return ("arg", tuple(np.shape(c)), str(c.dtype))
+    data = np.asarray(jax.random.key_data(c) if _extended(c) else c)
+    return ("value", str(c.dtype), data.shape, hashlib.sha1(data.tobytes()).hexdigest())
 
 
 @dataclasses.dataclass

@@ -360,3 +360,15 @@ def test_gradbench_patterns_exact(name):
     assert (seen == p.toarray()).all()
     if name == "ba":
         assert dk.sparse.colour_columns(p).n_colours <= 15
+
+
+def test_sparse_compare_rows():
+    rows = dk.sparse.sparse_compare("pde-1d", [12], ["jax-fwd", "jax-rev"], min_time=0.005)
+    assert [(r["method"], r["mode"], r["colours"], r["nnz"]) for r in rows] == [
+        ("jax-fwd", "fwd", 3, 34),
+        ("jax-rev", "rev", 3, 34),
+    ]
+    assert all(r["rho"] < 1e-5 and r["dense_passes"] == 12 for r in rows)
+    assert "speedup" in dk.sparse.format_sparse(rows)
+    with pytest.raises(dk.DiffkitError, match="scalar loss"):
+        dk.sparse.sparse_compare("rosenbrock-ext", [4], ["jax-fwd"])

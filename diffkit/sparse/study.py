@@ -18,6 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
+from functools import partial
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +73,7 @@ def sparse_compare(
             detect_s = time.perf_counter() - start
         for name in methods:
             d = resolve(name)
-            mode = "fwd" if "jvp" in d.native else "rev"
+            mode: Any = "fwd" if "jvp" in d.native else "rev"
             if d.native == {"jvp", "vjp"}:
                 mode = "fwd" if inst.n <= inst.m else "rev"
             with jax.enable_x64(dtype == "float64"):
@@ -83,10 +84,7 @@ def sparse_compare(
                     np.asarray(sparse(x).todense()),
                     np.asarray(dense(x)).reshape(plan.pattern.shape),
                 )
-                thunks = {
-                    "dense": lambda dense=dense, x=x: dense(x),
-                    "compressed": lambda sparse=sparse, x=x: sparse(x),
-                }
+                thunks = {"dense": partial(dense, x), "compressed": partial(sparse, x)}
                 t = time_interleaved(thunks, min_time=min_time)
             rows.append(
                 {

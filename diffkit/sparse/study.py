@@ -18,8 +18,8 @@ Example:
 from __future__ import annotations
 
 import time
-from functools import partial
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 import jax

@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -84,7 +84,10 @@ def sparse_compare(
                     np.asarray(sparse(x).todense()),
                     np.asarray(dense(x)).reshape(plan.pattern.shape),
                 )
-                thunks = {"dense": partial(dense, x), "compressed": partial(sparse, x)}
+                thunks: dict[str, Callable[[], Any]] = {
+                    "dense": partial(dense, x),
+                    "compressed": partial(sparse, x),
+                }
                 t = time_interleaved(thunks, min_time=min_time)
             rows.append(
                 {

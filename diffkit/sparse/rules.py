@@ -192,23 +192,90 @@ def structural(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:
         if isinstance(v, Dep) and not _carries(v) and not is_float(var.aval):
             return dense(interp, eqn, invals)  # a traced index: any entry may be reached
         if isinstance(v, Dep):
-            codes.append(jnp.arange(off + 1, off + 1 + v.size, dtype=jnp.int32).reshape(v.shape))
+            codes.append(np.arange(off + 1, off + 1 + v.size, dtype=np.int32).reshape(v.shape))
             blocks.append(v.rows)
             off += v.size
         elif is_float(var.aval):
-            codes.append(jnp.zeros(np.shape(v), jnp.int32))
-        else:
-            codes.append(v)
+            codes.append(np.zeros(np.shape(v), np.int32))
+        else:  # a known index, start or predicate: as it is
+            codes.append(np.asarray(v) if not isinstance(v, jax.core.Tracer) else v)
     if off >= 2**31 - 1:
         return dense(interp, eqn, invals)
     stacked = sp.vstack(blocks, format="csr") if blocks else empty(0, n)
-    outs = evaluate(eqn, codes)
+    outs = _numpy_apply(eqn, codes)
+    if outs is None:  # the primitive itself, on the entry numbers
+        outs = evaluate(eqn, [jnp.asarray(c) if isinstance(c, np.ndarray) else c for c in codes])
     rows = []
     for out in outs:
         code = np.asarray(out).astype(np.int64).ravel()
         src = np.where((code >= 1) & (code <= off), code - 1, -1)
         rows.append(_take(stacked, src, n))
     return _outs(eqn, rows, n)
+
+
+def _starts(starts: Sequence[Any], shape: Sequence[int], sizes: Sequence[int]) -> list[int]:
+    """Start indices clamped as ``lax.dynamic_slice`` clamps them (the slice stays inside)."""
+    return [
+        int(np.clip(int(np.asarray(s)), 0, d - k))
+        for s, d, k in zip(starts, shape, sizes, strict=True)
+    ]
+
+
+def _numpy_apply(eqn: Any, codes: list[Any]) -> list[Any] | None:
+    """The common structural primitives on entry numbers, in NumPy (no program to compile);
+    ``None`` for the others, which JAX evaluates."""
+    name, p = eqn.primitive.name, eqn.params
+    x = codes[0]
+    if not all(isinstance(c, np.ndarray) or np.isscalar(c) for c in codes):
+        return None
+    if name == "reshape" and p.get("dimensions") is None:
+        return [np.reshape(x, p["new_sizes"])]
+    if name == "transpose":
+        return [np.transpose(x, p["permutation"])]
+    if name == "broadcast_in_dim" and len(codes) == 1:
+        shape = tuple(p["shape"])
+        expanded = [1] * len(shape)
+        for i, d in enumerate(p["broadcast_dimensions"]):
+            expanded[d] = x.shape[i]
+        return [np.broadcast_to(x.reshape(expanded), shape)]
+    if name == "squeeze":
+        return [np.squeeze(x, axis=tuple(p["dimensions"]))]
+    if name == "expand_dims":
+        return [np.expand_dims(x, tuple(p["dimensions"]))]
+    if name == "slice":
+        strides = p["strides"] or (1,) * x.ndim
+        index = tuple(
+            slice(a, b, c)
+            for a, b, c in zip(p["start_indices"], p["limit_indices"], strides, strict=True)
+        )
+        return [x[index]]
+    if name == "rev":
+        return [np.flip(x, axis=tuple(p["dimensions"]))]
+    if name == "concatenate":
+        return [np.concatenate(codes, axis=p["dimension"])]
+    if name == "pad":
+        config = p["padding_config"]
+        if any(lo < 0 or hi < 0 or mid != 0 for lo, hi, mid in config):
+            return None
+        pad_code = int(np.asarray(codes[1]))
+        return [np.pad(x, [(lo, hi) for lo, hi, _ in config], constant_values=pad_code)]
+    if name in ("copy", "copy_p"):
+        return [x]
+    if name == "select_n":
+        pred = np.asarray(x).astype(np.int64)
+        cases = np.broadcast_arrays(*codes[1:])
+        return [np.choose(np.broadcast_to(pred, cases[0].shape), cases)]
+    if name == "dynamic_slice":
+        sizes = p["slice_sizes"]
+        start = _starts(codes[1:], x.shape, sizes)
+        return [x[tuple(slice(a, a + k) for a, k in zip(start, sizes, strict=True))]]
+    if name == "dynamic_update_slice":
+        update = codes[1]
+        start = _starts(codes[2:], x.shape, update.shape)
+        out = np.array(x, copy=True)
+        out[tuple(slice(a, a + k) for a, k in zip(start, update.shape, strict=True))] = update
+        return [out]
+    return None
 
 
 def select_n(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:

@@ -55,7 +55,7 @@ def mlp(n: int) -> None:
 
     inst = get_problem("mlp").build(n, "float64", 0)
     f, args = inst.fun, inst.args
-    sym = dk.get("symbolic")
+    sym = dk.get("symbolic", level="array")
     start = time.perf_counter()
     g_sym = jax.jit(sym.grad(f))
     first = jax.block_until_ready(g_sym(*args))
@@ -87,7 +87,7 @@ def hessians(n: int) -> None:
     def logistic(w: jax.Array) -> jax.Array:
         return jnp.mean(jnp.log1p(jnp.exp(-y * (X @ w))))
 
-    sym = dk.get("symbolic")
+    sym = dk.get("symbolic", level="array")
     for name, f in (("quadratic form", quadratic), ("logistic regression", logistic)):
         start = time.perf_counter()
         h_sym = jax.jit(sym.hessian(f))

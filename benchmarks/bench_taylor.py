@@ -13,7 +13,8 @@ Two measurements, side by side in one run (``python benchmarks/bench_taylor.py``
 * **K-th directional derivative** ``d^K/dt^K u(x + t v)`` for K = 1..6 on a smaller MLP
   (d = 64, width 128, depth 3, vmapped over 128 points): Taylor mode (one K-jet:
   ``diffkit.taylor.directional``) against K nested ``jax.jvp``: time, XLA's flop count of
-  the compiled program, and the jaxpr's equation count (the program before XLA), each with
+  the compiled program, the jaxpr's equation count (the program before XLA) and the seconds
+  to lower and compile it (one cold compile each: noisy), each with
   its fitted exponent in K (log-log, the polynomial law) and its factor per order
   (log-linear, the exponential law). ``--plot PATH`` saves the figure.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -110,10 +112,14 @@ def _count(jaxpr: Any) -> int:
     return total
 
 
-def _flops(f: Callable, *args: Any) -> float:
-    cost = f.lower(*args).compile().cost_analysis()
+def _flops(f: Callable, *args: Any) -> tuple[float, float]:
+    """XLA's flop count of the compiled ``f`` and the seconds lowering and compiling took."""
+    start = time.perf_counter()
+    compiled = f.lower(*args).compile()
+    seconds = time.perf_counter() - start
+    cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
-    return float((cost or {}).get("flops", float("nan")))
+    return float((cost or {}).get("flops", float("nan"))), seconds
 
 
 def _fit(ks: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
@@ -136,7 +142,7 @@ def bench_orders(
     rng = np.random.default_rng(2)
     xs = jnp.asarray(rng.uniform(-1, 1, (batch, d)), jnp.float32)
     v = jnp.asarray(rng.normal(size=d) / np.sqrt(d), jnp.float32)
-    fns, size, flops = {}, {}, {}
+    fns, size, flops, compile_s = {}, {}, {}, {}
     for K in orders:
         for name, one in (
             ("taylor", functools.partial(directional, u, v=v, order=K)),
@@ -145,7 +151,7 @@ def bench_orders(
             f = jax.jit(jax.vmap(one))
             fns[f"{name} K={K}"] = functools.partial(f, xs)
             size[f"{name} K={K}"] = _count(jax.make_jaxpr(jax.vmap(one))(xs).jaxpr)
-            flops[f"{name} K={K}"] = _flops(f, xs)
+            flops[f"{name} K={K}"], compile_s[f"{name} K={K}"] = _flops(f, xs)
         a, b = fns[f"taylor K={K}"](), fns[f"nested K={K}"]()
         assert rho(a, b) <= 1e-3, (K, rho(a, b))
     times = time_interleaved(fns, min_time)
@@ -159,6 +165,7 @@ def bench_orders(
             ("time ms", 1e3 * t, "{:8.3f}"),
             ("XLA flops", np.array([flops[k] for k in keys]), "{:8.2g}"),
             ("jaxpr eqns", np.array([size[k] for k in keys], float), "{:8.0f}"),
+            ("compile s", np.array([compile_s[k] for k in keys]), "{:8.3f}"),
         ):
             power, growth = _fit(ks, ys)
             print(

@@ -507,7 +507,10 @@ class Symbolic(Differentiator):
             jax.block_until_ready(program.fn(*inputs))
             runs.append(time.perf_counter() - start)
         times = {**program.report.times, "run": statistics.median(runs[1:])}
-        found = self.array_sizes(f, *args, argnums=argnums)
+        try:  # the array level's sizes beside: never the reason a scalar report fails
+            found = self.array_sizes(f, *args, argnums=argnums)
+        except DiffkitError:
+            found = None
         return dataclasses.replace(
             program.report,
             times=times,

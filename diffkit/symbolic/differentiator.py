@@ -307,7 +307,12 @@ class Symbolic(Differentiator):
     ``spot_check`` (default True: on concrete inputs, the compiled program's values are
     compared with JAX's own evaluation of the function, NaN-aware, and a mismatch raises
     :class:`SpotCheckError` instead of returning a number from a wrong translation; one
-    extra jitted primal call).
+    extra jitted primal call); ``level``: ``"scalar"`` (the default: one SymPy symbol per
+    element, as below) or ``"array"`` (one symbol per array: the derivative formed over
+    whole arrays, :mod:`diffkit.symbolic.arrays`, its size independent of the number of
+    elements; native VJPs, JVPs and Jacobians by rows of them; a program it cannot build
+    falls back to the scalar level, with the reason in ``fallback``). :meth:`expression`
+    prints the array-level derivative as a textbook matrix expression at either level.
 
     Semantics: primitives are translated with JAX's meaning (NaN, infinities, integer
     conversions, rounding) and JAX's derivative conventions at kinks (``abs`` at 0: 1;

@@ -141,3 +141,13 @@ def test_closed_over_constants_are_not_mixed_up(x64: None) -> None:
         s, v = jnp.array(c), jnp.full(3, c)
         f = lambda x, s=s, v=v: jnp.sum(jnp.sin(x * s) * v)  # noqa: E731
         assert rho(_sym().grad(f)(x), jax.grad(f)(x)) <= 1e-15, c
+
+
+def test_size_budget_bounds_the_array_level() -> None:
+    """The size budget counts array nodes while the expression is built, before XLA sees it:
+    going over is one line naming the stage (no fallback to the slower scalar level)."""
+    f = lambda x: jnp.sum(jnp.tanh(jnp.tanh(x) * x) ** 2)  # noqa: E731
+    with pytest.raises(dk.BudgetExceeded) as info:
+        dk.get("symbolic", level="array", size_budget=5).grad(f)(jnp.ones(3))
+    assert info.value.stage == "build" and "\n" not in str(info.value)
+    assert "array nodes" in str(info.value)

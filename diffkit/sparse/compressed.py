@@ -101,6 +101,7 @@ def _as_pattern(sparsity: Any, shape: tuple[int, int], where: str) -> Any:
             f"{where}: the sparsity pattern has shape {p.shape}, but this Jacobian is {shape} "
             "(outputs x inputs, flattened); detect it with dk.jacobian_sparsity(f, *args)"
         )
+    p.eliminate_zeros()  # a stored False is no nonzero
     p.sort_indices()
     return p
 

@@ -9,7 +9,8 @@ Two measurements, side by side in one run (``python benchmarks/bench_taylor.py``
   ``forward_laplacian`` (if installed: ``pip install -e ".[operators-bench]"``). Each method is
   one jitted function; times are medians of interleaved steady-state calls
   (``measure.time_interleaved``). Before timing, every exact method is checked against the
-  others in float64 (rho <= 1e-10) at the same sizes.
+  others in float64 (rho <= 1e-10) at the same sizes. Then the cost against d = 32..256 at
+  the same width, with each method's fitted exponent in d.
 * **K-th directional derivative** ``d^K/dt^K u(x + t v)`` for K = 1..6 on a smaller MLP
   (d = 64, width 128, depth 3, vmapped over 128 points): Taylor mode (one K-jet:
   ``diffkit.taylor.directional``) against K nested ``jax.jvp``: time, XLA's flop count of
@@ -91,6 +92,24 @@ def bench_laplacian(d: int, width: int, depth: int, min_time: float) -> None:
     for m, t in times.items():
         vs_folx = f"{t['median'] / times['folx']['median']:8.2f}" if "folx" in times else "       -"
         print(f"  {m:16} {1e3 * t['median']:10.2f} {t['median'] / base:13.2f} {vs_folx}  {t['n']}")
+
+
+def bench_dims(dims: list[int], width: int, depth: int, min_time: float) -> None:
+    """The Laplacian's cost against d at fixed width: the fitted exponent in d of each method
+    (the laws: d directions each, so linear in d for the forward methods once the d x width
+    first layer does not dominate; nested reverse builds the d x d Hessian)."""
+    print(f"Laplacian cost against d (width {width}, depth {depth}, float32)")
+    fns = {}
+    for d in dims:
+        x = jnp.asarray(np.random.default_rng(1).uniform(-1, 1, d), jnp.float32)
+        for m, f in laplacians(d, width, depth, jnp.float32).items():
+            if m != "jet":
+                fns[(m, d)] = functools.partial(f, x)
+    times = time_interleaved({f"{m} {d}": f for (m, d), f in fns.items()}, min_time)
+    for m in dict.fromkeys(m for m, _ in fns):
+        t = np.array([times[f"{m} {d}"]["median"] for d in dims])
+        power = np.polyfit(np.log(dims), np.log(t), 1)[0]
+        print(f"  {m:16} ms: {' '.join(f'{1e3 * s:7.2f}' for s in t)}   exponent in d {power:.2f}")
 
 
 def _nested(f: Callable, x: Any, v: Any, K: int) -> Any:
@@ -198,9 +217,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
     if args.quick:
         bench_laplacian(16, 32, 2, 0.05)
+        bench_dims([4, 8, 16], 32, 2, 0.05)
         bench_orders(8, 16, 2, 4, range(1, 5), 0.05, args.plot)
         return
     bench_laplacian(256, 256, 4, args.min_time)
+    bench_dims([32, 64, 128, 256], 256, 4, args.min_time / 2)
     bench_orders(64, 128, 3, 128, range(1, 7), args.min_time / 2, args.plot)
 
 

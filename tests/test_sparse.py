@@ -331,13 +331,18 @@ def test_brusselator_compressed_matches_jacfwd():
 @pytest.mark.slow  # asdex's first colouring compiles with numba (~3 s)
 def test_colours_no_more_than_asdex():
     asdex = pytest.importorskip("asdex")
-    for name, size in (("brusselator-2d", 8), ("pde-1d", 50), ("pde-2d", 8)):
+    for name, size in (("brusselator-2d", 8), ("pde-1d", 50), ("pde-2d", 8), ("ba", 10)):
         inst = dk.harness.get_problem(name).build(size)
-        ours = dk.jacobian_sparsity(inst.fun, *inst.args)
-        theirs = asdex.jacobian_sparsity(inst.fun, *inst.args)
+
+        def f(x, inst=inst):  # ba's index arrays known to both
+            return inst.fun(x, *inst.args[1:])
+
+        ours = dk.jacobian_sparsity(f, inst.args[0])
+        theirs = asdex.jacobian_sparsity(f, inst.args[0])
         assert (np.asarray(theirs.todense()).astype(bool) == ours.toarray()).all()
-        colours = asdex.jacobian_coloring_from_sparsity(theirs, mode="fwd").num_colors
-        assert dk.sparse.colour_columns(ours).n_colours <= colours
+        for mode, colour in (("fwd", dk.sparse.colour_columns), ("rev", dk.sparse.colour_rows)):
+            colours = asdex.jacobian_coloring_from_sparsity(theirs, mode=mode).num_colors
+            assert colour(ours).n_colours <= colours
 
 
 @pytest.mark.slow  # ht's model is ~1 000 equations: ~8 s on 2 shared cores

@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import diffkit as dk
-from diffkit.sparse.families import brusselator
+from diffkit.harness.sparse_families import brusselator
 
 
 def _block(x: Any) -> Any:

@@ -2,7 +2,7 @@
 derivatives.
 
 References are independent of the detector: patterns written from the stencils
-(diffkit.sparse.families' ``*_pattern``), the nonzeros of JAX's own dense ``jax.jacfwd`` /
+(diffkit.harness.sparse_families' ``*_pattern``), the nonzeros of JAX's own dense ``jax.jacfwd`` /
 ``jax.hessian`` at random points, and each method's own dense Jacobian or Hessian.
 """
 
@@ -22,9 +22,9 @@ from test_fuzz import _eval, build, points, recipes
 
 import diffkit as dk
 from diffkit.accuracy import rho
-from diffkit.sparse import families as fam
+from diffkit.harness import sparse_families as fam
 from diffkit.sparse.colouring import ORDERS, check_colouring
-from diffkit.sparse.compressed import _plan
+from diffkit.sparse.compressed import make_plan
 
 METHODS = ("jax-fwd", "jax-rev", "dual", "tape", "fd", "symbolic")
 
@@ -235,7 +235,7 @@ def test_star_decompression_recovers_a_symmetric_matrix():
         p = sp.csr_array(p + p.T + sp.eye_array(25, dtype=bool))
         vals = np.triu(rng.standard_normal((25, 25)) * p.toarray())
         h = vals + np.triu(vals, 1).T
-        plan = _plan(p, "star", "best", 0.0)
+        plan = make_plan(p, "star", "best", 0.0)
         compressed = (h @ plan.colouring.seeds().T).T  # (colours, n)
         got = np.asarray(plan.assemble(jnp.asarray(compressed)).todense())
         np.testing.assert_allclose(got, h, rtol=1e-6, atol=1e-6)
@@ -368,12 +368,12 @@ def test_gradbench_patterns_exact(name):
 
 
 def test_sparse_compare_rows():
-    rows = dk.sparse.sparse_compare("pde-1d", [12], ["jax-fwd", "jax-rev"], min_time=0.005)
+    rows = dk.harness.sparse_compare("pde-1d", [12], ["jax-fwd", "jax-rev"], min_time=0.005)
     assert [(r["method"], r["mode"], r["colours"], r["nnz"]) for r in rows] == [
         ("jax-fwd", "fwd", 3, 34),
         ("jax-rev", "rev", 3, 34),
     ]
     assert all(r["rho"] < 1e-5 and r["dense_passes"] == 12 for r in rows)
-    assert "speedup" in dk.sparse.format_sparse(rows)
+    assert "speedup" in dk.harness.format_sparse(rows)
     with pytest.raises(dk.DiffkitError, match="scalar loss"):
-        dk.sparse.sparse_compare("rosenbrock-ext", [4], ["jax-fwd"])
+        dk.harness.sparse_compare("rosenbrock-ext", [4], ["jax-fwd"])

@@ -240,7 +240,7 @@ def test_the_public_functions_are_functions_not_modules() -> None:
 LAYERS = [
     ["_core"],
     ["rules", "checkpoint", "sharding", "accuracy", "examples"],
-    ["fd", "symbolic", "extend"],
+    ["fd", "symbolic", "extend", "sparse", "taylor"],
     ["differentiators"],
     ["diagnosis", "html"],
     ["testing"],

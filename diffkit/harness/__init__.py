@@ -13,6 +13,8 @@
   ``train(task, methods, budget=...)`` (loss vs forward-pass equivalents and seconds)
 * GradBench's evals as problems (``gradbench``, with its nested-gradient solver in
   ``gradbench.nested``); the memory study (``memory_sweep``)
+* sparse derivatives: ``sparse_compare(problem, sizes, methods)`` (dense against compressed,
+  ``sparse_study.py``) on the sparse families of ``sparse_families.py`` (docs/sparse.md)
 
 The names load on first use: ``import diffkit.harness`` alone imports no JAX, so the sweep's
 worker process (``python -m diffkit.harness.worker``) can set its limits first.
@@ -53,6 +55,8 @@ _EXPORTS = {
     "gradbench_suite": "diffkit.harness.sweeps",
     "quick_suite": "diffkit.harness.sweeps",
     "sweep": "diffkit.harness.sweeps",
+    "format_sparse": "diffkit.harness.sparse_study",
+    "sparse_compare": "diffkit.harness.sparse_study",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)
@@ -69,6 +73,8 @@ if TYPE_CHECKING:
     from diffkit.harness.measure import TOLERANCE as TOLERANCE
     from diffkit.harness.measure import run_case as run_case
     from diffkit.harness.memory import MemoryFront as MemoryFront
+    from diffkit.harness.sparse_study import format_sparse as format_sparse
+    from diffkit.harness.sparse_study import sparse_compare as sparse_compare
     from diffkit.harness.memory import memory_sweep as memory_sweep
     from diffkit.harness.record import OUTCOMES as OUTCOMES
     from diffkit.harness.record import Record as Record

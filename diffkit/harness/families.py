@@ -124,7 +124,7 @@ _PROBLEMS: dict[str, Problem] = {}
 FAMILIES = (
     "diffkit.harness.gradbench",
     "diffkit.harness.memory",
-    "diffkit.sparse.families",
+    "diffkit.harness.sparse_families",
     "diffkit.operators.families",
 )
 _loaded = [False]

@@ -8,8 +8,9 @@ compressed derivatives for every method (docs/sparse.md).
 * ``dk.get(m).jacobian(f, sparsity="auto")``, ``.hessian(f, sparsity="auto")`` -- one pass
   per colour, a BCOO; :func:`prepare_jacobian`, :func:`prepare_hessian` -- the plan alone
   (:mod:`diffkit.sparse.compressed`);
-* :func:`sparse_compare` -- dense against compressed per method and size, with the pattern's
-  nonzeros, colours, detection and colouring times (:mod:`diffkit.sparse.study`).
+* ``dk.harness.sparse_compare`` -- dense against compressed per method and size, with the
+  pattern's nonzeros, colours, detection and colouring times (:mod:`diffkit.harness.sparse_study`;
+  the sparse families are in :mod:`diffkit.harness.sparse_families`).
 
 Example:
     >>> import diffkit as dk, jax.numpy as jnp
@@ -28,8 +29,6 @@ from diffkit.sparse.compressed import prepare_hessian as prepare_hessian
 from diffkit.sparse.compressed import prepare_jacobian as prepare_jacobian
 from diffkit.sparse.detect import hessian_sparsity as hessian_sparsity
 from diffkit.sparse.detect import jacobian_sparsity as jacobian_sparsity
-from diffkit.sparse.study import format_sparse as format_sparse
-from diffkit.sparse.study import sparse_compare as sparse_compare
 
 __all__ = [
     "Colouring",
@@ -38,10 +37,8 @@ __all__ = [
     "colour_columns",
     "colour_rows",
     "colour_star",
-    "format_sparse",
     "hessian_sparsity",
     "jacobian_sparsity",
     "prepare_hessian",
     "prepare_jacobian",
-    "sparse_compare",
 ]

@@ -42,7 +42,14 @@ from diffkit._core.trees import bytes_per_direction, check_callable, select_args
 from diffkit.sparse.colouring import Colouring, colour_columns, colour_rows, colour_star
 from diffkit.sparse.detect import _detect, hessian_sparsity
 
-__all__ = ["Plan", "prepare_hessian", "prepare_jacobian", "sparse_hessian", "sparse_jacobian"]
+__all__ = [
+    "Plan",
+    "make_plan",
+    "prepare_hessian",
+    "prepare_jacobian",
+    "sparse_hessian",
+    "sparse_jacobian",
+]
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,16 @@ def _as_pattern(sparsity: Any, shape: tuple[int, int], where: str) -> Any:
     return p
 
 
-def _plan(pattern: Any, mode: str, order: str, detect_s: float) -> Plan:
+def make_plan(pattern: Any, mode: str, order: str, detect_s: float) -> Plan:
+    """The plan for a known ``pattern``: colour it (``mode`` "fwd": columns, "rev": rows,
+    "star": a symmetric Hessian's star colouring, in vertex ``order``) and index the seeds and
+    the decompression; ``detect_s`` is recorded as the detection's time.
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> make_plan(sp.csr_array(np.eye(4, dtype=bool)), "fwd", "natural", 0.0).n_colours
+        1
+    """
     start = time.perf_counter()
     if mode == "fwd":
         colouring = colour_columns(pattern, order)
@@ -166,7 +182,7 @@ def prepare_jacobian(
         if _is_auto(sparsity)
         else _as_pattern(sparsity, detected.shape, "prepare_jacobian")
     )
-    return _plan(pattern, mode, order, detect_s if _is_auto(sparsity) else 0.0)
+    return make_plan(pattern, mode, order, detect_s if _is_auto(sparsity) else 0.0)
 
 
 def prepare_hessian(
@@ -195,7 +211,7 @@ def prepare_hessian(
         pattern = _as_pattern(sparsity, (n, n), "prepare_hessian")
         pattern = sp.csr_array(pattern + pattern.T, dtype=bool)
         pattern.sort_indices()
-    return _plan(pattern, "star" if star else "fwd", order, detect_s)
+    return make_plan(pattern, "star" if star else "fwd", order, detect_s)
 
 
 def _is_auto(sparsity: Any) -> bool:
@@ -271,7 +287,7 @@ def sparse_jacobian(
                 pattern = _as_pattern(sparsity, _shape(inner, args, argnums), where)
             detect_s = time.perf_counter() - start
             modes = [strategy] if strategy else [m for m in ("fwd", "rev") if _can(d, m)]
-            found = [_plan(pattern, m, order, detect_s) for m in modes]
+            found = [make_plan(pattern, m, order, detect_s) for m in modes]
             plans[key] = min(found, key=lambda p: p.n_colours)
         return plans[key]
 

@@ -9,7 +9,7 @@ is checked against the dense one (``rho``).
 
 Example:
     >>> import diffkit as dk
-    >>> rows = dk.sparse.sparse_compare("pde-1d", [20], ["jax-fwd"], min_time=0.01)
+    >>> rows = dk.harness.sparse_compare("pde-1d", [20], ["jax-fwd"], min_time=0.01)
     >>> r = rows[0]
     >>> r["n"], r["nnz"], r["colours"], r["dense_passes"], r["rho"] < 1e-5
     (20, 58, 3, 20, True)
@@ -30,7 +30,7 @@ from diffkit._core.registry import resolve
 from diffkit.accuracy import rho
 from diffkit.harness.families import get_problem
 from diffkit.harness.measure import time_interleaved
-from diffkit.sparse.compressed import _plan
+from diffkit.sparse.compressed import make_plan
 from diffkit.sparse.detect import jacobian_sparsity
 
 __all__ = ["format_sparse", "sparse_compare"]
@@ -51,7 +51,7 @@ def sparse_compare(
 
     Example:
         >>> import diffkit as dk
-        >>> [r["mode"] for r in dk.sparse.sparse_compare("pde-1d", [12], ["tape"], min_time=0.01)]
+        >>> [r["mode"] for r in dk.harness.sparse_compare("pde-1d", [12], ["tape"], min_time=0.01)]
         ['rev']
     """
     rows = []
@@ -77,7 +77,7 @@ def sparse_compare(
             if d.native == {"jvp", "vjp"}:
                 mode = "fwd" if inst.n <= inst.m else "rev"
             with jax.enable_x64(dtype == "float64"):
-                plan = _plan(pattern, mode, "best", detect_s)
+                plan = make_plan(pattern, mode, "best", detect_s)
                 dense = jax.jit(d.jacobian(f, strategy=mode))
                 sparse = jax.jit(d.jacobian(f, sparsity=plan.pattern, strategy=mode))
                 err = rho(

@@ -280,28 +280,25 @@ def _eigh(dtype):
 
 
 CASES: dict[str, Case] = {
-    "flax cnn": Case(_cnn, symbolic=False),
+    "flax cnn": Case(_cnn, symbolic=True),
     "flax attention": Case(_attention, symbolic=True, marks=SLOW_SYMBOLIC),
     "attention -inf mask": Case(
         _attention_einsum, symbolic=True, marks=SLOW_SYMBOLIC, realcode=False
     ),
     "optax sigmoid_focal_loss": Case(_focal, symbolic=True),
     "optax softmax_cross_entropy": Case(_softmax_xent, symbolic=True),
-    "optax safe_softmax_cross_entropy": Case(
-        _safe_softmax_xent,
-        symbolic=False,  # stop_gradient in a custom_jvp rule: refused
-    ),
+    "optax safe_softmax_cross_entropy": Case(_safe_softmax_xent, symbolic=True),
     "optax kl_divergence zeros": Case(_kl, symbolic=True),
     "optax ctc_loss": Case(_ctc, symbolic=True, marks=SLOW_SYMBOLIC),
     "optax huber_loss": Case(_huber, symbolic=True),
-    "gp nlml cholesky": Case(_gp, symbolic=False, realcode=False),
+    "gp nlml cholesky": Case(_gp, symbolic=True, realcode=False),
     "numpyro log densities": Case(_densities, symbolic=True),
     "numpyro potential_energy": Case(_hierarchical, symbolic=True),
     "xlogy at 0": Case(_xlogy, symbolic=True, realcode=False),
     "relu at 0": Case(_relu, symbolic=True, realcode=False),
-    "slogdet": Case(_slogdet, symbolic=False, realcode=False),
-    "solve": Case(_solve, symbolic=False, realcode=False),
-    "eigh eigenvalues": Case(_eigh, symbolic=False, realcode=False),
+    "slogdet": Case(_slogdet, symbolic=True, realcode=False),
+    "solve": Case(_solve, symbolic=True, realcode=False),
+    "eigh eigenvalues": Case(_eigh, symbolic=True, realcode=False),
 }
 
 #: Marks of the cases that need the realcode extra: the unit tier deselects them (-m "not

@@ -307,14 +307,17 @@ class Symbolic(Differentiator):
     ``spot_check`` (default True: on concrete inputs, the compiled program's values are
     compared with JAX's own evaluation of the function, NaN-aware, and a mismatch raises
     :class:`SpotCheckError` instead of returning a number from a wrong translation; one
-    extra jitted primal call); ``level``: ``"scalar"`` (the default: one SymPy symbol per
-    element, as below) or ``"array"`` (one symbol per array: the derivative formed over
-    whole arrays, :mod:`diffkit.symbolic.arrays`, its size independent of the number of
-    elements; native VJPs, JVPs and Jacobians by rows of them; a program it cannot build
-    falls back to the scalar level, with the reason in ``fallback``). :meth:`expression`
+    extra jitted primal call); ``level``: ``"array"`` (the default: one symbol per array, the
+    derivative formed over whole arrays, :mod:`diffkit.symbolic.arrays`, its size independent
+    of the number of elements; native VJPs, JVPs and Jacobians by rows of them; a program it
+    cannot build falls back to the scalar level, with the reason in ``fallback``) or
+    ``"scalar"`` (one SymPy symbol per element, as below: the level whose expression swell
+    the essay describes). :meth:`expression`
     prints the array-level derivative as a textbook matrix expression at either level.
 
-    Semantics: primitives are translated with JAX's meaning (NaN, infinities, integer
+    Semantics at the array level: those of ``jax.grad`` (the adjoint of each primitive is the
+    rule table's, custom rules are honoured, a NaN in a branch ``where`` did not take leaks in
+    as it does through ``jax.grad``). At the scalar level: primitives are translated with JAX's meaning (NaN, infinities, integer
     conversions, rounding) and JAX's derivative conventions at kinks (``abs`` at 0: 1;
     ``max``/``min`` ties: 1/2 each; ``clamp`` at a bound: 0); ``custom_jvp`` functions are
     differentiated by their rule; ``custom_vjp`` ones are refused. ``select`` differentiates
@@ -324,8 +327,9 @@ class Symbolic(Differentiator):
     point: such a program is valid only there, is rebuilt for new inputs, and is refused
     under ``jax.jit`` (inputs not concrete).
 
-    Cost: every operation is one call of the compiled program, which returns the outputs and
-    the whole ``m x n`` Jacobian; JVPs and VJPs are products with it. The symbolic work is
+    Cost at the array level: a VJP is one call of the compiled adjoint program, as reverse
+    mode. At the scalar level every operation is one call of the compiled program, which
+    returns the outputs and the whole ``m x n`` Jacobian; JVPs and VJPs are products with it. The symbolic work is
     done once per function, shapes and dtypes, and cached.
 
     Example:
@@ -352,7 +356,7 @@ class Symbolic(Differentiator):
         time_budget: float = 300.0,
         size_budget: int = 200_000,
         spot_check: bool = True,
-        level: str = "scalar",
+        level: str = "array",
         **base: Any,
     ) -> None:
         super().__init__(**base)
@@ -386,11 +390,14 @@ class Symbolic(Differentiator):
         return translate.backend(self.backend)
 
     def passes(self, op: str, n: int, m: int = 1) -> int:
-        """One call of the compiled program (outputs and the full Jacobian) for any ``op``.
+        """At the array level, reverse mode's passes (a VJP per row); at the scalar level one
+        call of the compiled program (outputs and the full Jacobian) for any ``op``.
 
         Example:
             >>> import diffkit as dk
             >>> dk.get("symbolic").passes("jacobian", n=100, m=10)
+            10
+            >>> dk.get("symbolic", level="scalar").passes("jacobian", n=100, m=10)
             1
         """
         if self.level == "array":  # rows by VJPs of the adjoint expression

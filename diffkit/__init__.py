@@ -71,8 +71,8 @@ if TYPE_CHECKING:
     from diffkit import fd as fd
     from diffkit import harness as harness
     from diffkit import operators as operators
-    from diffkit import taylor as taylor
     from diffkit import sparse as sparse
+    from diffkit import taylor as taylor
     from diffkit import testing as testing
     from diffkit._core.errors import DiffkitError as DiffkitError
     from diffkit._core.errors import GradCheckError as GradCheckError

@@ -44,7 +44,12 @@ def essay_sections() -> dict[str, str]:
     lines = ESSAY.read_text(encoding="utf-8").splitlines()
     start = lines.index("Contents")
     end = lines.index("Resources", start)
-    headings = [lines[0], lines[2], *lines[start + 1 : end + 1], "What You Should Now Be Able To Do"]
+    headings = [
+        lines[0],
+        lines[2],
+        *lines[start + 1 : end + 1],
+        "What You Should Now Be Able To Do",
+    ]
     body_starts = []
     for heading in headings:  # the body's heading: its last occurrence (not the Contents')
         where = max(i for i, line in enumerate(lines) if line == heading)

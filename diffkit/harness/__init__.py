@@ -73,14 +73,14 @@ if TYPE_CHECKING:
     from diffkit.harness.measure import TOLERANCE as TOLERANCE
     from diffkit.harness.measure import run_case as run_case
     from diffkit.harness.memory import MemoryFront as MemoryFront
-    from diffkit.harness.sparse_study import format_sparse as format_sparse
-    from diffkit.harness.sparse_study import sparse_compare as sparse_compare
     from diffkit.harness.memory import memory_sweep as memory_sweep
     from diffkit.harness.record import OUTCOMES as OUTCOMES
     from diffkit.harness.record import Record as Record
     from diffkit.harness.results import Results as Results
     from diffkit.harness.results import load as load
     from diffkit.harness.results import report as report
+    from diffkit.harness.sparse_study import format_sparse as format_sparse
+    from diffkit.harness.sparse_study import sparse_compare as sparse_compare
     from diffkit.harness.sweeps import compare as compare
     from diffkit.harness.sweeps import gradbench_suite as gradbench_suite
     from diffkit.harness.sweeps import quick_suite as quick_suite

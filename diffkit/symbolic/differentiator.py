@@ -317,20 +317,20 @@ class Symbolic(Differentiator):
 
     Semantics at the array level: those of ``jax.grad`` (the adjoint of each primitive is the
     rule table's, custom rules are honoured, a NaN in a branch ``where`` did not take leaks in
-    as it does through ``jax.grad``). At the scalar level: primitives are translated with JAX's meaning (NaN, infinities, integer
-    conversions, rounding) and JAX's derivative conventions at kinks (``abs`` at 0: 1;
-    ``max``/``min`` ties: 1/2 each; ``clamp`` at a bound: 0); ``custom_jvp`` functions are
-    differentiated by their rule; ``custom_vjp`` ones are refused. ``select`` differentiates
-    as JAX's JVP (the chosen branch's derivative), so a NaN derivative in the branch not
-    taken does not leak in as it does through ``jax.grad``. ``sort``, ``argsort``,
-    ``argmax`` and ``argmin`` of values that depend on the inputs use the order at the input
-    point: such a program is valid only there, is rebuilt for new inputs, and is refused
-    under ``jax.jit`` (inputs not concrete).
+    as it does through ``jax.grad``). At the scalar level: primitives are translated with
+    JAX's meaning (NaN, infinities, integer conversions, rounding) and JAX's derivative
+    conventions at kinks (``abs`` at 0: 1; ``max``/``min`` ties: 1/2 each; ``clamp`` at a
+    bound: 0); ``custom_jvp`` functions are differentiated by their rule; ``custom_vjp`` ones
+    are refused. ``select`` differentiates as JAX's JVP (the chosen branch's derivative), so
+    a NaN derivative in the branch not taken does not leak in as it does through
+    ``jax.grad``. ``sort``, ``argsort``, ``argmax`` and ``argmin`` of values that depend on
+    the inputs use the order at the input point: such a program is valid only there, is
+    rebuilt for new inputs, and is refused under ``jax.jit`` (inputs not concrete).
 
     Cost at the array level: a VJP is one call of the compiled adjoint program, as reverse
     mode. At the scalar level every operation is one call of the compiled program, which
-    returns the outputs and the whole ``m x n`` Jacobian; JVPs and VJPs are products with it. The symbolic work is
-    done once per function, shapes and dtypes, and cached.
+    returns the outputs and the whole ``m x n`` Jacobian; JVPs and VJPs are products with it.
+    The symbolic work is done once per function, shapes and dtypes, and cached.
 
     Example:
         >>> import diffkit as dk, jax.numpy as jnp

@@ -13,7 +13,7 @@ import pytest
 import diffkit as dk
 from diffkit.operators import EXACT, biharmonic, hessian_trace, hvp, laplacian, linear_operator
 from diffkit.operators import variance as theory
-from diffkit.operators.families import mlp, mlp_params
+from diffkit.harness.operator_families import mlp, mlp_params
 
 
 def _net(d: int = 4, width: int = 6, activation: str = "tanh"):

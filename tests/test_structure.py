@@ -241,7 +241,7 @@ LAYERS = [
     ["_core"],
     ["rules", "checkpoint", "sharding", "accuracy", "examples"],
     ["fd", "symbolic", "extend", "sparse", "taylor"],
-    ["differentiators"],
+    ["differentiators", "operators"],
     ["diagnosis", "html"],
     ["testing"],
     ["harness"],

@@ -125,7 +125,7 @@ FAMILIES = (
     "diffkit.harness.gradbench",
     "diffkit.harness.memory",
     "diffkit.harness.sparse_families",
-    "diffkit.operators.families",
+    "diffkit.harness.operator_families",
 )
 _loaded = [False]
 

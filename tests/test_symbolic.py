@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import time
 
 import jax
 import jax.numpy as jnp
@@ -387,3 +388,21 @@ def test_symengine_missing_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
         assert "\n" not in str(info.value)
     finally:
         translate._symengine.cache_clear()
+
+
+def test_a_second_ring_while_the_first_unwinds_is_still_a_budget_error(monkeypatch) -> None:
+    """The timer rings every 50 ms past the deadline; a ring that lands while the first one is
+    being turned into BudgetExceeded (seen on a loaded machine) must not escape as the
+    internal alarm."""
+    budget = sym_module._Budget(0.05, 10)
+    real_error = sym_module._Budget._error
+
+    def ringing(self, kind):
+        self._alarm(signal.SIGALRM, None)  # the next ring, arriving mid-handling
+        return real_error(self, kind)
+
+    monkeypatch.setattr(sym_module._Budget, "_error", ringing)
+    with pytest.raises(sym_module.BudgetExceeded, match="time_budget"):
+        with budget.stage("build", "nodes"):
+            time.sleep(2)  # interrupted by the first ring
+    assert signal.getitimer(signal.ITIMER_REAL)[0] == 0  # the timer is off again

@@ -102,11 +102,13 @@ class _Budget:
         self.deadline = start + self.seconds
         previous = self._arm() if interruptible else None
         try:
-            yield self
-        except _Alarm:
+            try:
+                yield self
+            finally:  # later rings are ignored from here; one that came before is caught below
+                self.armed = False
+        except _Alarm:  # (a second ring while the first was unwinding is an _Alarm too)
             raise self._error("time") from None
         finally:
-            self.armed = False
             if previous is not None:
                 signal.setitimer(signal.ITIMER_REAL, 0)
                 signal.signal(signal.SIGALRM, previous)

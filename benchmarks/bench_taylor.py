@@ -39,8 +39,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's diffkit
 from diffkit.accuracy import rho
 from diffkit.harness.measure import time_interleaved
-from diffkit.operators import laplacian
 from diffkit.harness.operator_families import mlp, mlp_params
+from diffkit.operators import laplacian
 from diffkit.taylor import directional
 
 METHODS = ("collapsed", "nested-reverse", "hvp", "taylor", "jet")

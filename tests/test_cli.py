@@ -83,13 +83,15 @@ def assert_one_line_error(code: int, err: str, *needles: str) -> None:
 @pytest.mark.slow  # a fresh interpreter importing diffkit and SymPy: ~2-4 s on 2 cores
 def test_import_and_help_load_no_jax() -> None:
     """``import diffkit`` and ``diffkit --help`` stay light: JAX loads on first use, after
-    ``--backend`` has been read; ``dk.get("symbolic")`` imports SymPy only when it works."""
+    ``--backend`` has been read; symbolic's scalar level imports SymPy only when it works."""
     code = (
         "import sys, diffkit, diffkit.cli as cli; assert 'jax' not in sys.modules\n"
         "try: cli.main(['compare', '--help'])\nexcept SystemExit: pass\n"
         "assert 'jax' not in sys.modules\n"
         "import diffkit as dk; d = dk.get('symbolic'); assert 'sympy' not in sys.modules\n"
-        "assert float(d.grad(lambda x: x * x)(3.0)) == 6.0 and 'sympy' in sys.modules\n"
+        "assert float(d.grad(lambda x: x * x)(3.0)) == 6.0\n"  # the array level
+        "s = dk.get('symbolic', level='scalar'); assert 'sympy' not in sys.modules\n"
+        "assert float(s.grad(lambda x: x * x)(3.0)) == 6.0 and 'sympy' in sys.modules\n"
         "print('ok')"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

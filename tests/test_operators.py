@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import diffkit as dk
+from diffkit.harness.operator_families import mlp, mlp_params
 from diffkit.operators import EXACT, biharmonic, hessian_trace, hvp, laplacian, linear_operator
 from diffkit.operators import variance as theory
-from diffkit.harness.operator_families import mlp, mlp_params
 
 
 def _net(d: int = 4, width: int = 6, activation: str = "tanh"):

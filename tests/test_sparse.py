@@ -377,3 +377,15 @@ def test_sparse_compare_rows():
     assert "speedup" in dk.harness.format_sparse(rows)
     with pytest.raises(dk.DiffkitError, match="scalar loss"):
         dk.harness.sparse_compare("rosenbrock-ext", [4], ["jax-fwd"])
+
+
+def test_bad_arguments_get_one_line():
+    """A string argument, or a non-function, is named in one line (was NumPy's 'data type
+    'abc' not understood')."""
+    for call, needle in (
+        (lambda: dk.jacobian_sparsity(lambda x: x, "abc"), "argument 0 has a leaf of type str"),
+        (lambda: dk.hessian_sparsity(3.0, jnp.ones(2)), "expected a function"),
+    ):
+        with pytest.raises(dk.InputTypeError) as info:
+            call()
+        assert needle in str(info.value) and "\n" not in str(info.value), str(info.value)

@@ -29,8 +29,9 @@ import numpy as np
 import scipy.sparse as sp
 from jax.extend import core as jex_core
 
-from diffkit._core.errors import DiffkitError
+from diffkit._core.errors import DiffkitError, InputTypeError
 from diffkit._core.jaxpr import Interpreter, evaluate, inner_jaxpr, interpret, is_float
+from diffkit._core.trees import check_callable
 from diffkit.rules import RULES
 from diffkit.sparse.rules import ACTIONS, KIND_ACTIONS, Dep, blank, dense, empty, rows_of
 
@@ -251,7 +252,16 @@ CONTROL: dict[str, Callable[[Detector, Any, list[Any]], list[Any]]] = {
 # ------------------------------------------------------------------ the public functions
 
 
-def _abstract(x: Any) -> Any:
+#: What a leaf of an argument may be: only its shape and dtype are read.
+_LEAVES = (jax.ShapeDtypeStruct, jax.Array, np.ndarray, np.generic, float, int, bool, complex)
+
+
+def _abstract(x: Any, where: str = "jacobian_sparsity", i: int = 0) -> Any:
+    if not isinstance(x, _LEAVES):
+        raise InputTypeError(
+            f"{where}: argument {i} has a leaf of type {type(x).__name__}; pass arrays, Python "
+            "numbers or jax.ShapeDtypeStruct (only shapes and dtypes are read), or pytrees of them"
+        )
     return jax.ShapeDtypeStruct(np.shape(x), jnp.result_type(x))
 
 
@@ -264,10 +274,11 @@ def _detect(
             f"{where}: argnums={argnums!r} must name positional arguments of the {len(args)} given"
         )
     nums = tuple(a % len(args) for a in nums)
+    check_callable(where, f)
     leaves, trees = [], []
-    for a in args:
+    for i, a in enumerate(args):
         ls, tree = jax.tree_util.tree_flatten(a)
-        leaves.append([_abstract(x) for x in ls])
+        leaves.append([_abstract(x, where, i) for x in ls])
         trees.append(tree)
     diff = [x for a in nums for x in leaves[a]]
     n = sum(int(np.prod(x.shape, dtype=np.int64)) for x in diff)
@@ -332,6 +343,7 @@ def hessian_sparsity(f: Callable, *args: Any, argnums: int | Sequence[int] = 0) 
         >>> p.toarray().astype(int).tolist()
         [[1, 1, 0], [1, 0, 1], [0, 1, 0]]
     """
+    check_callable("hessian_sparsity", f)
     for a in jax.tree_util.tree_leaves(jax.eval_shape(f, *args)):
         if a.shape != ():
             raise DiffkitError(

@@ -331,6 +331,7 @@ def test_brusselator_compressed_matches_jacfwd():
 @pytest.mark.slow  # asdex's first colouring compiles with numba (~3 s)
 def test_colours_no_more_than_asdex():
     import asdex  # the test extra installs it (sparse-bench): run in CI, not skipped
+
     for name, size in (("brusselator-2d", 8), ("pde-1d", 50), ("pde-2d", 8), ("ba", 10)):
         inst = dk.harness.get_problem(name).build(size)
 

@@ -58,6 +58,7 @@ __all__ = [
     "transposable",
     "unsupported",
     "user_site",
+    "where_lanes",
     "zero_tangent",
 ]
 
@@ -228,6 +229,19 @@ def carry_mask(
         if new == mask:
             return mask
         mask = new
+
+
+def where_lanes(running: Any, new: Any, old: Any) -> Any:
+    """``new`` where ``running`` (over the leading axes), else ``old``: a batched
+    ``while_loop``'s carry, its finished lanes kept (dual and Taylor mode both need it).
+
+    Example:
+        >>> where_lanes(jnp.array([True, False]), jnp.ones((2, 3)), jnp.zeros((2, 3))).sum()
+        Array(3., dtype=float32)
+    """
+    return jnp.where(
+        running.reshape(running.shape + (1,) * (jnp.ndim(new) - running.ndim)), new, old
+    )
 
 
 def inner_jaxpr(eqn: Any) -> Any | None:

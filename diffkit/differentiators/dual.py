@@ -38,6 +38,7 @@ from diffkit._core.jaxpr import (
     split_solve,
     symbolic_zeros,
     user_site,
+    where_lanes,
     zero_tangent,
 )
 from diffkit._core.registry import register
@@ -240,16 +241,9 @@ def _while(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> li
             return new
         # a batched predicate (a vmapped loop): only the lanes still running take the step
         running = pred(carry)
-        return jax.tree.map(lambda n, o: _where_lanes(running, n, o), new, carry)
+        return jax.tree.map(lambda n, o: where_lanes(running, n, o), new, carry)
 
     return _join(*lax.while_loop(lambda c: jnp.any(pred(c)), body_fun, _split(init, mask)), mask)
-
-
-def _where_lanes(running: Any, new: Any, old: Any) -> Any:
-    """``new`` where ``running`` (over the leading axes), else ``old``."""
-    return jnp.where(
-        running.reshape(running.shape + (1,) * (jnp.ndim(new) - running.ndim)), new, old
-    )
 
 
 def _scan(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:

@@ -40,6 +40,7 @@ from diffkit._core.jaxpr import (
     split_solve,
     symbolic_zeros,
     user_site,
+    where_lanes,
     zero_tangent,
 )
 from diffkit.rules.table import REFUSED, RULES
@@ -136,16 +137,10 @@ def _while(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any) -> lis
         if jnp.ndim(cond.out_avals[0]) == 0:
             return new
         running = pred(carry)  # a batched predicate: only running lanes take the step
-        return jax.tree.map(lambda n, o: _where_lanes(running, n, o), new, carry)
+        return jax.tree.map(lambda n, o: where_lanes(running, n, o), new, carry)
 
     start = _promote_float(tm, init, mask)
     return list(lax.while_loop(lambda c: jnp.any(pred(c)), body_fun, start))
-
-
-def _where_lanes(running: Any, new: Any, old: Any) -> Any:
-    return jnp.where(
-        running.reshape(running.shape + (1,) * (jnp.ndim(new) - running.ndim)), new, old
-    )
 
 
 def _scan(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:

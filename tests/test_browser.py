@@ -23,6 +23,8 @@ import pytest
 from _html import hand_worked_example, records, worked_page
 
 from diffkit.harness import Results
+from diffkit.harness.measure import pattern_cells
+from diffkit.harness.sparse_families import pde_1d_pattern
 from diffkit.html import report
 
 pytestmark = pytest.mark.browser  # the unit tier deselects it: -m "not browser"
@@ -235,3 +237,32 @@ def test_report_page_in_the_browser(browser: Any, tmp_path: Path, shots: Path) -
         )
         assert errors == []
         page.close()
+
+
+def test_report_draws_the_sparsity_pattern(browser: Any, tmp_path: Path, shots: Path) -> None:
+    """A compressed Jacobian's record carries its pattern drawn small; the page draws one
+    block per cell, and says the colours and the speedup; a report without one hides it."""
+    pattern = pde_1d_pattern(40)
+    cells = pattern_cells(pattern, grid=16)
+    base = {"problem": "pde-1d", "size": 40, "n": 40, "m": 40, "dtype": "float64",
+            "outcome": "ok", "primal_median": 1e-6, "meta": {"backend": "cpu"}}  # fmt: skip
+    recs = [
+        base | {"method": "jax-fwd", "time_median": 4e-5, "ratio": 40.0, "key": "a"},
+        base | {"method": "jax-fwd+sparse", "time_median": 2e-6, "ratio": 2.0, "key": "b",
+                "nnz": pattern.nnz, "colours": 3, "sparse_mode": "fwd", "pattern_cells": cells},
+    ]  # fmt: skip
+    path = report(Results(recs)).save(tmp_path / "sparse.html")
+    page, errors = open_page(browser, path, "wide")
+    accessible(page)
+    assert page.is_visible("#patterns-section")
+    figure = page.locator("#patterns figure[data-problem=pde-1d]")
+    assert figure.locator("svg.pattern rect").count() == len(cells["cells"]) + 1  # + the frame
+    text = figure.inner_text()
+    assert f"{pattern.nnz} nonzeros" in text and "jax-fwd: 3 column colours, 20x faster" in text
+    figure.screenshot(path=str(shots / "report-pattern.png"))
+    assert errors == []
+    page.close()
+    plain = report(Results(records())).save(tmp_path / "plain.html")
+    page, errors = open_page(browser, plain, "wide")
+    assert page.is_hidden("#patterns-section") and errors == []
+    page.close()

@@ -24,6 +24,7 @@ import pytest
 import diffkit as dk
 from diffkit.cli import main, parse_sizes
 from diffkit.harness import Results
+from diffkit.html import report
 
 
 def verdict(records: list[dict]) -> str:
@@ -274,6 +275,29 @@ def test_compare_writes_table_files_and_resumes(tmp_path, capsys) -> None:
     figs = tmp_path / "figs"
     assert main(["plot", str(out), "--out", str(figs)]) == 0
     assert (figs / "rosenbrock-float32.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # a command-line run in a subprocess: ~8 s on 2 cores
+def test_compare_sparse_shows_dense_against_compressed(tmp_path, capsys) -> None:
+    out = tmp_path / "res"
+    args = ["compare", "--sparse", "--problem", "pde-1d", "--sizes", "30", "--methods"]
+    done = run(*args, "jax-fwd,tape", "--min-time", "0.01", "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    by = {r["method"]: r for r in records}
+    assert sorted(by) == ["jax-fwd", "jax-fwd+sparse", "tape", "tape+sparse"]
+    assert all(r["outcome"] == "ok" and r["accurate"] for r in records)
+    assert (by["jax-fwd"]["passes"], by["jax-fwd+sparse"]["passes"]) == (30, 3)
+    view = done.stdout.split("dense against compressed")[1].split("\n\n")[0]
+    rows = {r[2]: r for r in (line.split() for line in view.splitlines()[2:])}
+    assert rows["jax-fwd"][:4] == ["pde-1d", "30", "jax-fwd", "30/3"]
+    assert rows["tape"][3:5] == ["30/3", str(by["tape+sparse"]["nnz"])]
+    # the report draws the pattern
+    assert main(["report", str(out), "-o", str(tmp_path / "r.html")]) == 0
+    (drawn,) = report(str(out)).data["patterns"]
+    assert (drawn["problem"], drawn["n"], drawn["nnz"]) == ("pde-1d", 30, 88)
+    assert main([*args, "jax-fwd", "--suite", "gradbench"]) == 2
+    assert "leave out --problem/function/--sparse" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a command-line run interrupted in a subprocess: ~3 s on 2 cores

@@ -49,7 +49,7 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
     """The sweep's problems, sizes and methods from the command line (the quick suite when
     neither a function nor a problem is given)."""
     import diffkit as dk
-    from diffkit._core.registry import resolve
+    from diffkit.harness.measure import resolve_method
     from diffkit.harness.sweeps import check_target
 
     if args.target and args.problem:
@@ -65,11 +65,19 @@ def _cases(args: argparse.Namespace) -> dict[str, Any]:
         )
     methods = split(args.methods) or dk.names()
     for m in methods:  # fail early, naming the valid choices; "module:Class" is imported
-        resolve(m)
+        resolve_method(m)
     if getattr(args, "suite", "quick") == "gradbench":
-        if args.target or named:
-            raise CLIError("--suite gradbench runs its own problems: leave out --problem/function")
+        if args.target or named or args.sparse:
+            raise CLIError(
+                "--suite gradbench runs its own problems: leave out --problem/function/--sparse"
+            )
         return dk.harness.gradbench_suite(methods) | ({"sizes": sizes} if sizes else {})
+    if args.sparse:  # each method dense and compressed; the estimators only when asked for
+        if not args.methods:
+            methods = [m for m in methods if resolve_method(m)[0].mode != "stochastic"]
+        methods = dk.harness.with_sparse(methods)
+        if not args.target and not named:
+            return dk.harness.sparse_suite(methods) | ({"sizes": sizes} if sizes else {})
     if not args.target and not named:
         return dk.harness.quick_suite(methods) | ({"sizes": sizes} if sizes else {})
     if args.target:
@@ -156,6 +164,8 @@ def _compare_in(args: argparse.Namespace) -> int:
         print(f"\nscaling with the device count:\n{scaling_text(res)}")
     if args.format == "table" and getattr(args, "suite", "quick") == "gradbench":
         print("\nGradBench's view: derivative time / primal time\n" + res.ratio_view())
+    if args.format == "table" and args.sparse:
+        print(f"\ndense against compressed (passes: dense/colours)\n{res.sparse_view()}\n")
     if args.format == "table":
         render.conclude(res, files)
     return 0

@@ -197,6 +197,8 @@ _COMPARE_EXAMPLES = """examples:
                   --dtype float64 --budget 60 --out results/
   diffkit compare my_model.py:loss --input n,32xn --sizes 10,100
   diffkit compare --problem rosenbrock --format csv > rosenbrock.csv
+  diffkit compare --sparse --out sparse/             dense against compressed Jacobians
+  diffkit compare --sparse --problem brusselator-2d --sizes 8,16,32,64 --methods jax-fwd,fd
   diffkit compare --resume                           continue an interrupted run
   diffkit compare --resume --budget 300              ... and retry its timeouts with more time
   diffkit compare --fresh                            start again; old results moved aside
@@ -261,8 +263,19 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
         help="without a function or --problem: the quick suite (default) or GradBench's twelve "
         "evals at small sizes, nested ones once per inner method",
     )
+    p.add_argument(
+        "--sparse",
+        action="store_true",
+        help="each method's Jacobian dense and compressed (name+sparse: the pattern detected, "
+        "coloured, one pass per colour), side by side; without --problem: brusselator-2d, "
+        "pde-1d, ba, ht",
+    )
     p.add_argument("--sizes", help="sizes, e.g. 10,100,1e3,1e4 or 1..13")
-    p.add_argument("--methods", help="comma-separated differentiators (default: all)")
+    p.add_argument(
+        "--methods",
+        help="comma-separated differentiators (default: all); name+sparse for a compressed "
+        "Jacobian, e.g. jax-fwd+sparse",
+    )
     p.add_argument("--dtype", choices=DTYPES, default="float32")
     p.add_argument(
         "--budget", type=_positive("seconds"), default=60.0, help="seconds per case (default 60)"

@@ -13,8 +13,9 @@
   ``train(task, methods, budget=...)`` (loss vs forward-pass equivalents and seconds)
 * GradBench's evals as problems (``gradbench``, with its nested-gradient solver in
   ``gradbench.nested``); the memory study (``memory_sweep``)
-* sparse derivatives: ``sparse_compare(problem, sizes, methods)`` (dense against compressed,
-  ``sparse_study.py``) on the sparse families of ``sparse_families.py`` (docs/sparse.md)
+* sparse derivatives: a method named ``name+sparse`` measures its compressed Jacobian
+  (``run_case``, ``sweep``; ``sparse_suite``, ``with_sparse``, ``Results.sparse_view``), on
+  the sparse families of ``sparse_families.py`` among others (docs/sparse.md)
 
 The names load on first use: ``import diffkit.harness`` alone imports no JAX, so the sweep's
 worker process (``python -m diffkit.harness.worker``) can set its limits first.
@@ -54,9 +55,9 @@ _EXPORTS = {
     "compare": "diffkit.harness.sweeps",
     "gradbench_suite": "diffkit.harness.sweeps",
     "quick_suite": "diffkit.harness.sweeps",
+    "sparse_suite": "diffkit.harness.sweeps",
+    "with_sparse": "diffkit.harness.sweeps",
     "sweep": "diffkit.harness.sweeps",
-    "format_sparse": "diffkit.harness.sparse_study",
-    "sparse_compare": "diffkit.harness.sparse_study",
 }
 __all__ = sorted(_EXPORTS)
 __getattr__, __dir__ = exports(__name__, _EXPORTS)
@@ -79,9 +80,9 @@ if TYPE_CHECKING:
     from diffkit.harness.results import Results as Results
     from diffkit.harness.results import load as load
     from diffkit.harness.results import report as report
-    from diffkit.harness.sparse_study import format_sparse as format_sparse
-    from diffkit.harness.sparse_study import sparse_compare as sparse_compare
     from diffkit.harness.sweeps import compare as compare
     from diffkit.harness.sweeps import gradbench_suite as gradbench_suite
     from diffkit.harness.sweeps import quick_suite as quick_suite
+    from diffkit.harness.sweeps import sparse_suite as sparse_suite
     from diffkit.harness.sweeps import sweep as sweep
+    from diffkit.harness.sweeps import with_sparse as with_sparse

@@ -31,7 +31,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from diffkit._core.errors import DiffkitError
-from diffkit._core.interface import safe_compile_options
+from diffkit._core.interface import Differentiator, safe_compile_options
 from diffkit._core.registry import resolve
 from diffkit._core.types import Array
 from diffkit.harness.estimators import BIAS_Z, quality
@@ -41,6 +41,7 @@ from diffkit.harness.record import (
     OK,
     OUTCOMES,
     SKIPPED,
+    SPARSE,
     Record,
     case_key,
     format_bytes,
@@ -48,13 +49,17 @@ from diffkit.harness.record import (
     summarize_error,
 )
 from diffkit.harness.tolerance import rejudge
+from diffkit.sparse.compressed import plan_jacobian
 
 __all__ = [
     "OUTCOMES",
+    "SPARSE",
     "TOLERANCE",
     "case_key",
     "classify",
     "metadata",
+    "pattern_cells",
+    "resolve_method",
     "run_case",
 ]
 
@@ -354,6 +359,49 @@ def _finite(x: float | None) -> float | None:
     return x if x is None or np.isfinite(x) else None
 
 
+def resolve_method(spec: str, **options: Any) -> tuple[Differentiator, bool]:
+    """The differentiator a case's method names, and whether the case measures its
+    compressed Jacobian (a name ending in :data:`SPARSE`).
+
+    Example:
+        >>> d, compressed = resolve_method("jax-fwd+sparse")
+        >>> d.name, compressed
+        ('jax-fwd', True)
+    """
+    base = spec.removesuffix(SPARSE)
+    d = resolve(base, **options)
+    if base != spec and d.mode == "stochastic":
+        raise DiffkitError(
+            f"method {spec!r}: a stochastic estimate is not compressed by colouring (its "
+            f"passes are random directions, not seeds); measure {base} dense, and +sparse "
+            "on an exact method (jax-fwd, jax-rev, dual, tape, fd, symbolic)"
+        )
+    return d, base != spec
+
+
+def pattern_cells(pattern: Any, grid: int = 48) -> dict[str, Any]:
+    """A sparsity pattern drawn small, for the report page: its ``shape``, the ``grid`` of
+    at most ``grid x grid`` blocks it is cut into, and ``cells``: ``[block row, block
+    column, nonzeros in it]`` for each block holding any (a few hundred numbers, whatever
+    the size).
+
+    Example:
+        >>> import numpy as np, scipy.sparse as sp
+        >>> pattern_cells(sp.csr_array(np.eye(4, dtype=bool)), grid=2)
+        {'shape': [4, 4], 'grid': [2, 2], 'cells': [[0, 0, 2], [1, 1, 2]]}
+    """
+    coo = pattern.tocoo()
+    (m, n), (gr, gc) = pattern.shape, (min(pattern.shape[0], grid), min(pattern.shape[1], grid))
+    rows, cols = (
+        coo.row.astype(np.int64) * gr // max(m, 1),
+        coo.col.astype(np.int64) * gc // max(n, 1),
+    )
+    block = rows * gc + cols
+    keys, counts = np.unique(block, return_counts=True)
+    cells = [[int(k // gc), int(k % gc), int(c)] for k, c in zip(keys, counts, strict=True)]
+    return {"shape": [int(m), int(n)], "grid": [int(gr), int(gc)], "cells": cells}
+
+
 def new_record(
     problem: Problem,
     size: int | None,
@@ -457,7 +505,7 @@ def _measure(
     on_start: Callable[[Record], None] | None,
     memory_limit: float | None = None,
 ) -> None:
-    d = resolve(rec["method"], **rec["method_options"])
+    d, compressed = resolve_method(rec["method"], **rec["method_options"])
     shared = _shared(rec, prob, accuracy, cache)
     inst: Instance = shared["inst"]
     rec.update({"n": inst.n, "m": inst.m, "quantity": inst.quantity, "mode": d.mode})
@@ -471,10 +519,13 @@ def _measure(
         )
     except Exception:
         rec["evaluations"] = None
-    derivative = d.grad(inst.fun) if inst.quantity == "grad" else d.jacobian(inst.fun)
+    if compressed:
+        derivative, as_dense = _compressed(rec, d, inst)
+    else:
+        derivative = d.grad(inst.fun) if inst.quantity == "grad" else d.jacobian(inst.fun)
     compiled, result = _compile(rec, derivative, inst.args, memory_limit)
     if accuracy:
-        _judge(rec, result, shared["reference"], d.mode)
+        _judge(rec, as_dense(result) if compressed else result, shared["reference"], d.mode)
         rejudge(rec, shared)  # a miss where JAX itself is no closer: the problem's conditioning
     if accuracy and d.mode == "stochastic":  # judged as an estimator: bias within its error
         rec.update(quality(d, inst.fun, inst.args, shared["reference"][0]))  # type: ignore[typeddict-item]
@@ -489,6 +540,53 @@ def _measure(
     rec.update({f"time_{k}": v for k, v in t["derivative"].items()})  # type: ignore[typeddict-item]
     rec.update({f"primal_{k}": v for k, v in t["primal"].items()})  # type: ignore[typeddict-item]
     rec["ratio"] = rec["time_median"] / rec["primal_median"]
+
+
+def _compressed(rec: Record, d: Differentiator, inst: Instance) -> tuple[Callable, Callable]:
+    """The compressed Jacobian of a ``+sparse`` case, and the map from its BCOO to
+    :func:`jax.jacfwd`'s layout (for the accuracy check). The plan (pattern, colouring) is
+    prepared here, timed apart from the derivative, with the arguments that are not
+    differentiated known: closed over, so a gather through an index array (``ba``, ``ht``) is
+    exact, not conservative. The record gets ``nnz``, ``colours`` (= ``passes``),
+    ``sparse_mode``, ``detect_s``, ``colour_s`` and ``pattern_cells``."""
+    if inst.quantity != "jacobian":
+        raise DiffkitError(
+            f"{rec['method']}: problem {rec['problem']!r} is a scalar loss, whose Jacobian is "
+            "one dense row (a gradient): nothing to compress; use +sparse on a problem with a "
+            "Jacobian (brusselator-2d, pde-1d, pde-2d, ba, ht), or d.hessian(f, sparsity='auto')"
+        )
+    x, known = inst.args[0], inst.args[1:]
+
+    def f(x: Any) -> Any:
+        return inst.fun(x, *known)
+
+    plan = plan_jacobian(d, f, (x,), where=rec["method"])
+    rec.update({"nnz": int(plan.pattern.nnz), "colours": plan.n_colours, "passes": plan.n_colours})
+    rec.update({"sparse_mode": plan.mode, "detect_s": plan.detect_s, "colour_s": plan.colour_s})
+    rec["pattern_cells"] = pattern_cells(plan.pattern)
+    evaluations = getattr(d, "evaluations", None)  # fd: one stencil per colour, not per column
+    if evaluations and plan.mode == "fwd":
+        rec["evaluations"] = int(evaluations("jacobian", plan.n_colours, inst.m))
+    jac = d.jacobian(f, sparsity=plan)
+    outs, x_leaves = jax.eval_shape(f, x), jax.tree_util.tree_leaves(x)
+
+    def as_dense(bcoo: Any) -> Any:
+        dense = np.asarray(bcoo.todense())
+        out_leaves, out_tree = jax.tree_util.tree_flatten(outs)
+        rows = np.cumsum([0, *(int(np.prod(o.shape)) for o in out_leaves)])
+        cols = np.cumsum([0, *(np.size(v) for v in x_leaves)])
+        in_tree = jax.tree_util.tree_structure(x)
+        blocks = [
+            jax.tree_util.tree_unflatten(
+                in_tree,
+                [dense[r0:r1, c0:c1].reshape(o.shape + np.shape(v))
+                 for v, c0, c1 in zip(x_leaves, cols[:-1], cols[1:], strict=True)]
+            )
+            for o, r0, r1 in zip(out_leaves, rows[:-1], rows[1:], strict=True)
+        ]  # fmt: skip
+        return jax.tree_util.tree_unflatten(out_tree, blocks)
+
+    return lambda x, *rest: jac(x), as_dense
 
 
 def _shared(

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from diffkit.harness.record import SPARSE
+
 if TYPE_CHECKING:
     from diffkit.harness.record import Record
     from diffkit.harness.results import Results
@@ -45,11 +47,24 @@ def colours(methods: Iterable[str]) -> dict[str, str]:
         {'jax-rev': '#1f77b4', 'mine': '#bcbd22', 'tape': '#2ca02c'}
     """
     names = sorted(set(methods))
+    bases = sorted({m.removesuffix(SPARSE) for m in names})
     free = [c for i, c in enumerate(PALETTE) if i >= len(_FIXED)]
-    others = [m for m in names if m not in _FIXED]
-    out = {m: PALETTE[_FIXED.index(m)] for m in names if m in _FIXED}
+    others = [m for m in bases if m not in _FIXED]
+    out = {m: PALETTE[_FIXED.index(m)] for m in bases if m in _FIXED}
     out.update((m, free[i % len(free)]) for i, m in enumerate(others))
-    return dict(sorted(out.items()))
+    out.update((m, _darker(out[m.removesuffix(SPARSE)])) for m in names if m.endswith(SPARSE))
+    return {m: out[m] for m in names}
+
+
+def _darker(colour: str) -> str:
+    """A compressed Jacobian's (``name+sparse``) colour: its method's, 45% darker.
+
+    Example:
+        >>> _darker("#ffffff")
+        '#8c8c8c'
+    """
+    rgb = [int(colour[i : i + 2], 16) for i in (1, 3, 5)]
+    return "#" + "".join(f"{round(c * 0.55):02x}" for c in rgb)
 
 
 def pyplot() -> Any:

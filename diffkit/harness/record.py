@@ -41,6 +41,9 @@ OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED = (
     "error",
     "skipped",
 )
+#: A method named with this suffix (``"jax-fwd+sparse"``) measures the method's compressed
+#: Jacobian (:mod:`diffkit.sparse`): the pattern detected, coloured, one pass per colour.
+SPARSE = "+sparse"
 #: Every outcome a case can have.
 OUTCOMES = (OK, TIMEOUT, OUT_OF_MEMORY, UNSUPPORTED, ERROR, SKIPPED)
 #: Outcomes a resumed sweep retries when given more time or memory.
@@ -121,6 +124,15 @@ class Record(TypedDict, total=False):
     key: str  # case_key(record)
     host: str  # the machine, and
     device: str  # the GPU ids or "cpu", of a case run by the Ray executor (harness.executors)
+    # a compressed Jacobian (method "name+sparse", harness.measure.SPARSE): the pattern's
+    # nonzeros, the colours (= passes), "fwd" (columns) or "rev" (rows), the detection's and
+    # the colouring's times (s, apart from the derivative's), and the pattern drawn small
+    nnz: int
+    colours: int
+    sparse_mode: str
+    detect_s: float
+    colour_s: float
+    pattern_cells: dict[str, Any]
     # memory fronts (harness.memory): the method spec, and the tape's recomputed steps per scan
     label: str
     recomputed: int | None

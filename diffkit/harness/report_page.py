@@ -36,7 +36,7 @@ from diffkit.html.page import Page
 if TYPE_CHECKING:  # results.py builds its notebook view with page(): it imports this module
     from diffkit.harness.results import Results
 
-__all__ = ["Report", "command", "page"]
+__all__ = ["Report", "command", "page", "patterns"]
 
 _BODY = """
 <header>
@@ -58,6 +58,12 @@ _BODY = """
   <section aria-labelledby="charts-heading">
     <h2 id="charts-heading">Against n, per problem (log axes; dashed: fitted slope)</h2>
     <div id="charts"></div>
+  </section>
+  <section aria-labelledby="patterns-heading" id="patterns-section" hidden>
+    <h2 id="patterns-heading">Sparsity patterns of the compressed Jacobians</h2>
+    <p class="hint">Outputs down, inputs across, at each problem's largest measured size;
+    darker blocks hold more nonzeros. One pass per colour replaces one per column (or row).</p>
+    <div id="patterns" class="charts"></div>
   </section>
 </main>
 <div class="tip" id="tip" role="tooltip"></div>
@@ -108,13 +114,62 @@ def page(results: Results, title: str = "") -> Report:
         >>> r.data["records"][0]["outcome"], "<svg" in r.html or "heat" in r.html
         ('timeout', True)
     """
-    records = [dict(r, command=command(r), backend=(r.get("meta") or {}).get("backend", "?"))
-               for r in results]  # fmt: skip
+    records = [
+        {k: v for k, v in r.items() if k != "pattern_cells"}  # drawn once, in "patterns"
+        | {"command": command(r), "backend": (r.get("meta") or {}).get("backend", "?")}
+        for r in results
+    ]
     fits = [_fit_line(f, results) for f in results.fit_exponents()]
     where = str(results.path) if results.path else ""
     palette = colours(r["method"] for r in results)  # the PNGs' colours
     data = {"title": title or where or "results", "records": records, "fits": fits}
-    return Report(data | {"colours": palette})
+    return Report(data | {"colours": palette, "patterns": patterns(results)})
+
+
+def patterns(results: Results) -> list[dict[str, Any]]:
+    """The sparsity pattern of each problem's compressed Jacobians (``+sparse`` cases), at
+    its largest measured size: the pattern drawn small (``shape``, ``grid``, ``cells``:
+    :func:`~diffkit.harness.measure.pattern_cells`), its ``nnz``, and per method its
+    colours, mode and dense / compressed time there.
+
+    Example:
+        >>> from diffkit.harness import Results
+        >>> cells = {"shape": [4, 4], "grid": [2, 2], "cells": [[0, 0, 2], [1, 1, 2]]}
+        >>> recs = [{"problem": "p", "size": 2, "n": 4, "m": 4, "method": "jax-fwd",
+        ...          "outcome": "ok", "time_median": 4e-6},
+        ...         {"problem": "p", "size": 2, "n": 4, "m": 4, "method": "jax-fwd+sparse",
+        ...          "outcome": "ok", "time_median": 1e-6, "nnz": 4, "colours": 1,
+        ...          "sparse_mode": "fwd", "pattern_cells": cells}]
+        >>> [(p["problem"], p["nnz"], p["methods"]) for p in patterns(Results(recs))]
+        [('p', 4, [{'method': 'jax-fwd', 'colours': 1, 'mode': 'fwd', 'speedup': 4.0}])]
+    """
+    drawn = [r for r in results if r.get("pattern_cells") and r.get("outcome") == "ok"]
+    out = []
+    for problem in sorted({r["problem"] for r in drawn}):
+        mine = [r for r in drawn if r["problem"] == problem]
+        size = max(r.get("size") or 0 for r in mine)
+        here = [r for r in mine if (r.get("size") or 0) == size]
+        dense = {
+            (r["method"], r.get("dtype")): r["time_median"]
+            for r in results
+            if r["problem"] == problem and (r.get("size") or 0) == size
+            and r.get("outcome") == "ok" and r.get("time_median")
+        }  # fmt: skip
+        methods = []
+        for r in sorted(here, key=lambda r: r["method"]):
+            base = r["method"].removesuffix("+sparse")
+            d = dense.get((base, r.get("dtype")))
+            speedup = d / r["time_median"] if d and r.get("time_median") else None
+            methods.append(
+                {"method": base, "colours": r.get("colours"), "mode": r.get("sparse_mode"),
+                 "speedup": speedup}
+            )  # fmt: skip
+        first = here[0]
+        out.append(
+            {"problem": problem, "size": size, "n": first.get("n"), "m": first.get("m"),
+             "nnz": first.get("nnz"), **first["pattern_cells"], "methods": methods}
+        )  # fmt: skip
+    return out
 
 
 def _fit_line(fit: dict[str, Any], results: Results) -> dict[str, Any]:

@@ -291,6 +291,11 @@ def _slope(x: Sequence[float], y: Sequence[float]) -> float:
     return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
 
 
+def _ms(r: Record | None) -> str:
+    """A record's median in milliseconds, or "-" for a case that did not finish."""
+    return f"{r['time_median'] * 1e3:.3f} ms" if r else "-"
+
+
 def _text_table(headers: list[str], rows: list[list[str]]) -> str:
     """Fixed-width text: the headers, then one line per row."""
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
@@ -495,6 +500,48 @@ class Results:
             [p, size, *(by.get(m, "") for m in methods)] for (p, size), by in sorted(rows.items())
         ]
         return _text_table(["problem", "size", *methods], cells)
+
+    def sparse_view(self) -> str:
+        """Dense against compressed (``diffkit compare --sparse``): one row per problem,
+        size and method that was measured both ways (``m`` and ``m+sparse``): the passes
+        each takes (columns or rows, against colours), the pattern's nonzeros, detection and
+        colouring, the two derivatives' medians and the speedup (dense / compressed); "-"
+        where a case did not finish.
+
+        Example:
+            >>> recs = [{"problem": "p", "size": 8, "n": 128, "method": "jax-fwd",
+            ...          "outcome": "ok", "passes": 128, "time_median": 2e-3},
+            ...         {"problem": "p", "size": 8, "n": 128, "method": "jax-fwd+sparse",
+            ...          "outcome": "ok", "passes": 12, "nnz": 768, "time_median": 1e-4,
+            ...          "detect_s": 0.05, "colour_s": 0.01}]
+            >>> print(Results(recs).sparse_view())
+            problem  n    method   passes  nnz  detect+colour  dense     compressed  speedup
+            p        128  jax-fwd  128/12  768  60.0 ms        2.000 ms  0.100 ms    20.0x
+        """
+        ok = {
+            (r["problem"], r.get("size"), r["method"], r.get("dtype")): r
+            for r in self.records
+            if r.get("outcome") == OK and r.get("time_median")
+        }
+        seen = {(r["problem"], r.get("size"), r["method"], r.get("dtype")) for r in self.records}
+        cells = []
+        for problem, size, method, dtype in sorted(seen, key=lambda k: (k[0], k[1] or 0, k[2:])):
+            if method.endswith("+sparse") or (problem, size, method + "+sparse", dtype) not in seen:
+                continue
+            dense, sparse = (
+                ok.get((problem, size, method, dtype)),
+                ok.get((problem, size, method + "+sparse", dtype)),
+            )
+            some = sparse or dense or {}
+            prep = f"{(sparse['detect_s'] + sparse['colour_s']) * 1e3:.1f} ms" if sparse else "-"
+            cells.append([
+                problem, str(some.get("n", size)), method,
+                f"{dense['passes'] if dense else '-'}/{sparse['passes'] if sparse else '-'}",
+                str(sparse["nnz"]) if sparse else "-", prep, _ms(dense), _ms(sparse),
+                f"{dense['time_median'] / sparse['time_median']:.1f}x" if dense and sparse else "-",
+            ])  # fmt: skip
+        head = ["problem", "n", "method", "passes", "nnz", "detect+colour", "dense"]
+        return _text_table([*head, "compressed", "speedup"], cells)
 
     def exponents_table(self, **kwargs: Any) -> str:
         """:meth:`fit_exponents` as a text table."""

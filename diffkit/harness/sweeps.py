@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from diffkit._core.errors import DiffkitError
-from diffkit._core.registry import names, resolve
+from diffkit._core.registry import names
 from diffkit.harness import executors
 from diffkit.harness import worker as workers
 from diffkit.harness.families import Problem, get_problem, split_target
@@ -49,9 +49,18 @@ from diffkit.harness.measure import (
     finish_record,
     harness_record,
     new_record,
+    resolve_method,
     run_case,
 )
-from diffkit.harness.record import ERROR, OUT_OF_MEMORY, RETRYABLE, SKIPPED, TIMEOUT, Record
+from diffkit.harness.record import (
+    ERROR,
+    OUT_OF_MEMORY,
+    RETRYABLE,
+    SKIPPED,
+    SPARSE,
+    TIMEOUT,
+    Record,
+)
 from diffkit.harness.results import Results, read_records
 
 try:
@@ -59,7 +68,16 @@ try:
 except ImportError:  # not on Windows: no lock there
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["QUICK_SIZES", "compare", "gradbench_suite", "quick_suite", "sweep"]
+__all__ = [
+    "QUICK_SIZES",
+    "SPARSE_SIZES",
+    "compare",
+    "gradbench_suite",
+    "quick_suite",
+    "sparse_suite",
+    "sweep",
+    "with_sparse",
+]
 
 Progress = Callable[[Record, int, int], None]
 
@@ -93,6 +111,43 @@ def quick_suite(methods: Sequence[str]) -> dict[str, Any]:
         "methods": list(methods),
         "method_sizes": {m: QUICK_SMALL[m] for m in methods if m in QUICK_SMALL},
     }
+
+
+#: ``diffkit compare --sparse`` without ``--problem``: problems with sparse Jacobians, at
+#: sizes where every method's dense Jacobian still takes under a second (the crossover shows).
+SPARSE_SIZES: dict[str, list[int]] = {
+    "brusselator-2d": [8, 16, 32],
+    "pde-1d": [1_000],
+    "ba": [100],
+    "ht": [100],
+}
+
+
+def with_sparse(methods: Sequence[str]) -> list[str]:
+    """Each method, then its compressed Jacobian (``name+sparse``) where it has one (not
+    the stochastic estimators: their passes are random directions, not seeds).
+
+    Example:
+        >>> with_sparse(["jax-fwd", "spsa"])
+        ['jax-fwd', 'jax-fwd+sparse', 'spsa']
+    """
+    out: list[str] = []
+    for m in methods:
+        out.append(m)
+        if not m.endswith(SPARSE) and resolve_method(m)[0].mode != "stochastic":
+            out.append(m + SPARSE)
+    return list(dict.fromkeys(out))
+
+
+def sparse_suite(methods: Sequence[str]) -> dict[str, Any]:
+    """``diffkit compare --sparse`` on its built-in problems, as keyword arguments of
+    :func:`sweep`: each method dense and compressed (:func:`with_sparse`), side by side.
+
+    Example:
+        >>> sparse_suite(["jax-rev"])["methods"]
+        ['jax-rev', 'jax-rev+sparse']
+    """
+    return {"problems": list(SPARSE_SIZES), "sizes": SPARSE_SIZES, "methods": with_sparse(methods)}
 
 
 class _Appender:
@@ -349,7 +404,7 @@ def _check_cases(
 ) -> None:
     """One-line errors, before anything runs, for cases that cannot be measured."""
     for method in methods:
-        resolve(method)  # fail early on an unknown name
+        resolve_method(method)  # fail early on an unknown name
     for dtype in dtypes:
         if dtype not in ("float32", "float64"):
             raise DiffkitError(f"sweep: dtype must be float32 or float64, got {dtype!r}")

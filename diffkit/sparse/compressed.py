@@ -45,6 +45,7 @@ from diffkit.sparse.detect import _detect, hessian_sparsity
 __all__ = [
     "Plan",
     "make_plan",
+    "plan_jacobian",
     "prepare_hessian",
     "prepare_jacobian",
     "sparse_hessian",
@@ -239,6 +240,8 @@ def _check_sparsity(where: str, sparsity: Any, d: Any = None) -> None:
             "random directions, not seeds); use an exact method (jax-fwd, jax-rev, dual, tape, "
             "fd, symbolic) with sparsity=, or leave sparsity out"
         )
+    if isinstance(sparsity, Plan):
+        return
     if isinstance(sparsity, str) and sparsity != "auto":
         raise DiffkitError(
             f"{where}: sparsity must be 'auto' or a boolean pattern (scipy.sparse, NumPy, "
@@ -257,7 +260,8 @@ def sparse_jacobian(
 ) -> Callable:
     """``d.jacobian(f, sparsity=...)``: the Jacobian of the flattened outputs with respect
     to the flattened ``argnums`` arguments, as a ``(m, n)`` BCOO, computed in one pass per
-    colour. The plan is prepared at the first call for each input shape, and kept.
+    colour. The plan is prepared at the first call for each input shape, and kept; a
+    :class:`Plan` given as ``sparsity`` (from :func:`prepare_jacobian`) is used as it is.
 
     Example:
         >>> import diffkit as dk, jax, jax.numpy as jnp
@@ -280,15 +284,7 @@ def sparse_jacobian(
                 out = f(*a, **kwargs)
                 return out[0] if has_aux else out
 
-            start = time.perf_counter()
-            if _is_auto(sparsity):
-                pattern = _detect(inner, args, argnums, where)[0]
-            else:
-                pattern = _as_pattern(sparsity, _shape(inner, args, argnums), where)
-            detect_s = time.perf_counter() - start
-            modes = [strategy] if strategy else [m for m in ("fwd", "rev") if _can(d, m)]
-            found = [make_plan(pattern, m, order, detect_s) for m in modes]
-            plans[key] = min(found, key=lambda p: p.n_colours)
+            plans[key] = plan_jacobian(d, inner, args, argnums, sparsity, strategy, order, where)
         return plans[key]
 
     @functools.wraps(f)
@@ -307,6 +303,53 @@ def sparse_jacobian(
         return (jac, fun.unflatten_aux(aux)) if has_aux else jac
 
     return jacobian_f
+
+
+def plan_jacobian(
+    d: Any,
+    f: Callable,
+    args: tuple,
+    argnums: int | Sequence[int] = 0,
+    sparsity: Any = "auto",
+    strategy: str | None = None,
+    order: str = "best",
+    where: str = "plan_jacobian",
+) -> Plan:
+    """The plan of differentiator ``d``'s compressed Jacobian of ``f`` at ``args``' shapes:
+    the pattern detected (``"auto"``), given, or a :class:`Plan` taken as it is (its shape
+    checked), coloured for ``strategy`` or, when ``None``, for whichever of ``d``'s modes
+    needs fewer colours.
+
+    Example:
+        >>> import diffkit as dk, jax.numpy as jnp
+        >>> f = lambda x: jnp.stack([jnp.sum(x * x), x[0]])  # a dense row: 4 column colours
+        >>> plan = plan_jacobian(dk.get("jax-rev"), f, (jnp.ones(4),))
+        >>> plan.mode, plan.n_colours
+        ('rev', 2)
+    """
+    if isinstance(sparsity, Plan):
+        if sparsity.pattern.shape != _shape(f, args, argnums):
+            raise DiffkitError(
+                f"{where}: the plan is for a {sparsity.pattern.shape} Jacobian, but this one is "
+                f"{_shape(f, args, argnums)} (outputs x inputs, flattened); prepare it for "
+                "these arguments"
+            )
+        if sparsity.mode not in ("fwd", "rev") or not _can(d, sparsity.mode):
+            raise DiffkitError(
+                f"{where}: the plan seeds {sparsity.mode!r} passes, which {d.name} does not "
+                "take; prepare it with a mode this method has (dk.sparse.prepare_jacobian(..., "
+                "mode='fwd' or 'rev'))"
+            )
+        return sparsity
+    start = time.perf_counter()
+    if _is_auto(sparsity):
+        pattern = _detect(f, args, argnums, where)[0]
+    else:
+        pattern = _as_pattern(sparsity, _shape(f, args, argnums), where)
+    detect_s = time.perf_counter() - start
+    modes = [strategy] if strategy else [m for m in ("fwd", "rev") if _can(d, m)]
+    found = [make_plan(pattern, m, order, detect_s) for m in modes]
+    return min(found, key=lambda p: p.n_colours)
 
 
 def _shape(f: Callable, args: tuple, argnums: int | Sequence[int]) -> tuple[int, int]:

@@ -185,6 +185,34 @@
     }
   }
 
+  // --------------------------------------------------------------- patterns
+  // Each +sparse problem's pattern drawn small (blocks of the (m, n) matrix, darker with
+  // more nonzeros), with the colours each method needed and what they saved.
+  function patterns() {
+    const pats = data.patterns || [];
+    if (!pats.length) return;
+    $("patterns-section").hidden = false;
+    const box = clear($("patterns"));
+    for (const p of pats) {
+      const [m, n] = p.shape, [gr, gc] = p.grid;
+      const W = 240, H = Math.max(60, Math.min(360, Math.round(W * m / n)));
+      const top = Math.max(...p.cells.map((c) => c[2]));
+      const density = 100 * p.nnz / (m * n);
+      const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: "img", class: "pattern",
+                             "aria-label": `${p.problem}: ${m} x ${n} Jacobian pattern, ${p.nnz} nonzeros` },
+                    svg("rect", { x: 0, y: 0, width: W, height: H, fill: "none", stroke: "#888" }));
+      for (const [i, j, k] of p.cells)
+        s.append(svg("rect", { x: (j * W) / gc, y: (i * H) / gr, width: W / gc, height: H / gr,
+                               fill: "#1f3b73", opacity: 0.25 + 0.75 * (k / top) }));
+      const colours = p.methods.map((e) =>
+        `${e.method}: ${e.colours} ${e.mode === "rev" ? "row" : "column"} colours` +
+        (e.speedup ? `, ${ratioText(e.speedup)} faster than dense` : ""));
+      box.append(el("figure", { class: "chart", "data-problem": p.problem },
+        el("figcaption", { text: `${p.problem}, n=${n}, m=${m}: ${p.nnz} nonzeros (${fmt(density, 2)}%)` }),
+        s, el("ul", { class: "hint" }, colours.map((t) => el("li", { text: t })))));
+    }
+  }
+
   // ---------------------------------------------------------------- records
   function show(r) {
     const box = clear($("record"));
@@ -207,6 +235,7 @@
     `${uniq(records.map((r) => r.problem)).length} problems, ${methods.length} methods.`;
   filters();
   render();
+  patterns();
   window.diffkitRenderMs = performance.now();
   window.diffkitReady = true;
 })();

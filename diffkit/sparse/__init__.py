@@ -6,11 +6,11 @@ compressed derivatives for every method (docs/sparse.md).
 * :func:`colour_columns`, :func:`colour_rows`, :func:`colour_star` -- greedy colourings
   (:mod:`diffkit.sparse.colouring`);
 * ``dk.get(m).jacobian(f, sparsity="auto")``, ``.hessian(f, sparsity="auto")`` -- one pass
-  per colour, a BCOO; :func:`prepare_jacobian`, :func:`prepare_hessian` -- the plan alone
-  (:mod:`diffkit.sparse.compressed`);
-* ``dk.harness.sparse_compare`` -- dense against compressed per method and size, with the
-  pattern's nonzeros, colours, detection and colouring times (:mod:`diffkit.harness.sparse_study`;
-  the sparse families are in :mod:`diffkit.harness.sparse_families`).
+  per colour, a BCOO; :func:`prepare_jacobian`, :func:`prepare_hessian`,
+  :func:`plan_jacobian` -- the plan alone (:mod:`diffkit.sparse.compressed`);
+* ``diffkit compare --sparse`` (methods named ``name+sparse`` in the harness) -- dense against
+  compressed per method and size, with the pattern's nonzeros, colours, detection and
+  colouring times (the sparse families are in :mod:`diffkit.harness.sparse_families`).
 
 Example:
     >>> import diffkit as dk, jax.numpy as jnp
@@ -25,6 +25,7 @@ from diffkit.sparse.colouring import colour_columns as colour_columns
 from diffkit.sparse.colouring import colour_rows as colour_rows
 from diffkit.sparse.colouring import colour_star as colour_star
 from diffkit.sparse.compressed import Plan as Plan
+from diffkit.sparse.compressed import plan_jacobian as plan_jacobian
 from diffkit.sparse.compressed import prepare_hessian as prepare_hessian
 from diffkit.sparse.compressed import prepare_jacobian as prepare_jacobian
 from diffkit.sparse.detect import hessian_sparsity as hessian_sparsity
@@ -39,6 +40,7 @@ __all__ = [
     "colour_star",
     "hessian_sparsity",
     "jacobian_sparsity",
+    "plan_jacobian",
     "prepare_hessian",
     "prepare_jacobian",
 ]

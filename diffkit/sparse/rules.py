@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -409,6 +410,28 @@ def dot_general(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:
     return _outs(eqn, [rows], n)
 
 
+@functools.cache
+def _landing(
+    shape: tuple, ushape: tuple, dnums: Any, mode: Any, is_sorted: bool, unique: bool
+) -> Callable:
+    """Where each entry of a scatter's updates lands (1-based entry numbers of the operand,
+    0 for none), as one compiled program per scatter signature: the transpose of a
+    scatter-add, applied to the operand's entry numbers."""
+    size = int(np.prod(shape, dtype=np.int64))
+
+    def landing(idx: Any) -> Any:
+        def add(u: Any) -> Any:
+            return lax.scatter_add(
+                jnp.zeros(shape, jnp.float64), idx, u, dnums,
+                indices_are_sorted=is_sorted, unique_indices=unique, mode=mode,
+            )  # fmt: skip
+
+        _, pull = jax.vjp(add, jnp.zeros(ushape, jnp.float64))
+        return pull(jnp.arange(1, size + 1, dtype=jnp.float64).reshape(shape))[0]
+
+    return jax.jit(landing)
+
+
 def scatter(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:
     """Scatters (``scatter``, ``scatter-add``, ``-mul``, ``-min``, ``-max``): the operand's
     entries (less those ``scatter`` overwrites) and each update's where it lands, found by
@@ -426,21 +449,10 @@ def scatter(interp: Any, eqn: Any, invals: list[Any]) -> list[Any]:
     ushape = tuple(eqn.invars[2].aval.shape)
     p = eqn.params
     with jax.enable_x64(True):
-        base = jnp.zeros(shape, jnp.float64)
-
-        def add(u: Any) -> Any:
-            return lax.scatter_add(
-                base,
-                jnp.asarray(indices),
-                u,
-                p["dimension_numbers"],
-                indices_are_sorted=p.get("indices_are_sorted", False),
-                unique_indices=p.get("unique_indices", False),
-                mode=p.get("mode"),
-            )
-
-        _, pull = jax.vjp(add, jnp.zeros(ushape, jnp.float64))
-        (where,) = pull(jnp.arange(1, size + 1, dtype=jnp.float64).reshape(shape))
+        key = (shape, ushape, p["dimension_numbers"], p.get("mode"))
+        where = _landing(*key, bool(p.get("indices_are_sorted")), bool(p.get("unique_indices")))(
+            jnp.asarray(indices)
+        )
     dest = np.asarray(where).ravel().astype(np.int64) - 1
     landed = dest >= 0
     place = _select(size, dest[landed], np.flatnonzero(landed))

@@ -9,7 +9,8 @@ arrays (a zero tangent costs nothing). The evaluation is jax.numpy code, so it c
 and Jacobians come one chunk of directions per pass.
 
 Control flow: ``cond`` (a switch over the branches' dual evaluations), ``scan`` and
-``while_loop`` (the loop carries primal and tangent together). Custom rules are part of the
+``while_loop`` (the loop carries primal and tangent together), by the forward interpreters'
+shared handlers (:mod:`diffkit._core.forward_control`). Custom rules are part of the
 program: a ``custom_jvp`` function's tangent comes from its JVP rule, a
 ``custom_linear_solve``'s from its solve; a ``custom_vjp`` function is refused, as JAX does.
 """
@@ -22,15 +23,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
+from diffkit._core import forward_control
 from diffkit._core.errors import UnsupportedPrimitiveError
 from diffkit._core.interface import Differentiator
 from diffkit._core.jaxpr import (
-    Interpreter,
-    carry_mask,
     custom_jvp_rule,
-    depends,
     evaluate,
     interpret,
     is_float,
@@ -38,7 +36,6 @@ from diffkit._core.jaxpr import (
     split_solve,
     symbolic_zeros,
     user_site,
-    where_lanes,
     zero_tangent,
 )
 from diffkit._core.registry import register
@@ -161,24 +158,11 @@ def _tangent(v: Any) -> Any:
     return v.tangent if isinstance(v, Dual) else jnp.zeros_like(v)
 
 
-def _join(primals: Sequence[Any], tangents: Sequence[Any], mask: Sequence[bool]) -> list[Any]:
-    """Dual numbers where ``mask`` is set (taking tangents in order), plain values elsewhere."""
-    it = iter(tangents)
-    return [Dual(p, next(it)) if m else p for p, m in zip(primals, mask, strict=True)]
-
-
-def _split(values: Sequence[Any], mask: Sequence[bool]) -> tuple[list[Any], list[Any]]:
-    """Primals of all values, tangents (zeros if plain) of the masked ones."""
-    return [_primal(v) for v in values], [
-        _tangent(v) for v, m in zip(values, mask, strict=True) if m
-    ]
-
-
 def _active(values: Sequence[Any]) -> list[bool]:
     return [isinstance(v, Dual) for v in values]
 
 
-class DualInterpreter(Interpreter):
+class DualInterpreter(forward_control.ForwardInterpreter):
     """The dual-number interpreter: values that depend on the inputs are :class:`Dual`."""
 
     who = "dual"
@@ -190,6 +174,18 @@ class DualInterpreter(Interpreter):
 
     def primal(self, v: Any) -> Any:
         return _primal(v)
+
+    def pack(self, values: Sequence[Any], mask: Sequence[bool]) -> tuple[list[Any], list[Any]]:
+        """Primals of all values, tangents (zeros if plain) of the masked ones."""
+        return [_primal(v) for v in values], [
+            _tangent(v) for v, m in zip(values, mask, strict=True) if m
+        ]
+
+    def unpack(self, tree: Any, mask: Sequence[bool]) -> list[Any]:
+        """Dual numbers where ``mask`` is set (taking tangents in order), plain values elsewhere."""
+        primals, tangents = tree
+        it = iter(tangents)
+        return [Dual(p, next(it)) if m else p for p, m in zip(primals, mask, strict=True)]
 
     def apply(self, eqn: Any, invals: list[Any], xs: list[Any], rule: Any) -> list[Any]:
         found = rule.outputs(eqn, xs)
@@ -203,72 +199,6 @@ class DualInterpreter(Interpreter):
         x_dots = [v.tangent if isinstance(v, Dual) else None for v in invals]
         ys, y_dots = registered_jvp(eqn, xs, x_dots)
         return [y if t is None else Dual(y, t) for y, t in zip(ys, y_dots, strict=True)]
-
-
-# ------------------------------------------------------------ control flow
-
-
-def _cond(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    index, ops = _primal(invals[0]), invals[1:]
-    mask = _active(ops)
-    out_float = [is_float(v.aval) for v in eqn.outvars]
-
-    def branch(closed: Any) -> Callable:
-        def run(primals, tangents):
-            return _split(duals.run(closed, _join(primals, tangents, mask), site), out_float)
-
-        return run
-
-    branches = [branch(b) for b in eqn.params["branches"]]
-    ys, y_dots = lax.switch(index, branches, *_split(ops, mask))
-    return _join(ys, y_dots, out_float)
-
-
-def _while(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    p = eqn.params
-    nc, nb = p["cond_nconsts"], p["body_nconsts"]
-    cconsts = [_primal(v) for v in invals[:nc]]
-    bconsts, init = invals[nc : nc + nb], invals[nc + nb :]
-    body, cond = p["body_jaxpr"], p["cond_jaxpr"]
-    mask = carry_mask(body.jaxpr, _active(bconsts), _active(init))
-
-    def pred(carry):
-        return interpret(cond, [*cconsts, *carry[0]], evaluate)[0]
-
-    def body_fun(carry):
-        new = _split(duals.run(body, [*bconsts, *_join(*carry, mask)], site), mask)
-        if jnp.ndim(cond.out_avals[0]) == 0:
-            return new
-        # a batched predicate (a vmapped loop): only the lanes still running take the step
-        running = pred(carry)
-        return jax.tree.map(lambda n, o: where_lanes(running, n, o), new, carry)
-
-    return _join(*lax.while_loop(lambda c: jnp.any(pred(c)), body_fun, _split(init, mask)), mask)
-
-
-def _scan(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    p = eqn.params
-    nc, nk = p["num_consts"], p["num_carry"]
-    consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
-    body = p["jaxpr"]
-    cmask = carry_mask(body.jaxpr, _active(consts), _active(init), _active(xs))
-    xmask = _active(xs)
-    ymask = depends(body.jaxpr, [*_active(consts), *cmask, *xmask])[nk:]
-
-    def step(carry, x):
-        outs = duals.run(body, [*consts, *_join(*carry, cmask), *_join(*x, xmask)], site)
-        return _split(outs[:nk], cmask), _split(outs[nk:], ymask)
-
-    carry, ys = lax.scan(
-        step,
-        _split(init, cmask),
-        _split(xs, xmask),
-        length=p["length"],
-        reverse=p["reverse"],
-        unroll=p["unroll"],
-    )
-    y_primals, y_tangents = ys  # the pair step returns, stacked along the scan
-    return [*_join(*carry, cmask), *_join(y_primals, y_tangents, ymask)]
 
 
 # ------------------------------------------------------------ custom rules
@@ -317,9 +247,7 @@ def _linear_solve(duals: DualInterpreter, eqn: Any, invals: list[Any], site: Any
 
 
 DualInterpreter.special = {
-    "cond": _cond,
-    "while": _while,
-    "scan": _scan,
+    **forward_control.CONTROL_FLOW,
     "custom_jvp_call": _custom_jvp,
     "custom_vjp_call": _custom_vjp,
     "custom_linear_solve": _linear_solve,

@@ -3,8 +3,9 @@
 The dispatch is :class:`diffkit._core.jaxpr.Interpreter`'s, shared with dual and tape: an
 equation with no jet among its inputs is evaluated, calls are inlined, expansion rows run
 their program, and every other row goes to its Taylor rule (:mod:`diffkit.taylor.rules`).
-Control flow carries jets as dual carries dual numbers: ``cond`` switches over the branches'
-jet evaluations, ``scan`` and ``while_loop`` carry every coefficient together.
+Control flow carries jets as dual carries dual numbers, by the same handlers
+(:mod:`diffkit._core.forward_control`): ``cond`` switches over the branches' jet evaluations,
+``scan`` and ``while_loop`` carry every coefficient together.
 
 Custom rules are part of the program's meaning:
 
@@ -21,26 +22,21 @@ Custom rules are part of the program's meaning:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import jax
 import jax.numpy as jnp
-from jax import lax
 
+from diffkit._core import forward_control
 from diffkit._core.errors import UnsupportedPrimitiveError
 from diffkit._core.jaxpr import (
-    Interpreter,
-    carry_mask,
     custom_jvp_rule,
-    depends,
     evaluate,
     interpret,
     is_float,
     split_solve,
     symbolic_zeros,
     user_site,
-    where_lanes,
     zero_tangent,
 )
 from diffkit.rules.table import REFUSED, RULES
@@ -58,7 +54,7 @@ def _active(values: Sequence[Any]) -> list[bool]:
     return [isinstance(v, Jet) for v in values]
 
 
-class TaylorInterpreter(Interpreter):
+class TaylorInterpreter(forward_control.ForwardInterpreter):
     """Taylor mode of order ``order``: values that depend on the inputs are :class:`Jet`."""
 
     who = "taylor"
@@ -90,6 +86,15 @@ class TaylorInterpreter(Interpreter):
             return v
         return Jet(v, [jnp.zeros_like(v)] * self.order)
 
+    def pack(self, values: Sequence[Any], mask: Sequence[bool]) -> list[Any]:
+        """Jets where ``mask`` is set (promoted if plain), primals elsewhere: a jet is itself
+        a pytree, so the list crosses ``lax.scan`` and ``lax.while_loop`` as it is."""
+        return [self.promote(v) if m else _primal(v) for v, m in zip(values, mask, strict=True)]
+
+    def unpack(self, tree: Any, mask: Sequence[bool]) -> list[Any]:
+        """The values :meth:`pack` made: the list itself."""
+        return list(tree)
+
 
 _INTERPRETERS: dict[int, TaylorInterpreter] = {}
 
@@ -99,71 +104,6 @@ def at(order: int) -> TaylorInterpreter:
     if order not in _INTERPRETERS:
         _INTERPRETERS[order] = TaylorInterpreter(order)
     return _INTERPRETERS[order]
-
-
-def _promote_float(tm: TaylorInterpreter, values: Sequence[Any], mask: Sequence[bool]) -> list:
-    return [tm.promote(v) if m else _primal(v) for v, m in zip(values, mask, strict=True)]
-
-
-# ------------------------------------------------------------ control flow
-
-
-def _cond(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    index, ops = _primal(invals[0]), invals[1:]
-    out_float = [is_float(v.aval) for v in eqn.outvars]
-
-    def branch(closed: Any) -> Callable:
-        def run(*args: Any) -> list[Any]:
-            return _promote_float(tm, tm.run(closed, list(args), site), out_float)
-
-        return run
-
-    return list(lax.switch(index, [branch(b) for b in eqn.params["branches"]], *ops))
-
-
-def _while(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    p = eqn.params
-    nc, nb = p["cond_nconsts"], p["body_nconsts"]
-    cconsts = [_primal(v) for v in invals[:nc]]
-    bconsts, init = invals[nc : nc + nb], invals[nc + nb :]
-    body, cond = p["body_jaxpr"], p["cond_jaxpr"]
-    mask = carry_mask(body.jaxpr, _active(bconsts), _active(init))
-
-    def pred(carry: Any) -> Any:
-        return interpret(cond, [*cconsts, *[_primal(c) for c in carry]], evaluate)[0]
-
-    def body_fun(carry: Any) -> Any:
-        new = _promote_float(tm, tm.run(body, [*bconsts, *carry], site), mask)
-        if jnp.ndim(cond.out_avals[0]) == 0:
-            return new
-        running = pred(carry)  # a batched predicate: only running lanes take the step
-        return jax.tree.map(lambda n, o: where_lanes(running, n, o), new, carry)
-
-    start = _promote_float(tm, init, mask)
-    return list(lax.while_loop(lambda c: jnp.any(pred(c)), body_fun, start))
-
-
-def _scan(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any) -> list[Any]:
-    p = eqn.params
-    nc, nk = p["num_consts"], p["num_carry"]
-    consts, init, xs = invals[:nc], invals[nc : nc + nk], invals[nc + nk :]
-    body = p["jaxpr"]
-    cmask = carry_mask(body.jaxpr, _active(consts), _active(init), _active(xs))
-    ymask = depends(body.jaxpr, [*_active(consts), *cmask, *_active(xs)])[nk:]
-
-    def step(carry: list[Any], x: list[Any]) -> tuple[list[Any], list[Any]]:
-        outs = tm.run(body, [*consts, *carry, *x], site)
-        return _promote_float(tm, outs[:nk], cmask), _promote_float(tm, outs[nk:], ymask)
-
-    carry, ys = lax.scan(
-        step,
-        _promote_float(tm, init, cmask),
-        list(xs),
-        length=p["length"],
-        reverse=p["reverse"],
-        unroll=p["unroll"],
-    )
-    return [*carry, *ys]
 
 
 # ------------------------------------------------------------ custom rules
@@ -248,9 +188,7 @@ def _linear_solve(tm: TaylorInterpreter, eqn: Any, invals: list[Any], site: Any)
 
 
 TaylorInterpreter.special = {
-    "cond": _cond,
-    "while": _while,
-    "scan": _scan,
+    **forward_control.CONTROL_FLOW,
     "custom_jvp_call": _custom_jvp,
     "custom_vjp_call": _custom_vjp,
     "custom_linear_solve": _linear_solve,

@@ -385,6 +385,7 @@ def test_harness_measures_compressed_jacobians():
     assert dense["evaluations"] == 12 * 2 and dense["passes"] == 12
 
 
+@pytest.mark.slow  # ba detected and measured in the harness: ~3 s
 def test_harness_sparse_ba_pattern_is_exact():
     """ba's index arrays are arguments; the harness closes over them (known), so the
     detected pattern is exactly the dense Jacobian's nonzeros (not the conservative one)."""

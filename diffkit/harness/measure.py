@@ -49,7 +49,6 @@ from diffkit.harness.record import (
     summarize_error,
 )
 from diffkit.harness.tolerance import rejudge
-from diffkit.sparse.compressed import plan_jacobian
 
 __all__ = [
     "OUTCOMES",
@@ -555,6 +554,9 @@ def _compressed(rec: Record, d: Differentiator, inst: Instance) -> tuple[Callabl
             "one dense row (a gradient): nothing to compress; use +sparse on a problem with a "
             "Jacobian (brusselator-2d, pde-1d, pde-2d, ba, ht), or d.hessian(f, sparsity='auto')"
         )
+    # imported here: a dense case's worker stays without SciPy's sparse matrices (memory)
+    from diffkit.sparse.compressed import plan_jacobian
+
     x, known = inst.args[0], inst.args[1:]
 
     def f(x: Any) -> Any:

@@ -171,11 +171,12 @@ def lists(
     (name, problem) pairs."""
     rows = []
     for name, d, options in differentiators:
-        native = "+".join(sorted(type(d).native))
+        native = "+".join(sorted(d.native))  # as configured: symbolic's array level is vjp
         rows.append([name, d.mode, native, ", ".join(options), type(d).description])
     headers = ("differentiator", "mode", "native", "options", "how")
     con = console()
-    con.print(table("Differentiators (dk.get(name, **options))", headers, rows))
+    title = "Differentiators (dk.get(name, **options); compare --methods name+sparse: compressed)"
+    con.print(table(title, headers, rows))
     rows = []
     for name, p in problems:
         opts = ", ".join(f"{k}={v}" for k, v in p.options.items())

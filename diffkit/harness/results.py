@@ -390,9 +390,12 @@ class Results:
         return table + page(self)._repr_html_()
 
     def to_csv(self, path: str | Path | None = None) -> str:
-        """The records as CSV (nested fields as ``meta.backend`` etc.); written to ``path``
-        when given; returns the text."""
-        flat = [_flatten(r) for r in self.records]
+        """The records as CSV (nested fields as ``meta.backend`` etc.; a compressed case's
+        pattern drawing, ``pattern_cells``, is left to the JSON lines and the report); written
+        to ``path`` when given; returns the text."""
+        flat = [
+            _flatten({k: v for k, v in r.items() if k != "pattern_cells"}) for r in self.records
+        ]
         fields = list(dict.fromkeys(k for r in flat for k in r))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")

@@ -30,7 +30,7 @@ import statistics
 from typing import TYPE_CHECKING, Any
 
 from diffkit.harness.plots import colours
-from diffkit.harness.record import Record, field_named
+from diffkit.harness.record import SPARSE, Record, field_named
 from diffkit.html.page import Page
 
 if TYPE_CHECKING:  # results.py builds its notebook view with page(): it imports this module
@@ -157,7 +157,7 @@ def patterns(results: Results) -> list[dict[str, Any]]:
         }  # fmt: skip
         methods = []
         for r in sorted(here, key=lambda r: r["method"]):
-            base = r["method"].removesuffix("+sparse")
+            base = r["method"].removesuffix(SPARSE)
             d = dense.get((base, r.get("dtype")))
             speedup = d / r["time_median"] if d and r.get("time_median") else None
             methods.append(

@@ -26,7 +26,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from diffkit._core.errors import DiffkitError
-from diffkit.harness.record import OK, REQUIRED, Record, field_named
+from diffkit.harness.record import OK, REQUIRED, SPARSE, Record, field_named
 from diffkit.harness.report_page import Report, page
 
 __all__ = [
@@ -529,11 +529,11 @@ class Results:
         seen = {(r["problem"], r.get("size"), r["method"], r.get("dtype")) for r in self.records}
         cells = []
         for problem, size, method, dtype in sorted(seen, key=lambda k: (k[0], k[1] or 0, k[2:])):
-            if method.endswith("+sparse") or (problem, size, method + "+sparse", dtype) not in seen:
+            if method.endswith(SPARSE) or (problem, size, method + SPARSE, dtype) not in seen:
                 continue
             dense, sparse = (
                 ok.get((problem, size, method, dtype)),
-                ok.get((problem, size, method + "+sparse", dtype)),
+                ok.get((problem, size, method + SPARSE, dtype)),
             )
             some = sparse or dense or {}
             prep = f"{(sparse['detect_s'] + sparse['colour_s']) * 1e3:.1f} ms" if sparse else "-"

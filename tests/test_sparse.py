@@ -49,6 +49,7 @@ def rand(n: int, seed: int = 0) -> jax.Array:
         ("brusselator-2d", 5, fam.brusselator_pattern(5)),
         ("pde-1d", 7, fam.pde_1d_pattern(7)),
         ("pde-2d", 4, fam.pde_2d_pattern(4)),
+        ("rosenbrock-ext-hessian", 10, fam.rosenbrock_ext_pattern(10)),
     ],
 )
 def test_family_patterns_exact(name, size, exact):
@@ -381,6 +382,9 @@ def test_harness_measures_compressed_jacobians():
         cells = r["pattern_cells"]
         assert cells["shape"] == [12, 12] and sum(c[2] for c in cells["cells"]) == exact.nnz
     assert r["evaluations"] == 3 * 2  # fd: one central stencil per colour, not per column
+    h = dk.harness.run_case("rosenbrock-ext-hessian", 12, "tape+sparse", "float64", min_time=0.005)
+    assert h["outcome"] == "ok" and h["accurate"] and h["colours"] == 2
+    assert h["nnz"] == fam.rosenbrock_ext_pattern(12).nnz  # the Hessian's 2 x 2 blocks
     dense = dk.harness.run_case("pde-1d", 12, "fd", "float64", min_time=0.005)
     assert dense["evaluations"] == 12 * 2 and dense["passes"] == 12
 

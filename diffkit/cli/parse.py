@@ -268,7 +268,7 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="each method's Jacobian dense and compressed (name+sparse: the pattern detected, "
         "coloured, one pass per colour), side by side; without --problem: brusselator-2d, "
-        "pde-1d, ba, ht",
+        "pde-1d, ba, ht, rosenbrock-ext-hessian",
     )
     p.add_argument("--sizes", help="sizes, e.g. 10,100,1e3,1e4 or 1..13")
     p.add_argument(

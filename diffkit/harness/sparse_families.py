@@ -8,7 +8,9 @@
 * ``pde-2d`` -- the 2-D Bratu residual ``-Lap u - lam exp(u)`` on an ``N x N`` grid (zero
   Dirichlet values): the 5-point pattern;
 * ``rosenbrock-ext`` -- the extended Rosenbrock function, pairs ``(x_{2i}, x_{2i+1})``: a
-  block-diagonal Hessian of 2 x 2 blocks.
+  block-diagonal Hessian of 2 x 2 blocks;
+* ``rosenbrock-ext-hessian`` -- that Hessian, as the Jacobian of its gradient (``jax.grad``,
+  as GradBench's ``kmeans``): ``diffkit compare --sparse`` measures it dense and compressed.
 
 Each module-level ``*_pattern`` function gives the exact pattern, written independently of
 the detector (by the stencil), for the tests.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.sparse as sp
@@ -168,14 +171,19 @@ def _pde_2d(size, dtype, rng, lam):
     return residual, (0.1 * rng.standard_normal(grid * grid).astype(dtype),)
 
 
+def _rosen_ext(x: Any) -> Any:
+    odd, even = x[0::2], x[1::2]
+    return jnp.sum(100.0 * (even - odd**2) ** 2 + (1.0 - odd) ** 2)
+
+
 def _rosenbrock_ext(size, dtype, rng):
     n = 2 * max(1, int(size) // 2)
+    return _rosen_ext, ((0.5 * rng.standard_normal(n)).astype(dtype),)
 
-    def rosen(x: Any) -> Any:
-        odd, even = x[0::2], x[1::2]
-        return jnp.sum(100.0 * (even - odd**2) ** 2 + (1.0 - odd) ** 2)
 
-    return rosen, ((0.5 * rng.standard_normal(n)).astype(dtype),)
+def _rosenbrock_ext_hessian(size, dtype, rng):
+    _, args = _rosenbrock_ext(size, dtype, rng)
+    return jax.grad(_rosen_ext), args
 
 
 for _problem in (
@@ -207,6 +215,13 @@ for _problem in (
         "n",
         (10, 100, 1_000, 10_000),
         _rosenbrock_ext,
+    ),
+    Problem(
+        "rosenbrock-ext-hessian",
+        "extended Rosenbrock's Hessian: the Jacobian of its gradient (2 x 2 blocks, sparse)",
+        "n",
+        (10, 100, 1_000),
+        _rosenbrock_ext_hessian,
     ),
 ):
     register_problem(_problem)

@@ -120,6 +120,7 @@ SPARSE_SIZES: dict[str, list[int]] = {
     "pde-1d": [1_000],
     "ba": [100],
     "ht": [100],
+    "rosenbrock-ext-hessian": [1_000],
 }
 
 

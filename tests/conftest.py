@@ -5,8 +5,8 @@ the repository's root, ignored by git; ``DIFFKIT_TEST_CACHE=off`` turns it off):
 skips most XLA compilation. Every program is kept, however fast it compiled (JAX's default
 keeps those over 1 s): the suite's programs are thousands of small ones, each primitive
 compiled eagerly in every worker and subprocess, and reading one back is faster than
-compiling it (the unit tier, warm: 2 min 26 s keeping those over 0.1 s, 1 min 49 s keeping
-all; ~35 MB of cache). Suites of different checkouts running at once never share it (a
+compiling it (the unit tier on 2 idle cores, side by side: warm, 1 min 53 s keeping those
+over 0.1 s, 1 min 15 s keeping all; cold, 2 min 4 s and 2 min 1 s; ~35 MB of cache).
 shared entry was once seen truncated). Subprocesses (the CLI, notebooks) inherit it through
 the environment.
 

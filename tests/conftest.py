@@ -7,7 +7,9 @@ keeps those over 1 s): the suite's programs are thousands of small ones, each pr
 compiled eagerly in every worker and subprocess, and reading one back is faster than
 compiling it (the unit tier on 2 idle cores, side by side: warm, 1 min 53 s keeping those
 over 0.1 s, 1 min 15 s keeping all; cold, 2 min 4 s and 2 min 1 s; ~35 MB of cache).
-shared entry was once seen truncated). Subprocesses (the CLI, notebooks) inherit it through
+Suites of different checkouts running at once never share it (a shared entry was once seen
+truncated; two xdist workers of one suite may still write one entry at once, which JAX
+reads as a warning and compiles again). Subprocesses (the CLI, notebooks) inherit it through
 the environment.
 
 XLA compiles fast rather than well here (``DIFFKIT_TEST_FAST_COMPILE=off`` turns it off):

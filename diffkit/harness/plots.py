@@ -132,8 +132,10 @@ def figure(
 ) -> Any:
     """The three panels of one (problem, dtype) as a matplotlib figure; ``palette`` maps
     methods to colours (default: :func:`colours` of these records' methods)."""
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     methods = sorted({r["method"] for r in recs})
+    rows = -(-len(methods) // 2)  # many methods: the legends go under the panels, 2 columns
+    below = len(methods) > 6 and len({r["size"] for r in recs}) > 1
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2 + (0.2 * rows if below else 0.0)))
     palette = palette or colours(methods)
     sizes = sorted({r["size"] for r in recs})
     dots = len(sizes) == 1
@@ -150,9 +152,13 @@ def figure(
             if len(sizes) <= 8:  # few sizes: tick exactly the sizes measured
                 ax.set_xticks(sizes)
         ax.grid(True, alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
+        if ax.get_legend_handles_labels()[0] and below:
+            ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.13))
+        elif ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.13, top=0.9, wspace=0.35)
+    height = fig.get_figheight()
+    bottom = (0.55 + 0.2 * rows) / height if below else 0.13
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=bottom, top=0.9, wspace=0.35)
     return fig
 
 
@@ -194,7 +200,8 @@ def _lines(recs, methods, axes, problem, dtype, fits, palette) -> list[Any]:  # 
         rs = sorted((r for r in recs if r["method"] == method), key=lambda r: r[axis])
         xs = [r[axis] for r in rs]
         colour = palette[method]
-        style = dict(marker=shapes[i % len(shapes)], ms=9 - 0.6 * (i % 6), mfc="none", color=colour)
+        filled = colour if method.endswith(SPARSE) else "none"  # compressed: filled markers
+        style = dict(marker=shapes[i % len(shapes)], ms=9 - 0.6 * (i % 6), mfc=filled, color=colour)
         times = [r["time_median"] for r in rs]
         fit = fits.get((problem, method, dtype), {})
         slope = fit.get("slope_time") if fit.get("against") == axis else None

@@ -206,7 +206,8 @@
                                fill: "#1f3b73", opacity: 0.25 + 0.75 * (k / top) }));
       const colours = p.methods.map((e) =>
         `${e.method}: ${e.colours} ${e.mode === "rev" ? "row" : "column"} colours` +
-        (e.speedup ? `, ${ratioText(e.speedup)} faster than dense` : ""));
+        (!e.speedup ? "" : e.speedup >= 1 ? `, ${ratioText(e.speedup)} faster than dense`
+          : `, ${ratioText(1 / e.speedup)} slower than dense`));
       box.append(el("figure", { class: "chart", "data-problem": p.problem },
         el("figcaption", { text: `${p.problem}, n=${n}, m=${m}: ${p.nnz} nonzeros (${fmt(density, 2)}%)` }),
         s, el("ul", { class: "hint" }, colours.map((t) => el("li", { text: t })))));
